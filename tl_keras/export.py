@@ -1,0 +1,203 @@
+"""SavedModel export for TensorFlow Serving, raw text in, labels out.
+
+The export is a `tf.Module` holding the preprocessor (tokeniser) and the
+trained model, saved with `tf.saved_model.save`. Each variable is stored once
+(Keras' own `model.export` stores them twice). Layout: `<base>/<name>/<version>/`
+with `saved_model.pb`, `variables/`, `assets.extra/tf_serving_warmup_requests`
+and `model_card.json`, written into a temporary sibling folder and renamed into
+place, so a version folder is either complete or absent.
+
+Signatures:
+- `serving_default`: `text` (DT_STRING, [-1]) to `probabilities` [-1, C],
+  `label_id` (int64, [-1]) and `label` (DT_STRING, [-1]); for regression
+  `prediction` [-1]; for multi-label, `label` joins the names over 0.5
+  with commas.
+- `serve_tokens`: the backbone's token inputs (int32 [-1, -1] each) to the
+  same outputs, for clients that tokenise themselves.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+from tl_keras.data import MULTILABEL_SEPARATOR
+from tl_keras.evaluation import MULTILABEL_THRESHOLD
+from tl_keras.preprocessing import trim_to_bucket
+
+SIGNATURES = ("serving_default", "serve_tokens")
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+class TextServingModule(tf.Module):
+    """The serving graph: tokeniser, optional trim, model and label lookup.
+
+    Args:
+        model: the trained text model (token inputs).
+        preprocessor: the backbone's `TextClassifierPreprocessor`.
+        vocabulary: the `LabelVocabulary` stored in the graph.
+        trim: cut each request's token tensors to its longest real text,
+            rounded up to a bucket boundary, before the backbone runs.
+    """
+
+    def __init__(self, model, preprocessor, vocabulary, trim=True):
+        super().__init__(name="text_serving")
+        self.model = model
+        self.preprocessor = preprocessor
+        self.task = vocabulary.task
+        self.class_names = tf.constant(list(vocabulary.names) or [""], tf.string)
+        self.sequence_length = preprocessor.sequence_length
+        self.trim = trim
+        token_specs = {
+            name: tf.TensorSpec([None, None], tf.int32, name=name) for name in model.input
+        }
+        self.serve_text = tf.function(
+            self._serve_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
+        )
+        self.serve_tokens = tf.function(self._serve_tokens, input_signature=[token_specs])
+
+    def _outputs(self, inputs):
+        if self.trim:
+            inputs = trim_to_bucket(inputs, self.sequence_length)
+        outputs = self.model(inputs, training=False)
+        if self.task == "regression":
+            return {"prediction": outputs[:, 0]}
+        if self.task == "multilabel":
+            chosen = tf.ragged.boolean_mask(
+                tf.broadcast_to(self.class_names, tf.shape(outputs)), outputs >= MULTILABEL_THRESHOLD
+            )
+            return {
+                "probabilities": outputs,
+                "label": tf.strings.reduce_join(chosen, axis=1, separator=MULTILABEL_SEPARATOR),
+            }
+        label_id = tf.argmax(outputs, axis=1)
+        return {
+            "probabilities": outputs,
+            "label_id": label_id,
+            "label": tf.gather(self.class_names, label_id),
+        }
+
+    def _serve_text(self, text):
+        inputs = self.preprocessor(text)
+        return self._outputs({name: tf.cast(inputs[name], tf.int32) for name in self.model.input})
+
+    def _serve_tokens(self, tokens):
+        return self._outputs(tokens)
+
+
+def next_version(model_dir):
+    """Returns one more than the highest integer version folder in
+    `model_dir` (1 if there is none); other names are ignored."""
+    model_dir = pathlib.Path(model_dir)
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _signature_card(function):
+    concrete = function.get_concrete_function()
+    inputs = concrete.structured_input_signature[0][0]
+    inputs = inputs if isinstance(inputs, dict) else {inputs.name: inputs}
+
+    def describe(spec):
+        return {"dtype": spec.dtype.name, "shape": [-1 if d is None else d for d in spec.shape.as_list()]}
+
+    return {
+        "inputs": {name: describe(spec) for name, spec in inputs.items()},
+        "outputs": {name: describe(spec) for name, spec in concrete.structured_outputs.items()},
+    }
+
+
+def write_warmup_requests(path, model_name, texts):
+    """Writes TF Serving warm-up requests: a TFRecord of `PredictionLog`s,
+    each a `serving_default` request for one of `texts`."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for text in texts:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+            )
+            request.inputs["text"].CopyFrom(tf.make_tensor_proto([text], dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+
+
+def export_text_model(
+    model,
+    preprocessor,
+    vocabulary,
+    export_dir,
+    model_name,
+    version=None,
+    warmup_texts=(),
+    card=None,
+    trim=True,
+):
+    """Exports a trained text model as a TF Serving SavedModel, atomically.
+
+    Args:
+        model: the trained text model (LoRA already merged).
+        preprocessor: the backbone's preprocessor; it runs inside the graph.
+        vocabulary: the `LabelVocabulary` of the training data.
+        export_dir: the base folder TF Serving watches.
+        model_name: the model's folder name under `export_dir`.
+        version: an integer version; the next free one if `None`.
+        warmup_texts: a few real texts for the warm-up requests.
+        card: extra JSON-ready facts for `model_card.json` (backbone,
+            strategy, metrics, ...).
+        trim: trim padding inside the graph (see `TextServingModule`).
+
+    Returns:
+        The version folder, a `pathlib.Path`.
+
+    Example:
+    >>> export_text_model(model, preprocessor, vocabulary, "exports",
+    ...                   "reviews", warmup_texts=["great phone"])
+    PosixPath('exports/reviews/1')
+    """
+    if not model_name or "/" in model_name or model_name.startswith("."):
+        raise ValueError(f"`model_name` must be a plain folder name, received {model_name!r}.")
+    model_dir = pathlib.Path(export_dir) / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(model_dir) if version is None else version
+    if not isinstance(version, (int, np.integer)) or version < 1:
+        raise ValueError(f"`version` must be an integer >= 1, received {version!r}.")
+    final = model_dir / str(version)
+    if final.exists():
+        raise FileExistsError(f"Version folder {final} already exists; versions are never overwritten.")
+    staging = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        module = TextServingModule(model, preprocessor, vocabulary, trim=trim)
+        signatures = {"serving_default": module.serve_text, "serve_tokens": module.serve_tokens}
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        (staging / "assets.extra").mkdir(exist_ok=True)
+        if warmup_texts:
+            write_warmup_requests(staging / "assets.extra" / WARMUP_FILE, model_name, list(warmup_texts))
+        import tensorflow_text
+
+        model_card = {
+            "model_name": model_name,
+            "version": int(version),
+            "task": vocabulary.task,
+            "labels": list(vocabulary.names),
+            "parameters": int(model.count_params()),
+            "tensorflow_version": tf.__version__,
+            "tensorflow_text_version": tensorflow_text.__version__,
+            "signatures": {
+                "serving_default": _signature_card(module.serve_text),
+                "serve_tokens": _signature_card(module.serve_tokens),
+            },
+            **(card or {}),
+        }
+        (staging / "model_card.json").write_text(json.dumps(model_card, indent=2, default=str))
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final

@@ -1,0 +1,69 @@
+"""The frozen-embedding cache: run a frozen encoder over the data once.
+
+With the `frozen` strategy the encoder's output never changes, so training the
+head on cached features gives the same result as running the backbone every
+epoch, for a fraction of the cost. Entries are keyed by a fingerprint of the
+encoder's weights and configuration and of the token ids (which carry the
+data and the sequence length), so a change to any of them misses the cache.
+"""
+
+import hashlib
+import json
+import pathlib
+
+import numpy as np
+
+from tl_keras.preprocessing import predict_in_length_order
+
+
+def fingerprint(encoder, tokens):
+    """Returns a hex digest of the encoder (config and weights) and tokens."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(encoder.get_config(), sort_keys=True, default=str).encode())
+    for weight in encoder.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    for name in sorted(tokens.arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(tokens.arrays[name]).tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """Caches pooled encoder features in memory and, if `directory` is given,
+    on disk as `<fingerprint>.npy`.
+
+    Args:
+        directory: a folder for the on-disk cache, or `None`.
+
+    Example:
+    >>> cache = FeatureCache("runs/cache")
+    >>> features = cache.features(model.get_layer("encoder"), tokens)
+    """
+
+    def __init__(self, directory=None):
+        self.directory = pathlib.Path(directory) if directory else None
+        self._memory = {}
+        self.hits = 0
+        self.misses = 0
+
+    def features(self, encoder, tokens, batch_size=64, verbose=1):
+        """Returns `encoder`'s features for `tokens`, computing them (with a
+        progress bar) only if this encoder and data were not seen before."""
+        key = fingerprint(encoder, tokens)
+        path = self.directory / f"{key}.npy" if self.directory else None
+        if key in self._memory:
+            self.hits += 1
+            return self._memory[key]
+        if path is not None and path.is_file():
+            self.hits += 1
+            self._memory[key] = np.load(path)
+            return self._memory[key]
+        self.misses += 1
+        features = predict_in_length_order(encoder, tokens, batch_size, verbose)
+        self._memory[key] = features
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".partial.npy")
+            np.save(temporary, features)
+            temporary.replace(path)
+        return features

@@ -1,0 +1,138 @@
+"""The text transfer job end to end: files in, report and SavedModel out.
+
+Data flows one way: read → label vocabulary → backbone and preprocessor →
+tokenise once → encoder and head → strategy and training → held-out
+evaluation → report → export.
+"""
+
+import dataclasses
+import pathlib
+
+import tensorflow as tf
+
+from tl_keras.backbones import default_pooling, load_text_backbone
+from tl_keras.data import LabelVocabulary, read_labelled_texts, stratified_split
+from tl_keras.evaluation import evaluate_predictions, summary_line, write_report
+from tl_keras.export import export_text_model
+from tl_keras.feature_cache import FeatureCache
+from tl_keras.heads import build_encoder, build_head, build_text_model
+from tl_keras.preprocessing import predict_in_length_order, tokenize
+from tl_keras.strategies import parse_strategy
+from tl_keras.training import TrainingConfig, TrainingData, train
+
+
+@dataclasses.dataclass
+class TextClassificationConfig:
+    """Everything a text transfer run needs; `recipes/text_classification.py`
+    fills it from flags or YAML.
+
+    Args:
+        train: training file (`.tsv`/`.txt`, `.csv`, `.jsonl`).
+        backbone: a KerasHub preset (Kaggle handle or local folder).
+        output_dir: where `metrics.json` and the plots go.
+        validation: validation file; `None` holds out a stratified
+            `validation_fraction` of `train`.
+        strategy: `"frozen"`, `"partial:N"`, `"full"` or `"lora:R"`.
+        task: `"classification"`, `"multilabel"` or `"regression"`.
+        pooling: `"mean"`, `"cls"`, `"pooled"`, or `None` for the backbone's
+            default.
+        export_dir, model_name: write a TF Serving SavedModel to
+            `export_dir/model_name/<version>/` when `export_dir` is set.
+        training: the `TrainingConfig`.
+
+    Example:
+    >>> run(TextClassificationConfig(train="reviews.tsv", backbone=
+    ...     minilm_l6_offline_path(), output_dir="runs/reviews"))
+    """
+
+    train: str
+    backbone: str
+    output_dir: str
+    validation: str = None
+    validation_fraction: float = 0.2
+    strategy: str = "frozen"
+    task: str = "classification"
+    text_column: str = "text"
+    label_column: str = "label"
+    sequence_length: int = 128
+    pooling: str = None
+    hidden_dim: int = 0
+    dropout: float = 0.1
+    export_dir: str = None
+    model_name: str = "text_classifier"
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run produced: the trained model and where its outputs are."""
+
+    model: object
+    preprocessor: object
+    vocabulary: LabelVocabulary
+    metrics: dict
+    history: dict
+    report_paths: list
+    export_path: pathlib.Path = None
+
+
+def run(config, distribution=None):
+    """Trains, evaluates and (optionally) exports a text model; see
+    `TextClassificationConfig`. Returns a `RunResult`."""
+    strategy = parse_strategy(config.strategy)
+    train_rows = read_labelled_texts(config.train, config.text_column, config.label_column)
+    if config.validation:
+        validation_rows = read_labelled_texts(config.validation, config.text_column, config.label_column)
+    else:
+        train_rows, validation_rows = stratified_split(
+            train_rows, config.validation_fraction, config.training.seed,
+            stratify=config.task != "regression",
+        )
+    vocabulary = LabelVocabulary.from_labels(train_rows.labels, config.task, train_rows.origins)
+    train_targets = vocabulary.encode(train_rows.labels, train_rows.origins)
+    validation_targets = vocabulary.encode(validation_rows.labels, validation_rows.origins)
+
+    distribution = distribution or tf.distribute.get_strategy()
+    with distribution.scope():
+        backbone, preprocessor = load_text_backbone(config.backbone, config.sequence_length)
+        pooling = config.pooling or default_pooling(config.backbone, backbone)
+        encoder = build_encoder(backbone, pooling)
+        head = build_head(encoder.output.shape[-1], vocabulary.num_outputs, config.task, config.hidden_dim, config.dropout)
+        model = build_text_model(encoder, head)
+    verbose = config.training.verbose
+    data = TrainingData(
+        tokenize(train_rows.texts, preprocessor, verbose=verbose), train_targets,
+        tokenize(validation_rows.texts, preprocessor, verbose=verbose), validation_targets,
+    )
+    output_dir = pathlib.Path(config.output_dir)
+    cache = FeatureCache(output_dir / "feature_cache")
+    model, history = train(model, strategy, data, config.task, config.training, cache, distribution)
+
+    outputs = predict_in_length_order(model, data.validation_tokens, config.training.batch_size)
+    metrics = evaluate_predictions(outputs, validation_targets, vocabulary)
+    report_paths = write_report(metrics, history, output_dir)
+    export_path = None
+    if config.export_dir:
+        card = {
+            "backbone": str(config.backbone),
+            "pooling": pooling,
+            "strategy": str(strategy),
+            "sequence_length": config.sequence_length,
+            "held_out_metrics": metrics,
+            "training": dataclasses.asdict(config.training),
+        }
+        export_path = export_text_model(
+            model, preprocessor, vocabulary, config.export_dir, config.model_name,
+            warmup_texts=validation_rows.texts[:5], card=card,
+        )
+    return RunResult(model, preprocessor, vocabulary, metrics, history, report_paths, export_path)
+
+
+def describe(result):
+    """The run's closing lines: held-out metrics and where everything is."""
+    lines = [summary_line(result.metrics)]
+    lines += [f"wrote {path}" for path in result.report_paths]
+    if result.export_path:
+        lines.append(f"SavedModel: {result.export_path}")
+    return "\n".join(lines)
+

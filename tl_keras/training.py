@@ -1,0 +1,163 @@
+"""Training a backbone-plus-head model with a transfer strategy.
+
+`train` runs the strategy's phases with plain `compile` and `fit`:
+- `frozen`: the head trains on cached encoder features (`FeatureCache`).
+- `partial:N` and `lora:R`: one phase, head and unfrozen weights together.
+- `full`: fastai-style, a head warm-up on cached features with the backbone
+  frozen, then everything at discriminative learning rates.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_keras.feature_cache import FeatureCache
+from tl_keras.preprocessing import make_dataset
+from tl_keras.strategies import TransferStrategy, apply_trainability, discriminative_optimizer, merge_lora
+
+DEFAULT_BACKBONE_LEARNING_RATES = {"partial": 5e-5, "full": 5e-5, "lora": 5e-4}
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """How to train.
+
+    Args:
+        epochs: epochs of the strategy's main phase.
+        batch_size: global batch size (split across replicas).
+        head_learning_rate: the head's learning rate.
+        backbone_learning_rate: the top backbone block's learning rate; `None`
+            takes the strategy's default (5e-5, or 5e-4 for LoRA weights).
+        layer_decay: each lower block's rate is this times the one above
+            (`full` only; `partial` and `lora` use 1.0).
+        warmup_epochs: head-only epochs before `full` unfreezes the backbone.
+        seed: seeds weights, dropout and shuffling.
+        verbose: Keras progress bars (1) or none (0).
+    """
+
+    epochs: int = 3
+    batch_size: int = 16
+    head_learning_rate: float = 1e-3
+    backbone_learning_rate: float = None
+    layer_decay: float = 0.8
+    warmup_epochs: int = 1
+    seed: int = 1234
+    verbose: int = 1
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, received {getattr(self, name)!r}.")
+        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
+            raise ValueError(f"`warmup_epochs` must be an integer >= 0, received {self.warmup_epochs!r}.")
+
+
+def loss_and_metrics(task):
+    """Returns `(loss, metrics)` for a task; the head outputs probabilities
+    (or raw values for regression)."""
+    if task == "classification":
+        return keras.losses.SparseCategoricalCrossentropy(), [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ]
+    if task == "multilabel":
+        return keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy")]
+    if task == "regression":
+        return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
+    raise ValueError(f"Unknown task {task!r}.")
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """Tokenised training and validation rows with their numpy targets."""
+
+    train_tokens: object
+    train_targets: np.ndarray
+    validation_tokens: object
+    validation_targets: np.ndarray
+
+
+def _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution):
+    with distribution.scope():
+        loss, metrics = loss_and_metrics(task)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    history = model.fit(
+        train_dataset,
+        validation_data=validation_dataset,
+        initial_epoch=first_epoch,
+        epochs=first_epoch + epochs,
+        shuffle=False,  # The datasets shuffle themselves, every epoch.
+        verbose=config.verbose,
+    )
+    return history.history
+
+
+def _fit_head_on_cache(model, data, task, config, cache, first_epoch, epochs, distribution):
+    encoder, head = model.get_layer("encoder"), model.get_layer("head")
+    train_features = cache.features(encoder, data.train_tokens, verbose=config.verbose)
+    validation_features = cache.features(encoder, data.validation_tokens, verbose=config.verbose)
+    train_dataset = (
+        tf.data.Dataset.from_tensor_slices((train_features, data.train_targets))
+        .shuffle(len(train_features), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    validation_dataset = tf.data.Dataset.from_tensor_slices(
+        (validation_features, data.validation_targets)
+    ).batch(config.batch_size)
+    with distribution.scope():
+        optimizer = keras.optimizers.AdamW(config.head_learning_rate)
+    return _fit(head, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution)
+
+
+def _append(history, new, phase):
+    for key, values in new.items():
+        history.setdefault(key, []).extend(values)
+    history.setdefault("phase", []).extend([phase] * len(next(iter(new.values()))))
+
+
+def train(model, strategy, data, task, config=None, cache=None, distribution=None):
+    """Trains `model` (from `build_text_model`) with a transfer strategy.
+
+    Args:
+        model: the functional text model; built under `distribution.scope()`.
+        strategy: a `TransferStrategy`.
+        data: a `TrainingData`.
+        task: `"classification"`, `"multilabel"` or `"regression"`.
+        config: a `TrainingConfig`.
+        cache: a `FeatureCache` for `frozen` and the `full` warm-up; a fresh
+            in-memory one if `None`.
+        distribution: a `tf.distribute.Strategy`; the current one if `None`.
+
+    Returns:
+        `(model, history)`: the trained full text model (LoRA merged into the
+        kernels) and a dict of per-epoch metric lists, with a `"phase"` list
+        naming each epoch's phase.
+
+    Example:
+    >>> model, history = train(model, parse_strategy("partial:2"), data,
+    ...                        "classification", TrainingConfig(epochs=3))
+    """
+    config = config or TrainingConfig()
+    cache = cache or FeatureCache()
+    distribution = distribution or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.seed)
+    history = {}
+    if strategy.kind in ("frozen", "full"):
+        apply_trainability(model, TransferStrategy("frozen"))
+        head_epochs = config.epochs if strategy.kind == "frozen" else config.warmup_epochs
+        if head_epochs:
+            _append(history, _fit_head_on_cache(model, data, task, config, cache, 0, head_epochs, distribution), "head")
+        if strategy.kind == "frozen":
+            return model, history
+    apply_trainability(model, strategy)
+    backbone_rate = config.backbone_learning_rate or DEFAULT_BACKBONE_LEARNING_RATES[strategy.kind]
+    layer_decay = config.layer_decay if strategy.kind == "full" else 1.0
+    with distribution.scope():
+        optimizer = discriminative_optimizer(model, config.head_learning_rate, backbone_rate, layer_decay)
+    train_dataset = make_dataset(data.train_tokens, data.train_targets, config.batch_size, shuffle=True, seed=config.seed)
+    validation_dataset = make_dataset(data.validation_tokens, data.validation_targets, config.batch_size)
+    first_epoch = len(history.get("phase", []))
+    _append(history, _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, config.epochs, config, distribution), strategy.kind)
+    return merge_lora(model), history
