@@ -33,6 +33,13 @@ SIGNATURES = ("serving_default", "serve_tokens")
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
+class _Untracked:
+    """Holds an object out of `tf.Module`'s dependency tracking."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 class TextServingModule(tf.Module):
     """The serving graph: tokeniser, optional trim, model and label lookup.
 
@@ -46,7 +53,12 @@ class TextServingModule(tf.Module):
 
     def __init__(self, model, preprocessor, vocabulary, trim=True):
         super().__init__(name="text_serving")
-        self.model = model
+        # Track the model's underlying tf.Variables, not the Keras model: the
+        # Keras variable wrappers would be saved as a second copy of every
+        # variable, and the copies a TF1 session (TF Serving, saved_model_cli)
+        # restores would not be the ones the graph reads.
+        self.model_variables = [variable.value for variable in model.weights]
+        self._model = _Untracked(model)
         self.preprocessor = preprocessor
         self.task = vocabulary.task
         self.class_names = tf.constant(list(vocabulary.names) or [""], tf.string)
@@ -63,7 +75,7 @@ class TextServingModule(tf.Module):
     def _outputs(self, inputs):
         if self.trim:
             inputs = trim_to_bucket(inputs, self.sequence_length)
-        outputs = self.model(inputs, training=False)
+        outputs = self._model.value(inputs, training=False)
         if self.task == "regression":
             return {"prediction": outputs[:, 0]}
         if self.task == "multilabel":
@@ -83,7 +95,7 @@ class TextServingModule(tf.Module):
 
     def _serve_text(self, text):
         inputs = self.preprocessor(text)
-        return self._outputs({name: tf.cast(inputs[name], tf.int32) for name in self.model.input})
+        return self._outputs({name: tf.cast(inputs[name], tf.int32) for name in self._model.value.input})
 
     def _serve_tokens(self, tokens):
         return self._outputs(tokens)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test suite, after its own setup. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+exec .venv/bin/python -m pytest "$@"
