@@ -1,0 +1,76 @@
+"""The `tl-keras` command: `predict` against TF Serving, and `serve-local`.
+
+    tl-keras serve-local exports            # gRPC :8500, REST :8501 (a stand-in, not production)
+    tl-keras predict --model reviews "great phone" "broke in a week"
+    tl-keras predict --rest localhost:8501 --model reviews --version 2 "great phone"
+"""
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+import tl_keras  # noqa: F401  (selects the TensorFlow backend first)
+
+
+def _predict(args):
+    from tl_keras.serving import GrpcClient, RestClient, ServingError
+
+    options = dict(signature=args.signature, version=args.version, version_label=args.version_label,
+                   timeout=args.timeout)
+    client = RestClient(args.rest, args.model, **options) if args.rest else GrpcClient(args.address, args.model, **options)
+    try:
+        outputs = client.predict(args.texts)
+    except ServingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for i, text in enumerate(args.texts):
+        row = {name: value[i].tolist() if hasattr(value[i], "tolist") else value[i] for name, value in outputs.items()}
+        print(json.dumps({"text": text, **row}))
+    return 0
+
+
+def _serve_local(args):
+    from tl_keras.local_server import LocalServer
+
+    server = LocalServer(args.model_base_path, grpc_port=args.grpc_port, rest_port=args.rest_port, host=args.host)
+    server.start()
+    print(f"serving {args.model_base_path} (local stand-in for TF Serving, not for production): "
+          f"gRPC {args.host}:{server.grpc_port}, REST http://{args.host}:{server.rest_port}", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="tl-keras", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser("predict", help="query a TF Serving model with texts")
+    predict.add_argument("texts", nargs="+")
+    predict.add_argument("--model", required=True, help="model name on the server")
+    predict.add_argument("--address", default="localhost:8500", help="gRPC host:port")
+    predict.add_argument("--rest", help="use REST at this host:port instead of gRPC")
+    predict.add_argument("--signature", default="serving_default")
+    predict.add_argument("--version", type=int)
+    predict.add_argument("--version-label")
+    predict.add_argument("--timeout", type=float, default=10.0)
+    predict.set_defaults(run=_predict)
+    serve = commands.add_parser("serve-local", help="serve an export folder without Docker (dev stand-in)")
+    serve.add_argument("model_base_path", help="the TF Serving base folder, <name>/<version>/ inside")
+    serve.add_argument("--grpc-port", type=int, default=8500)
+    serve.add_argument("--rest-port", type=int, default=8501)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.set_defaults(run=_serve_local)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
