@@ -150,12 +150,22 @@ def make_dataset(tokens, targets=None, batch_size=32, shuffle=False, seed=None):
 
 
 def predict_in_length_order(model, tokens, batch_size=64, verbose=0):
-    """Runs `model.predict` on rows sorted by length (little padding), and
-    returns the outputs in the original row order."""
+    """Runs `model` in inference mode on rows sorted by length (little
+    padding) and returns the outputs in the original row order.
+
+    The model is called through one `tf.function` whose input shapes are left
+    open, so it is traced once for all bucket widths (Keras' `predict` traces
+    a shape at a time), with a progress bar when `verbose` is 1.
+    """
     order = np.argsort(tokens.lengths, kind="stable")
-    outputs = model.predict(
-        make_dataset(tokens.take(order), batch_size=batch_size), verbose=verbose
-    )
+    specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in tokens.arrays}
+    run = tf.function(lambda inputs: model(inputs, training=False), input_signature=[specs])
+    progress = keras.utils.Progbar(len(tokens), verbose=verbose, unit_name="text")
+    outputs = []
+    for batch in make_dataset(tokens.take(order), batch_size=batch_size):
+        outputs.append(run(batch).numpy())
+        progress.add(len(outputs[-1]))
+    outputs = np.concatenate(outputs)
     result = np.empty_like(outputs)
     result[order] = outputs
     return result

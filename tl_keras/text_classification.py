@@ -8,6 +8,7 @@ evaluation → report → export.
 import dataclasses
 import pathlib
 
+import numpy as np
 import tensorflow as tf
 
 from tl_keras.backbones import default_pooling, load_text_backbone
@@ -99,10 +100,11 @@ def run(config, distribution=None):
         encoder = build_encoder(backbone, pooling)
         head = build_head(encoder.output.shape[-1], vocabulary.num_outputs, config.task, config.hidden_dim, config.dropout)
         model = build_text_model(encoder, head)
-    verbose = config.training.verbose
+    tokens = tokenize(train_rows.texts + validation_rows.texts, preprocessor, verbose=config.training.verbose)
+    split = len(train_rows)
     data = TrainingData(
-        tokenize(train_rows.texts, preprocessor, verbose=verbose), train_targets,
-        tokenize(validation_rows.texts, preprocessor, verbose=verbose), validation_targets,
+        tokens.take(np.arange(split)), train_targets,
+        tokens.take(np.arange(split, len(tokens))), validation_targets,
     )
     output_dir = pathlib.Path(config.output_dir)
     cache = FeatureCache(output_dir / "feature_cache")
