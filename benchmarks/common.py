@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tl_keras  # noqa: E402,F401
 
+import keras  # noqa: E402
 import keras_hub  # noqa: E402
 
 from tl_keras.backbones import minilm_l6_offline_path  # noqa: E402
@@ -32,6 +33,24 @@ def keras_hub_classifier(sequence_length, num_classes=2, with_preprocessor=True)
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=sequence_length)
     return keras_hub.models.BertTextClassifier.from_preset(path, num_classes=num_classes, preprocessor=preprocessor if with_preprocessor else None
     )
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records each epoch's wall time (the first includes tracing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def steady(self):
+        """Median epoch time after the first (no tracing)."""
+        return sorted(self.seconds[1:])[len(self.seconds[1:]) // 2]
 
 
 class Timer:

@@ -41,11 +41,17 @@ HELP = {
 }
 
 
+def boolean(text):
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, received {text!r}")
+    return text.lower() in ("true", "1", "yes")
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of settings; flags override it")
     for name, field in {**RUN_FIELDS, **TRAINING_FIELDS}.items():
-        kind = field.type if field.type in (int, float) else str
+        kind = boolean if field.type is bool else field.type if field.type in (int, float) else str
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=HELP.get(name))
     return parser.parse_args(argv)
 

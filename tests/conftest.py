@@ -40,11 +40,11 @@ def write_tsv(path, texts, labels):
     return path
 
 
-def tiny_bert(seed=0):
+def tiny_bert(seed=0, dropout=0.1):
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=32,
-        intermediate_dim=64, max_sequence_length=64,
+        intermediate_dim=64, max_sequence_length=64, dropout=dropout,
     )
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=VOCAB, lowercase=True)
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=SEQUENCE_LENGTH)

@@ -8,11 +8,15 @@ evaluation → report → export.
 import dataclasses
 import pathlib
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from tl_keras.backbones import default_pooling, load_text_backbone
 from tl_keras.data import LabelVocabulary, read_labelled_texts, stratified_split
+from tl_keras.distribute import (
+    WorkerOutput, global_batch_size, is_chief, pick_strategy, set_precision, worker_name,
+)
 from tl_keras.evaluation import evaluate_predictions, summary_line, write_report
 from tl_keras.export import export_text_model
 from tl_keras.feature_cache import FeatureCache
@@ -39,7 +43,13 @@ class TextClassificationConfig:
             default.
         export_dir, model_name: write a TF Serving SavedModel to
             `export_dir/model_name/<version>/` when `export_dir` is set.
-        training: the `TrainingConfig`.
+        distribute: `"auto"`, `"none"`, `"mirrored"` or `"multi_worker"`
+            (see `tl_keras.distribute.pick_strategy`).
+        precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`
+            (GPU only; float32 on a CPU).
+        resume: keep per-epoch backups in `output_dir/backup` so a killed run
+            started again resumes where it stopped.
+        training: the `TrainingConfig`; its `batch_size` is per replica.
 
     Example:
     >>> run(TextClassificationConfig(train="reviews.tsv", backbone=
@@ -61,6 +71,9 @@ class TextClassificationConfig:
     dropout: float = 0.1
     export_dir: str = None
     model_name: str = "text_classifier"
+    distribute: str = "auto"
+    precision: str = "float32"
+    resume: bool = True
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
 
 
@@ -77,9 +90,10 @@ class RunResult:
     export_path: pathlib.Path = None
 
 
-def run(config, distribution=None):
+def run(config, distribution=None, callbacks=()):
     """Trains, evaluates and (optionally) exports a text model; see
-    `TextClassificationConfig`. Returns a `RunResult`."""
+    `TextClassificationConfig`. `callbacks` go to every `fit`. Returns a
+    `RunResult`."""
     strategy = parse_strategy(config.strategy)
     train_rows = read_labelled_texts(config.train, config.text_column, config.label_column)
     if config.validation:
@@ -93,7 +107,17 @@ def run(config, distribution=None):
     train_targets = vocabulary.encode(train_rows.labels, train_rows.origins)
     validation_targets = vocabulary.encode(validation_rows.labels, validation_rows.origins)
 
-    distribution = distribution or tf.distribute.get_strategy()
+    set_precision(config.precision)
+    distribution = distribution or pick_strategy(config.distribute)
+    batch_size = global_batch_size(config.training.batch_size, distribution)
+    print(f"{type(distribution).__name__}: {distribution.num_replicas_in_sync} replica(s), global batch "
+          f"{batch_size} = {config.training.batch_size} per replica x {distribution.num_replicas_in_sync}")
+    output_dir = pathlib.Path(config.output_dir)
+    training = dataclasses.replace(
+        config.training, batch_size=batch_size,
+        backup_dir=str(output_dir / "backup" / worker_name()) if config.resume else None,
+    )
+    keras.utils.set_random_seed(config.training.seed)  # The head's initial weights too.
     with distribution.scope():
         backbone, preprocessor = load_text_backbone(config.backbone, config.sequence_length)
         pooling = config.pooling or default_pooling(config.backbone, backbone)
@@ -106,13 +130,13 @@ def run(config, distribution=None):
         tokens.take(np.arange(split)), train_targets,
         tokens.take(np.arange(split, len(tokens))), validation_targets,
     )
-    output_dir = pathlib.Path(config.output_dir)
     cache = FeatureCache(output_dir / "feature_cache")
-    model, history = train(model, strategy, data, config.task, config.training, cache, distribution)
+    model, history = train(model, strategy, data, config.task, training, cache, distribution, callbacks)
 
-    outputs = predict_in_length_order(model, data.validation_tokens, config.training.batch_size)
+    outputs = predict_in_length_order(model, data.validation_tokens, batch_size)
     metrics = evaluate_predictions(outputs, validation_targets, vocabulary)
-    report_paths = write_report(metrics, history, output_dir)
+    with WorkerOutput(output_dir) as report_dir:
+        report_paths = write_report(metrics, history, report_dir)
     export_path = None
     if config.export_dir:
         card = {
@@ -121,12 +145,17 @@ def run(config, distribution=None):
             "strategy": str(strategy),
             "sequence_length": config.sequence_length,
             "held_out_metrics": metrics,
-            "training": dataclasses.asdict(config.training),
+            "training": dataclasses.asdict(training),
+            "distribution": {"strategy": type(distribution).__name__,
+                             "replicas": distribution.num_replicas_in_sync},
         }
-        export_path = export_text_model(
-            model, preprocessor, vocabulary, config.export_dir, config.model_name,
-            warmup_texts=validation_rows.texts[:5], card=card,
-        )
+        with WorkerOutput(config.export_dir) as export_dir:
+            export_path = export_text_model(
+                model, preprocessor, vocabulary, export_dir, config.model_name,
+                warmup_texts=validation_rows.texts[:5], card=card,
+            )
+    if not is_chief():  # Its reports and export went to removed temporary folders.
+        report_paths, export_path = [], None
     return RunResult(model, preprocessor, vocabulary, metrics, history, report_paths, export_path)
 
 

@@ -7,12 +7,16 @@
   frozen, then everything at discriminative learning rates.
 """
 
+import csv
 import dataclasses
+import pathlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import multi_worker
+from tl_keras.distribute import is_multi_worker
 from tl_keras.feature_cache import FeatureCache
 from tl_keras.preprocessing import make_dataset
 from tl_keras.strategies import TransferStrategy, apply_trainability, discriminative_optimizer, merge_lora
@@ -34,6 +38,14 @@ class TrainingConfig:
             (`full` only; `partial` and `lora` use 1.0).
         warmup_epochs: head-only epochs before `full` unfreezes the backbone.
         seed: seeds weights, dropout and shuffling.
+        shuffle: reshuffle the training rows every epoch (off only for
+            runs that must see the rows in file order).
+        jit_compile: compile training steps with XLA (one compile a bucket
+            width). Off by default: on 2 CPU cores the compiles cost more
+            than they save over a few epochs (benchmarks/RESULTS.md).
+        backup_dir: a folder for per-epoch backups; a run killed and started
+            again with the same folder resumes from its last whole epoch.
+            `None` keeps no backups.
         verbose: Keras progress bars (1) or none (0).
     """
 
@@ -44,6 +56,9 @@ class TrainingConfig:
     layer_decay: float = 0.8
     warmup_epochs: int = 1
     seed: int = 1234
+    shuffle: bool = True
+    jit_compile: bool = False
+    backup_dir: str = None
     verbose: int = 1
 
     def __post_init__(self):
@@ -78,37 +93,64 @@ class TrainingData:
     validation_targets: np.ndarray
 
 
-def _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution):
+def _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+         callbacks, phase):
     with distribution.scope():
         loss, metrics = loss_and_metrics(task)
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
-    history = model.fit(
-        train_dataset,
-        validation_data=validation_dataset,
-        initial_epoch=first_epoch,
-        epochs=first_epoch + epochs,
-        shuffle=False,  # The datasets shuffle themselves, every epoch.
-        verbose=config.verbose,
-    )
-    return history.history
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=config.jit_compile)
+
+    def fit(backup_callbacks):
+        arguments = dict(initial_epoch=first_epoch, epochs=first_epoch + epochs,
+                         callbacks=[*backup_callbacks, *callbacks], verbose=config.verbose)
+        if is_multi_worker(distribution):  # Keras' fit fails there; see tl_keras.multi_worker.
+            return multi_worker.fit(model, train_dataset, validation_dataset, **arguments).history
+        return model.fit(
+            train_dataset,
+            validation_data=validation_dataset,
+            shuffle=False,  # The datasets shuffle themselves, every epoch.
+            **arguments,
+        ).history
+
+    return _resumable(fit, config.backup_dir, phase)
 
 
-def _fit_head_on_cache(model, data, task, config, cache, first_epoch, epochs, distribution):
+def _fit_head_on_cache(model, data, task, config, cache, first_epoch, epochs, distribution, callbacks):
     encoder, head = model.get_layer("encoder"), model.get_layer("head")
     train_features = cache.features(encoder, data.train_tokens, verbose=config.verbose)
     validation_features = cache.features(encoder, data.validation_tokens, verbose=config.verbose)
-    train_dataset = (
-        tf.data.Dataset.from_tensor_slices((train_features, data.train_targets))
-        .shuffle(len(train_features), seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    train_dataset = tf.data.Dataset.from_tensor_slices((train_features, data.train_targets))
+    if config.shuffle:
+        train_dataset = train_dataset.shuffle(len(train_features), seed=config.seed, reshuffle_each_iteration=True)
+    train_dataset = train_dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
     validation_dataset = tf.data.Dataset.from_tensor_slices(
         (validation_features, data.validation_targets)
     ).batch(config.batch_size)
     with distribution.scope():
         optimizer = keras.optimizers.AdamW(config.head_learning_rate)
-    return _fit(head, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution)
+    return _fit(head, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+                callbacks, "head")
+
+
+def _resumable(fit, backup_dir, phase):
+    """Runs `fit(callbacks)` so that a killed run, started again with the
+    same `backup_dir`, resumes from the phase's last completed epoch.
+
+    `keras.callbacks.BackupAndRestore` keeps the weights, optimizer state and
+    epoch; a CSV log keeps the per-epoch metrics of the earlier attempts,
+    which a resumed `fit` would not return. Returns the whole phase's history.
+    """
+    if backup_dir is None:
+        return fit([])
+    folder = pathlib.Path(backup_dir) / phase
+    log = pathlib.Path(backup_dir) / f"{phase}.csv"
+    if log.exists() and not (folder / "training_metadata.json").exists():
+        log.unlink()  # From an attempt whose phase had already finished.
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fit([keras.callbacks.CSVLogger(str(log), append=True), keras.callbacks.BackupAndRestore(str(folder))])
+    with open(log, newline="") as file:
+        rows = {int(row.pop("epoch")): row for row in csv.DictReader(file)}  # A redone epoch wins.
+    log.unlink()
+    return {key: [float(rows[epoch][key]) for epoch in sorted(rows)] for key in next(iter(rows.values()))}
 
 
 def _append(history, new, phase):
@@ -117,7 +159,7 @@ def _append(history, new, phase):
     history.setdefault("phase", []).extend([phase] * len(next(iter(new.values()))))
 
 
-def train(model, strategy, data, task, config=None, cache=None, distribution=None):
+def train(model, strategy, data, task, config=None, cache=None, distribution=None, callbacks=()):
     """Trains `model` (from `build_text_model`) with a transfer strategy.
 
     Args:
@@ -129,6 +171,7 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
         cache: a `FeatureCache` for `frozen` and the `full` warm-up; a fresh
             in-memory one if `None`.
         distribution: a `tf.distribute.Strategy`; the current one if `None`.
+        callbacks: Keras callbacks for every `fit` call.
 
     Returns:
         `(model, history)`: the trained full text model (LoRA merged into the
@@ -148,7 +191,7 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
         apply_trainability(model, TransferStrategy("frozen"))
         head_epochs = config.epochs if strategy.kind == "frozen" else config.warmup_epochs
         if head_epochs:
-            _append(history, _fit_head_on_cache(model, data, task, config, cache, 0, head_epochs, distribution), "head")
+            _append(history, _fit_head_on_cache(model, data, task, config, cache, 0, head_epochs, distribution, callbacks), "head")
         if strategy.kind == "frozen":
             return model, history
     apply_trainability(model, strategy)
@@ -156,8 +199,10 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
     layer_decay = config.layer_decay if strategy.kind == "full" else 1.0
     with distribution.scope():
         optimizer = discriminative_optimizer(model, config.head_learning_rate, backbone_rate, layer_decay)
-    train_dataset = make_dataset(data.train_tokens, data.train_targets, config.batch_size, shuffle=True, seed=config.seed)
+    train_dataset = make_dataset(data.train_tokens, data.train_targets, config.batch_size, shuffle=config.shuffle,
+                                 seed=config.seed)
     validation_dataset = make_dataset(data.validation_tokens, data.validation_targets, config.batch_size)
     first_epoch = len(history.get("phase", []))
-    _append(history, _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, config.epochs, config, distribution), strategy.kind)
+    _append(history, _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, config.epochs,
+                          config, distribution, callbacks, strategy.kind), strategy.kind)
     return merge_lora(model), history

@@ -1,0 +1,110 @@
+"""Training runs for test_distribute.py, each in a process of its own (the
+logical-device layout and TF_CONFIG must be set before TensorFlow starts).
+
+    python tests/distributed_training.py MODE FOLDER
+
+Modes: mirrored, prepare, multi_worker, single_for_multi_worker,
+resume, uninterrupted. Results go to FOLDER as .npz weights or run folders.
+"""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+MODE, FOLDER = sys.argv[1], pathlib.Path(sys.argv[2])
+
+import tensorflow as tf  # noqa: E402
+
+if MODE == "mirrored":
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+tf.config.experimental.enable_op_determinism()
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
+from conftest import separable_sentences, tiny_bert, write_tsv  # noqa: E402
+
+from tl_keras.data import LabelVocabulary  # noqa: E402
+from tl_keras.distribute import pick_strategy, worker_name  # noqa: E402
+from tl_keras.heads import build_encoder, build_head, build_text_model  # noqa: E402
+from tl_keras.preprocessing import tokenize  # noqa: E402
+from tl_keras.strategies import parse_strategy  # noqa: E402
+from tl_keras.text_classification import TextClassificationConfig, run  # noqa: E402
+from tl_keras.training import TrainingConfig, TrainingData, train  # noqa: E402
+
+FULL = dict(epochs=2, warmup_epochs=0, head_learning_rate=1e-3, backbone_learning_rate=1e-3, verbose=0)
+
+
+def save(name, model, **extra):
+    np.savez(FOLDER / f"{name}.npz", **{f"w{i}": w for i, w in enumerate(model.get_weights())}, **extra)
+
+
+def mirrored():
+    # Rows in file order: under MirroredStrategy Keras' `fit` draws one batch
+    # before training to build the model, which advances a reshuffling
+    # dataset by one permutation, so shuffled runs see other batches.
+    backbone, preprocessor = tiny_bert(seed=3, dropout=0.0)
+    vocab = LabelVocabulary.from_labels(["neg", "pos"])
+    texts, labels = separable_sentences(64, seed=1)
+    tokens = tokenize(texts, preprocessor, verbose=0)
+    data = TrainingData(tokens, vocab.encode(labels), tokens, vocab.encode(labels))
+
+    def build():
+        return build_text_model(build_encoder(tiny_bert(seed=3, dropout=0.0)[0], "mean"),
+                                build_head(32, 2, "classification", dropout=0.0))
+
+    single = build()
+    initial = single.get_weights()
+    single, _ = train(single, parse_strategy("full"), data, "classification", TrainingConfig(batch_size=8, shuffle=False, **FULL))
+    strategy = pick_strategy("mirrored")
+    with strategy.scope():
+        replicated = build()
+        replicated.set_weights(initial)
+    replicated, _ = train(replicated, parse_strategy("full"), data, "classification",
+                          TrainingConfig(batch_size=8, shuffle=False, **FULL), distribution=strategy)
+    save("single", single, **{f"initial_w{i}": w for i, w in enumerate(initial)})
+    save("mirrored", replicated, replicas=strategy.num_replicas_in_sync)
+
+
+def _files():
+    preset = FOLDER / "tiny_bert"
+    if not preset.exists():
+        backbone, preprocessor = tiny_bert(seed=3, dropout=0.0)
+        backbone.save_to_preset(str(preset))
+        preprocessor.save_to_preset(str(preset))
+        write_tsv(FOLDER / "train.tsv", *separable_sentences(256, seed=1))
+        write_tsv(FOLDER / "validation.tsv", *separable_sentences(32, seed=2))
+    return dict(train=str(FOLDER / "train.tsv"), validation=str(FOLDER / "validation.tsv"), backbone=str(preset),
+                strategy="full", pooling="mean", dropout=0.0, sequence_length=32)
+
+
+def multi_worker(distribute, batch_size, output):
+    # Rows in file order here too: the multi-worker input pipeline (tf.data
+    # auto-sharding) draws other shuffle permutations than a local one.
+    config = TextClassificationConfig(output_dir=str(FOLDER / output), distribute=distribute, resume=False,
+                                      training=TrainingConfig(batch_size=batch_size, shuffle=False, **FULL),
+                                      **_files())
+    result = run(config)
+    name = worker_name().replace("chief", "worker-0") if distribute == "multi_worker" else "single"
+    save(name, result.model, replicas=result.model.distribute_strategy.num_replicas_in_sync)
+
+
+def resumable(output):
+    training = TrainingConfig(epochs=6, warmup_epochs=1, batch_size=8, head_learning_rate=1e-3,
+                              backbone_learning_rate=1e-4, verbose=0)
+    run(TextClassificationConfig(output_dir=str(FOLDER / output), training=training, **_files()))
+
+
+if __name__ == "__main__":
+    if MODE == "mirrored":
+        mirrored()
+    elif MODE == "multi_worker":
+        multi_worker("multi_worker", 4, "multi_worker_run")  # 4 a replica, 8 in all.
+    elif MODE == "single_for_multi_worker":
+        multi_worker("none", 8, "single_run")
+    elif MODE == "prepare":
+        _files()
+    else:
+        resumable("resumed" if MODE == "resume" else "uninterrupted")
