@@ -106,3 +106,18 @@ def test_feature_cache_hits_and_invalidates(tokens_and_model, tmp_path):
     changed = cache.features(encoder, tokens, verbose=0)
     assert cache.misses == 4
     assert not np.allclose(changed, first)
+
+
+def test_token_ids_are_cached_on_disk_and_keyed_by_texts_and_preprocessor(tokens_and_model, tmp_path):
+    texts, tokens, preprocessor, _ = tokens_and_model
+    first = tokenize(texts, preprocessor, verbose=0, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    again = tokenize(texts, preprocessor, verbose=0, cache_dir=tmp_path)
+    for name in tokens.arrays:
+        np.testing.assert_array_equal(again.arrays[name], tokens.arrays[name])
+        np.testing.assert_array_equal(first.arrays[name], tokens.arrays[name])
+    np.testing.assert_array_equal(again.lengths, tokens.lengths)
+    # Other texts or another sequence length make new entries.
+    tokenize(texts[:5], preprocessor, verbose=0, cache_dir=tmp_path)
+    tokenize(texts, type(preprocessor)(preprocessor.tokenizer, sequence_length=16), verbose=0, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 3

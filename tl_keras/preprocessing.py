@@ -8,6 +8,10 @@ reviews cost, and the training function only ever sees a few shapes.
 """
 
 import dataclasses
+import hashlib
+import json
+import pathlib
+from functools import partial
 
 import keras
 import numpy as np
@@ -40,7 +44,7 @@ class TokenizedTexts:
         )
 
 
-def tokenize(texts, preprocessor, batch_size=512, verbose=1):
+def tokenize(texts, preprocessor, batch_size=512, verbose=1, cache_dir=None):
     """Tokenises `texts` once with `preprocessor`, in a `tf.data` pipeline.
 
     Args:
@@ -48,14 +52,24 @@ def tokenize(texts, preprocessor, batch_size=512, verbose=1):
         preprocessor: a KerasHub `TextClassifierPreprocessor`.
         batch_size: texts tokenised at a time.
         verbose: 1 shows a progress bar.
+        cache_dir: a folder to keep the token ids in (`<key>.npz`, keyed by
+            the texts, the preprocessor's configuration and its vocabulary),
+            so a later run over the same data skips tokenising; `None`
+            keeps them in memory only.
 
     Example:
     >>> tokens = tokenize(["great phone", "broke in a week"], preprocessor)
     >>> tokens.lengths
     array([4, 6], dtype=int32)
     """
+    texts = list(texts)
+    path = pathlib.Path(cache_dir) / f"{_token_key(texts, preprocessor)}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        return TokenizedTexts(arrays, arrays["padding_mask"].sum(axis=1).astype("int32"))
     dataset = (
-        tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
+        tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
         .batch(batch_size)
         .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
     )
@@ -68,8 +82,21 @@ def tokenize(texts, preprocessor, batch_size=512, verbose=1):
         name: np.concatenate([chunk[name] for chunk in chunks]).astype("int32")
         for name in chunks[0]
     }
-    lengths = arrays["padding_mask"].sum(axis=1).astype("int32")
-    return TokenizedTexts(arrays, lengths)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.stem + ".partial.npz")
+        np.savez(partial, **arrays)
+        partial.replace(path)
+    return TokenizedTexts(arrays, arrays["padding_mask"].sum(axis=1).astype("int32"))
+
+
+def _token_key(texts, preprocessor):
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(preprocessor.get_config(), sort_keys=True, default=str).encode())
+    digest.update("\n".join(preprocessor.tokenizer.get_vocabulary()).encode())
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()
 
 
 def bucket_width(max_length, sequence_length, step=BUCKET_STEP):
@@ -125,7 +152,7 @@ def make_dataset(tokens, targets=None, batch_size=32, shuffle=False, seed=None):
     if shuffle:
         def sort_and_batch(*window):
             order = tf.argsort(tf.reduce_sum(window[0]["padding_mask"], axis=1), stable=True)
-            rows = tf.nest.map_structure(lambda tensor: tf.gather(tensor, order), window)
+            rows = tf.nest.map_structure(partial(tf.gather, indices=order), window)
             return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
 
         dataset = (
@@ -159,7 +186,11 @@ def predict_in_length_order(model, tokens, batch_size=64, verbose=0):
     """
     order = np.argsort(tokens.lengths, kind="stable")
     specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in tokens.arrays}
-    run = tf.function(lambda inputs: model(inputs, training=False), input_signature=[specs])
+
+    @tf.function(input_signature=[specs])
+    def run(inputs):
+        return model(inputs, training=False)
+
     progress = keras.utils.Progbar(len(tokens), verbose=verbose, unit_name="text")
     outputs = []
     for batch in make_dataset(tokens.take(order), batch_size=batch_size):

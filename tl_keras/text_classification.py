@@ -124,7 +124,8 @@ def run(config, distribution=None, callbacks=()):
         encoder = build_encoder(backbone, pooling)
         head = build_head(encoder.output.shape[-1], vocabulary.num_outputs, config.task, config.hidden_dim, config.dropout)
         model = build_text_model(encoder, head)
-    tokens = tokenize(train_rows.texts + validation_rows.texts, preprocessor, verbose=config.training.verbose)
+    tokens = tokenize(train_rows.texts + validation_rows.texts, preprocessor, verbose=config.training.verbose,
+                      cache_dir=output_dir / "token_cache")
     split = len(train_rows)
     data = TrainingData(
         tokens.take(np.arange(split)), train_targets,
