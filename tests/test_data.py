@@ -99,3 +99,12 @@ def test_stratified_split_keeps_label_shares_and_is_repeatable():
     assert stratified_split(rows, 0.2, seed=7)[1].origins == validation.origins
     with pytest.raises(ValueError, match="received 1.5"):
         stratified_split(rows, 1.5)
+
+
+def test_only_line_feeds_end_rows(tmp_path):
+    path = tmp_path / "unicode.tsv"
+    path.write_text("The script is\u0085was there a script?\t0\r\nA line\u2028break\t1\n", encoding="utf-8")
+    rows = read_labelled_texts(path)
+    assert rows.texts == ["The script is\u0085was there a script?", "A line\u2028break"]
+    assert rows.labels == ["0", "1"]
+    assert len(read_labelled_texts("data/sentiment_labelled_sentences/imdb_labelled.txt")) == 800

@@ -55,30 +55,40 @@ def _decode_utf8(path):
         ) from None
 
 
-def _rows_tsv(path, text):
-    for number, line in enumerate(text.splitlines(), start=1):
+def _lines(text):
+    """Splits on line feeds only (with an optional carriage return): texts may
+    hold U+0085 or U+2028, which `str.splitlines` would also split on."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _rows_tsv(path, text, labelled):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
-        if len(fields) != 2:
+        if not labelled:
+            yield number, fields[0], None
+        elif len(fields) != 2:
             raise DataError(
                 f"{path}:{number}: expected `text<TAB>label` (2 fields), "
                 f"received {len(fields)} field(s): {line[:80]!r}"
             )
-        yield number, fields[0], fields[1]
+        else:
+            yield number, fields[0], fields[1]
 
 
 def _rows_table(path, records, text_column, label_column):
-    """Yields (line, text, label) from dict records (csv or jsonl)."""
+    """Yields (line, text, label) from dict records (csv or jsonl); label is
+    None when `label_column` is None."""
     for number, record in records:
         for column in (text_column, label_column):
-            if column not in record:
+            if column is not None and column not in record:
                 raise DataError(
                     f"{path}:{number}: missing column {column!r}; the row has "
                     f"columns {sorted(record)}. Pass --text-column and "
                     "--label-column."
                 )
-        yield number, record[text_column], record[label_column]
+        yield number, record[text_column], record.get(label_column)
 
 
 def _csv_records(path, text):
@@ -88,7 +98,7 @@ def _csv_records(path, text):
 
 
 def _jsonl_records(path, text):
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -132,43 +142,58 @@ def read_labelled_texts(path, text_column="text", label_column="label"):
     >>> rows.texts[1], rows.labels[1]
     ('Good case, Excellent value.', '1')
     """
+    result = LabelledTexts([], [], [])
+    for origin, sentence, label in _read_rows(path, text_column, label_column, labelled=True):
+        label = "" if label is None else str(label).strip()
+        if not label:
+            raise DataError(f"{origin}: missing label for text {sentence[:60]!r}.")
+        result.texts.append(sentence)
+        result.labels.append(label)
+        result.origins.append(origin)
+    return result
+
+
+def _read_rows(path, text_column, label_column, labelled):
+    """Yields (origin, text, label) of a data file, checking every text;
+    label is None when not `labelled`."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
     suffix = path.suffix.lower()
     text = _decode_utf8(path)
     if suffix in (".tsv", ".txt"):
-        rows = _rows_tsv(path, text)
-    elif suffix == ".csv":
-        rows = _rows_table(
-            path, _csv_records(path, text), text_column, label_column
-        )
-    elif suffix == ".jsonl":
-        rows = _rows_table(
-            path, _jsonl_records(path, text), text_column, label_column
-        )
+        rows = _rows_tsv(path, text, labelled)
+    elif suffix in (".csv", ".jsonl"):
+        records = _csv_records(path, text) if suffix == ".csv" else _jsonl_records(path, text)
+        rows = _rows_table(path, records, text_column, label_column if labelled else None)
     else:
         raise DataError(
             f"{path}: unknown file type {suffix!r}; expected one of "
             "'.tsv', '.txt', '.csv', '.jsonl'."
         )
-    result = LabelledTexts([], [], [])
+    empty = True
     for number, sentence, label in rows:
+        empty = False
         origin = f"{path}:{number}"
         sentence = "" if sentence is None else str(sentence)
-        label = "" if label is None else str(label).strip()
         if not sentence.strip():
             raise DataError(f"{origin}: empty text (received {sentence!r}).")
-        if not label:
-            raise DataError(
-                f"{origin}: missing label for text {sentence[:60]!r}."
-            )
-        result.texts.append(sentence)
-        result.labels.append(label)
-        result.origins.append(origin)
-    if not result.texts:
+        yield origin, sentence, label
+    if empty:
         raise DataError(f"{path}: the file holds no rows.")
-    return result
+
+
+def read_texts(path, text_column="text"):
+    """Reads unlabelled texts: the first field of each `.tsv`/`.txt` line (a
+    label after a tab is ignored), or `text_column` of a `.csv`/`.jsonl`.
+
+    Raises `DataError` naming the file and line for a missing file, an unknown
+    type, a missing column, a file that is not UTF-8 or an empty text.
+
+    Example:
+    >>> texts = read_texts("data/sentiment_labelled_sentences/yelp_labelled.txt")
+    """
+    return [sentence for _, sentence, _ in _read_rows(path, text_column, None, labelled=False)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,28 @@
+"""Model fusion on the amazon reviews: three MiniLM-L6 models fine-tuned
+(`partial:2`) with different seeds, their uniform soup, greedy soup and
+prediction ensemble; validation and held-out accuracy of each, and parameters
+(the soups cost one model's inference, the ensemble three).
+
+    .venv/bin/python benchmarks/model_fusion.py
+"""
+
+import tempfile
+
+from common import REVIEWS
+from tl_keras.backbones import minilm_l6_offline_path
+from tl_keras.fusion import ModelFusionConfig, run_model_fusion
+
+
+def main():
+    with tempfile.TemporaryDirectory() as folder:
+        _, metrics = run_model_fusion(ModelFusionConfig(train=str(REVIEWS), backbone=minilm_l6_offline_path(),
+                                                        output_dir=folder, ingredients=3, epochs=2))
+    print(f"{'model':14s}{'validation':>12s}{'held-out':>10s}{'parameters':>13s}")
+    for name, result in metrics.items():
+        print(f"{name:14s}{result['validation_accuracy']:12.4f}{result['test_accuracy']:10.4f}"
+              f"{result['parameters']:13,}")
+    print(f"greedy soup kept ingredients {metrics['greedy_soup']['ingredients_kept']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The domain-adaptation, continued-pretraining and model-fusion recipes end
+to end on a tiny preset and synthetic text domains."""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import FILLER, NEGATIVE, POSITIVE, tiny_bert, write_tsv
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "recipes"))
+import continued_pretraining  # noqa: E402
+import domain_adaptation  # noqa: E402
+import model_fusion  # noqa: E402
+
+from tl_keras.backbones import load_text_backbone  # noqa: E402
+from tl_keras.data import DataError, read_texts  # noqa: E402
+
+
+def _domain(path, count, seed, filler):
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(count):
+        label = ("neg", "pos")[i % 2]
+        words = list(rng.choice(filler, size=6)) + [str(rng.choice(POSITIVE if label == "pos" else NEGATIVE))]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return str(write_tsv(path, texts, labels))
+
+
+def test_domain_adaptation_recipe_reports_both_methods_and_exports(tiny_bert_preset, tmp_path):
+    source = _domain(tmp_path / "source.tsv", 96, 1, FILLER[:5])
+    target = _domain(tmp_path / "target.tsv", 64, 2, FILLER[5:])
+    domain_adaptation.main([
+        "--source", source, "--target", target, "--target-validation", target, "--backbone", tiny_bert_preset,
+        "--method", "coral", "--epochs", "5", "--sequence-length", "32", "--pooling", "mean",
+        "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports"), "--verbose", "0"])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["target"]
+    assert set(metrics) == {"source_only", "coral"}
+    assert all(0.0 <= m["accuracy"] <= 1.0 and m["examples"] == 64 for m in metrics.values())
+    served = tf.saved_model.load(str(tmp_path / "exports" / "adapted_classifier" / "1"))
+    labels = served.signatures["serving_default"](text=tf.constant(["good the", "bad the"]))["label"].numpy()
+    assert set(labels.tolist()) <= {b"neg", b"pos"}
+
+
+def test_continued_pretraining_recipe_writes_a_preset_every_recipe_loads(tiny_bert_preset, tmp_path, capsys):
+    texts = _domain(tmp_path / "texts.tsv", 64, 3, FILLER)
+    output = tmp_path / "adapted"
+    continued_pretraining.main(["--texts", texts, "--backbone", tiny_bert_preset, "--output-preset", str(output),
+                                "--epochs", "2", "--sequence-length", "32", "--learning-rate", "0.001"])
+    assert "adapted preset:" in capsys.readouterr().out
+    adapted, _ = load_text_backbone(str(output), 32)
+    original, _ = load_text_backbone(tiny_bert_preset, 32)
+    assert any(not np.allclose(a, b) for a, b in zip(adapted.get_weights(), original.get_weights()))
+    assert not list(tmp_path.glob(".adapted.tmp-*"))
+    with pytest.raises(FileExistsError, match="already exists"):
+        continued_pretraining.main(["--texts", texts, "--backbone", tiny_bert_preset, "--output-preset", str(output)])
+
+
+def test_model_fusion_recipe_reports_ingredients_soups_and_ensemble(tiny_bert_preset, tmp_path):
+    train = _domain(tmp_path / "train.tsv", 160, 4, FILLER)
+    model_fusion.main(["--train", train, "--backbone", tiny_bert_preset, "--ingredients", "2", "--strategy", "full",
+                       "--epochs", "2", "--sequence-length", "32", "--output-dir", str(tmp_path / "run"),
+                       "--export", "uniform", "--export-dir", str(tmp_path / "exports")])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics) == {"ingredient_0", "ingredient_1", "uniform_soup", "greedy_soup", "ensemble"}
+    assert metrics["uniform_soup"]["parameters"] == metrics["ingredient_0"]["parameters"]
+    assert metrics["ensemble"]["parameters"] == 2 * metrics["ingredient_0"]["parameters"]
+    assert metrics["greedy_soup"]["ingredients_kept"]
+    assert (tmp_path / "exports" / "fused_classifier" / "1" / "saved_model.pb").exists()
+
+
+def test_read_texts_takes_first_field_and_names_bad_lines(tmp_path):
+    path = tmp_path / "texts.tsv"
+    path.write_text("good phone\t1\nno label here\n")
+    assert read_texts(path) == ["good phone", "no label here"]
+    path.write_text("good\n \t1\n")
+    with pytest.raises(DataError, match=r"texts.tsv:2: empty text"):
+        read_texts(path)
