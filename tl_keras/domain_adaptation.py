@@ -243,14 +243,16 @@ def run_domain_adaptation(config):
     with the same settings, and reports target metrics for both. Returns
     `(model, metrics)`: the adapted text model and `{method: held-out
     metrics}` (empty without `target_validation`)."""
+    if config.method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, received {config.method!r}.")
     source = read_labelled_texts(config.source, config.text_column, config.label_column)
     target_texts = read_texts(config.target, config.text_column)
+    vocabulary = LabelVocabulary.from_labels(source.labels, origins=source.origins)
+    source_targets = vocabulary.encode(source.labels, source.origins)
     validation = None
     if config.target_validation:
         validation = read_labelled_texts(config.target_validation, config.text_column, config.label_column)
-    vocabulary = LabelVocabulary.from_labels(source.labels, origins=source.origins)
-    source_targets = vocabulary.encode(source.labels, source.origins)
-    validation_targets = validation and vocabulary.encode(validation.labels, validation.origins)
+        validation_targets = vocabulary.encode(validation.labels, validation.origins)
 
     backbone, preprocessor = load_text_backbone(config.backbone, config.sequence_length)
     backbone.trainable = False
@@ -262,7 +264,7 @@ def run_domain_adaptation(config):
         return cache.features(encoder, tokenize(texts, preprocessor, verbose=0), verbose=config.verbose)
 
     source_features, target_features = features(source.texts), features(target_texts)
-    validation_features = validation and features(validation.texts)
+    validation_features = features(validation.texts) if validation is not None else None
     settings = dict(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
                     hidden_dim=config.hidden_dim, alpha=config.alpha, coral_weight=config.coral_weight,
                     seed=config.seed)
@@ -270,7 +272,7 @@ def run_domain_adaptation(config):
     for method in dict.fromkeys(["source_only", config.method]):
         heads[method], _ = adapt(source_features, source_targets, target_features, vocabulary.num_outputs,
                                  method, **settings)
-        if validation:
+        if validation is not None:
             outputs = heads[method].predict(validation_features, verbose=0)
             metrics[method] = evaluate_predictions(outputs, validation_targets, vocabulary)
     model = build_text_model(encoder, heads[config.method])

@@ -36,6 +36,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tl_keras.serving import holds_text
+
 
 class ModelError(LookupError):
     """A request for a model, version or signature the server does not have,
@@ -257,7 +259,7 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
             inputs = {"text": body["instances"]}
         else:
             return self._send(400, {"error": "Missing 'inputs' or 'instances' key"})
-        inputs = {k: np.asarray(v, dtype=object if _is_text(v) else None) for k, v in inputs.items()}
+        inputs = {k: np.asarray(v, dtype=object if holds_text(v) else None) for k, v in inputs.items()}
         _, outputs = self.repository.run(name, version, label, body.get("signature_name"), inputs)
         if "inputs" in body:
             return self._send(200, {"outputs": {k: _to_json(v) for k, v in outputs.items()}})
@@ -269,12 +271,6 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self._route("POST")
-
-
-def _is_text(values):
-    while isinstance(values, list) and values:
-        values = values[0]
-    return isinstance(values, str)
 
 
 class LocalServer:

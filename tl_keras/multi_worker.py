@@ -56,7 +56,9 @@ def fit(model, train_dataset, validation_dataset=None, initial_epoch=0, epochs=1
     train_step = _distributed_step(strategy, model.train_step)
     test_step = _distributed_step(strategy, model.test_step)
     train_data = strategy.experimental_distribute_dataset(train_dataset)
-    validation_data = validation_dataset and strategy.experimental_distribute_dataset(validation_dataset)
+    validation_data = None
+    if validation_dataset is not None:
+        validation_data = strategy.experimental_distribute_dataset(validation_dataset)
     callback_list = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
         verbose=verbose, epochs=epochs, steps=steps,

@@ -219,7 +219,7 @@ class RestClient(_Client):
         outputs = self._request(self._url(":predict"), body)["outputs"]
         if not isinstance(outputs, dict):
             outputs = {"output": outputs}
-        return {name: np.asarray(value, dtype=object if _is_text(value) else None) for name, value in outputs.items()}
+        return {name: np.asarray(value, dtype=object if holds_text(value) else None) for name, value in outputs.items()}
 
     def metadata(self):
         """Returns the model's signatures as TF Serving reports them."""
@@ -256,7 +256,8 @@ class RestClient(_Client):
         ]
 
 
-def _is_text(value):
-    while isinstance(value, list) and value:
-        value = value[0]
-    return isinstance(value, str)
+def holds_text(values):
+    """True if a (nested) list of JSON values holds strings."""
+    while isinstance(values, list) and values:
+        values = values[0]
+    return isinstance(values, str)
