@@ -23,15 +23,16 @@ def main(argv=None):
     parser.add_argument("--output-preset", required=True, help="a new folder for the adapted preset")
     parser.add_argument("--sequence-length", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="texts a replica takes a step")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--mask-rate", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--distribute", default="auto", help="auto, none, mirrored or multi_worker")
     args = parser.parse_args(argv)
     path, history = continue_pretraining(
         args.backbone or minilm_l6_offline_path(), read_texts(args.texts, args.text_column), args.output_preset,
         sequence_length=args.sequence_length, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, mask_rate=args.mask_rate, seed=args.seed,
+        learning_rate=args.learning_rate, mask_rate=args.mask_rate, seed=args.seed, distribute=args.distribute,
     )
     print(f"masked-LM loss {history['loss'][0]:.4f} -> {history['loss'][-1]:.4f}; adapted preset: {path}")
 

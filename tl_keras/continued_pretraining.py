@@ -16,12 +16,17 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from tl_keras import multi_worker
+from tl_keras.distribute import WorkerOutput, global_batch_size, is_multi_worker, pick_strategy
+
 
 def continue_pretraining(preset, texts, output_preset, sequence_length=128, epochs=1, batch_size=16,
-                         learning_rate=5e-5, mask_rate=0.15, seed=1234, verbose=1):
+                         learning_rate=5e-5, mask_rate=0.15, seed=1234, distribute="auto", verbose=1):
     """Trains `preset`'s masked LM on `texts` and writes the adapted backbone
     to the preset folder `output_preset` (atomically: written aside, then
-    renamed). Returns `(path, history)`.
+    renamed; only the chief worker keeps it). `batch_size` is per replica
+    under `distribute` (see `tl_keras.distribute.pick_strategy`). Returns
+    `(path, history)`.
 
     Example:
     >>> continue_pretraining(minilm_l6_offline_path(), yelp_texts,
@@ -34,29 +39,36 @@ def continue_pretraining(preset, texts, output_preset, sequence_length=128, epoc
     preprocessor = keras_hub.models.MaskedLMPreprocessor.from_preset(
         str(preset), sequence_length=sequence_length, mask_selection_rate=mask_rate
     )
-    masked_lm = keras_hub.models.MaskedLM.from_preset(str(preset), preprocessor=None)
+    distribution = pick_strategy(distribute)
+    with distribution.scope():
+        masked_lm = keras_hub.models.MaskedLM.from_preset(str(preset), preprocessor=None)
+        masked_lm.compile(
+            optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=0.01),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
     dataset = (
         tf.data.Dataset.from_tensor_slices(tf.constant(list(texts)))
         .shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
+        .batch(global_batch_size(batch_size, distribution))
         .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE)  # A new mask every epoch.
         .prefetch(tf.data.AUTOTUNE)
     )
-    masked_lm.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    history = masked_lm.fit(dataset, epochs=epochs, verbose=verbose)
-    staging = output_preset.with_name(f".{output_preset.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        masked_lm.backbone.save_to_preset(str(staging))
-        keras_hub.models.TextClassifierPreprocessor.from_preset(str(preset)).save_to_preset(str(staging))
-        pooling = pathlib.Path(str(preset)) / "1_Pooling"  # Keep a sentence-transformers pooling choice.
-        if pooling.is_dir():
-            shutil.copytree(pooling, staging / "1_Pooling")
-        staging.rename(output_preset)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    if is_multi_worker(distribution):  # Keras' fit fails there; see tl_keras.multi_worker.
+        history = multi_worker.fit(masked_lm, dataset, epochs=epochs, verbose=verbose)
+    else:
+        history = masked_lm.fit(dataset, epochs=epochs, verbose=verbose)
+    with WorkerOutput(output_preset.parent) as folder:
+        pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(folder) / f".{output_preset.name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            masked_lm.backbone.save_to_preset(str(staging))
+            keras_hub.models.TextClassifierPreprocessor.from_preset(str(preset)).save_to_preset(str(staging))
+            pooling = pathlib.Path(str(preset)) / "1_Pooling"  # Keep a sentence-transformers pooling choice.
+            if pooling.is_dir():
+                shutil.copytree(pooling, staging / "1_Pooling")
+            staging.rename(pathlib.Path(folder) / output_preset.name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return output_preset, history.history

@@ -142,6 +142,7 @@ class ModelFusionConfig:
     epochs: int = 2
     batch_size: int = 16
     seed: int = 1234
+    distribute: str = "auto"
     export: str = "greedy"
     export_dir: str = None
     model_name: str = "fused_classifier"
@@ -177,7 +178,8 @@ def run_model_fusion(config):
         results.append(run(TextClassificationConfig(
             train=files["train"], validation=files["validation"], backbone=config.backbone,
             output_dir=str(folder / f"ingredient_{index}"), strategy=config.strategy,
-            sequence_length=config.sequence_length, resume=False, training=training)))
+            sequence_length=config.sequence_length, distribute=config.distribute, resume=False,
+            training=training)))
     vocabulary, preprocessor = results[0].vocabulary, results[0].preprocessor
     models, vocabularies = [r.model for r in results], [r.vocabulary for r in results]
     parts = {name: (tokenize(part.texts, preprocessor, verbose=0), vocabulary.encode(part.labels, part.origins))
