@@ -153,6 +153,7 @@ def plot_learning_curve(history, path):
             if before != after:
                 axes.axvline(epoch + 0.5, color="grey", linestyle="--")
                 axes.text(epoch + 0.5, axes.get_ylim()[1], f" {after}", va="top", color="grey")
+        axes.set_xticks(epochs)
         axes.set_xlabel("epoch")
         axes.set_title(key)
         axes.legend()
