@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import FILLER, NEGATIVE, POSITIVE, tiny_bert, write_tsv
+from conftest import FILLER, NEGATIVE, POSITIVE, write_tsv
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "recipes"))

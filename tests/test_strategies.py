@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import SEQUENCE_LENGTH, separable_sentences, tiny_bert
-from tl_keras.backbones import backbone_layer_groups, load_text_backbone, transformer_blocks, unfreeze_top_blocks
+from conftest import separable_sentences, tiny_bert
+from tl_keras.backbones import backbone_layer_groups, transformer_blocks, unfreeze_top_blocks
 from tl_keras.data import LabelVocabulary
 from tl_keras.heads import build_encoder, build_head, build_text_model
 from tl_keras.preprocessing import tokenize

@@ -10,7 +10,6 @@ import pathlib
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tl_keras.backbones import default_pooling, load_text_backbone
 from tl_keras.data import LabelVocabulary, read_labelled_texts, stratified_split
