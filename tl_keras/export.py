@@ -29,7 +29,6 @@ from tl_keras.data import MULTILABEL_SEPARATOR
 from tl_keras.evaluation import MULTILABEL_THRESHOLD
 from tl_keras.preprocessing import trim_to_bucket
 
-SIGNATURES = ("serving_default", "serve_tokens")
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
