@@ -17,7 +17,7 @@ import keras_hub
 import tensorflow as tf
 
 from tl_keras import multi_worker
-from tl_keras.distribute import WorkerOutput, global_batch_size, is_multi_worker, pick_strategy
+from tl_keras.distribute import WorkerOutput, global_batch_size, pick_strategy
 
 
 def continue_pretraining(preset, texts, output_preset, sequence_length=128, epochs=1, batch_size=16,
@@ -54,10 +54,7 @@ def continue_pretraining(preset, texts, output_preset, sequence_length=128, epoc
         .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE)  # A new mask every epoch.
         .prefetch(tf.data.AUTOTUNE)
     )
-    if is_multi_worker(distribution):  # Keras' fit fails there; see tl_keras.multi_worker.
-        history = multi_worker.fit(masked_lm, dataset, epochs=epochs, verbose=verbose)
-    else:
-        history = masked_lm.fit(dataset, epochs=epochs, verbose=verbose)
+    history = multi_worker.fit(masked_lm, distribution, dataset, epochs=epochs, verbose=verbose)
     with WorkerOutput(output_preset.parent) as folder:
         pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
         staging = pathlib.Path(folder) / f".{output_preset.name}.tmp-{uuid.uuid4().hex[:8]}"

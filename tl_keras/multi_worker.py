@@ -17,12 +17,16 @@ their metrics are averaged over replicas with `axis=None`, and the caller's
 callbacks (progress bar, history, `BackupAndRestore`, CSV logs) are driven as
 `fit` drives them. Gradients are all-reduced by the Keras optimizer itself.
 
-To remove once upstream is fixed: delete this module and the one branch in
-`tl_keras.training` that calls it; `model.fit` then serves every strategy.
+`fit` below is the one place that chooses between this loop and Keras'
+`model.fit`; `tl_keras.training` and `tl_keras.continued_pretraining` call
+it. To remove once upstream is fixed: delete this module and call
+`model.fit(..., shuffle=False)` where `fit` is called.
 """
 
 import keras
 import tensorflow as tf
+
+from tl_keras.distribute import is_multi_worker
 
 
 def _distributed_step(strategy, step_function):
@@ -34,19 +38,29 @@ def _distributed_step(strategy, step_function):
     return run
 
 
-def fit(model, train_dataset, validation_dataset=None, initial_epoch=0, epochs=1, callbacks=(), verbose=1):
+def fit(model, strategy, train_dataset, validation_dataset=None, initial_epoch=0, epochs=1, callbacks=(),
+        verbose=1):
     """Trains `model` like `model.fit(train_dataset, validation_data=...,
-    initial_epoch=..., epochs=..., callbacks=...)` under the multi-worker
-    strategy the model was built with; returns its `History`.
+    initial_epoch=..., epochs=..., callbacks=...)`; returns its `History`.
 
-    Both datasets must have a known cardinality (the batches a worker sees
-    an epoch); `tl_keras.preprocessing.make_dataset` sets it.
+    Under a multi-worker `strategy` it runs the loop of this module (both
+    datasets then need a known cardinality, which
+    `tl_keras.preprocessing.make_dataset` sets); under any other it is
+    Keras' own `model.fit`, with `shuffle=False` because the datasets
+    shuffle themselves.
 
     Example:
     >>> with strategy.scope():
     ...     model.compile(optimizer, loss, metrics)
-    >>> history = fit(model, train_dataset, validation_dataset, epochs=3)
+    >>> history = fit(model, strategy, train_dataset, validation_dataset, epochs=3)
     """
+    arguments = dict(initial_epoch=initial_epoch, epochs=epochs, callbacks=list(callbacks), verbose=verbose)
+    if not is_multi_worker(strategy):
+        return model.fit(train_dataset, validation_data=validation_dataset, shuffle=False, **arguments)
+    return _fit_multi_worker(model, train_dataset, validation_dataset, **arguments)
+
+
+def _fit_multi_worker(model, train_dataset, validation_dataset, initial_epoch, epochs, callbacks, verbose):
     strategy = model.distribute_strategy
     steps = int(train_dataset.cardinality())
     if steps < 1:
@@ -60,7 +74,7 @@ def fit(model, train_dataset, validation_dataset=None, initial_epoch=0, epochs=1
     if validation_dataset is not None:
         validation_data = strategy.experimental_distribute_dataset(validation_dataset)
     callback_list = keras.callbacks.CallbackList(
-        list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
+        callbacks, add_history=True, add_progbar=verbose != 0, model=model,
         verbose=verbose, epochs=epochs, steps=steps,
     )
     model.stop_training = False

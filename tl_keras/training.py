@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import multi_worker
-from tl_keras.distribute import is_multi_worker
 from tl_keras.feature_cache import FeatureCache
 from tl_keras.preprocessing import make_dataset
 from tl_keras.strategies import TransferStrategy, apply_trainability, discriminative_optimizer, merge_lora
@@ -100,15 +99,9 @@ def _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch,
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=config.jit_compile)
 
     def fit(backup_callbacks):
-        arguments = dict(initial_epoch=first_epoch, epochs=first_epoch + epochs,
-                         callbacks=[*backup_callbacks, *callbacks], verbose=config.verbose)
-        if is_multi_worker(distribution):  # Keras' fit fails there; see tl_keras.multi_worker.
-            return multi_worker.fit(model, train_dataset, validation_dataset, **arguments).history
-        return model.fit(
-            train_dataset,
-            validation_data=validation_dataset,
-            shuffle=False,  # The datasets shuffle themselves, every epoch.
-            **arguments,
+        return multi_worker.fit(
+            model, distribution, train_dataset, validation_dataset, initial_epoch=first_epoch,
+            epochs=first_epoch + epochs, callbacks=[*backup_callbacks, *callbacks], verbose=config.verbose,
         ).history
 
     return _resumable(fit, config.backup_dir, phase)
