@@ -73,7 +73,7 @@ def is_multi_worker(strategy):
         strategy.extended._in_multi_worker_mode()
 
 
-def is_chief(strategy=None):
+def is_chief():
     """True on the worker that writes outputs: the `chief` task if the
     cluster has one, else worker 0, and always outside a cluster."""
     config = cluster_spec()

@@ -91,12 +91,15 @@ class ModelRepository:
             return version, self._loaded[key]
 
     def signature_defs(self, name, version):
-        """The SignatureDefs as written in `saved_model.pb` (what TF Serving
-        reports), without the internal `__saved_model_init_op`."""
+        """The `SignatureDefMap` as written in `saved_model.pb` (what TF
+        Serving reports), without the internal `__saved_model_init_op`."""
         proto = saved_model_pb2.SavedModel()
         proto.ParseFromString((self.base_path / name / str(version) / "saved_model.pb").read_bytes())
-        signatures = proto.meta_graphs[0].signature_def
-        return {key: value for key, value in signatures.items() if not key.startswith("__")}
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        for key, value in proto.meta_graphs[0].signature_def.items():
+            if not key.startswith("__"):
+                signatures.signature_def[key].CopyFrom(value)
+        return signatures
 
     def run(self, name, version, label, signature_name, inputs):
         """Calls a signature with numpy inputs; returns `(version, outputs)`."""
@@ -155,9 +158,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             )
         except ModelError as error:
             context.abort(error.status, str(error))
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        for key, value in self.repository.signature_defs(spec.name, version).items():
-            signatures.signature_def[key].CopyFrom(value)
+        signatures = self.repository.signature_defs(spec.name, version)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = version
@@ -224,9 +225,7 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
                 return self._predict(name, version, label)
             if method == "GET" and action == "/metadata":
                 version, _ = self.repository.resolve(name, version, label)
-                signatures = get_model_metadata_pb2.SignatureDefMap()
-                for key, value in self.repository.signature_defs(name, version).items():
-                    signatures.signature_def[key].CopyFrom(value)
+                signatures = self.repository.signature_defs(name, version)
                 return self._send(200, {
                     "model_spec": {"name": name, "signature_name": "", "version": str(version)},
                     "metadata": {"signature_def": json_format.MessageToDict(signatures, preserving_proto_field_name=True)},
