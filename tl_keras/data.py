@@ -42,7 +42,7 @@ class LabelledTexts:
         )
 
 
-def _decode_utf8(path):
+def decode_utf8(path):
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8")
@@ -160,7 +160,7 @@ def _read_rows(path, text_column, label_column, labelled):
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
     suffix = path.suffix.lower()
-    text = _decode_utf8(path)
+    text = decode_utf8(path)
     if suffix in (".tsv", ".txt"):
         rows = _rows_tsv(path, text, labelled)
     elif suffix in (".csv", ".jsonl"):

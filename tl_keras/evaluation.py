@@ -108,7 +108,7 @@ def summary_line(metrics):
     return f"held-out ({metrics['examples']} examples): " + " ".join(parts)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +119,7 @@ def _pyplot():
 
 def plot_confusion_matrix(metrics, path):
     """Writes the confusion matrix as a PNG heat map with counts."""
-    plt = _pyplot()
+    plt = pyplot()
     names = metrics["confusion_matrix"]["labels"]
     matrix = np.array(metrics["confusion_matrix"]["rows_true_columns_predicted"])
     size = 2.5 + 0.5 * len(names)
@@ -141,7 +141,7 @@ def plot_confusion_matrix(metrics, path):
 def plot_learning_curve(history, path):
     """Writes training and validation curves a metric, one panel each, with
     the training phases (e.g. head warm-up, then full) shaded apart."""
-    plt = _pyplot()
+    plt = pyplot()
     metrics = [key for key in history if key != "phase" and not key.startswith("val_")]
     figure, panels = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
     epochs = np.arange(1, len(history["phase"]) + 1)

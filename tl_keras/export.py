@@ -32,7 +32,7 @@ from tl_keras.preprocessing import trim_to_bucket
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
-class _Untracked:
+class Untracked:
     """Holds an object out of `tf.Module`'s dependency tracking."""
 
     def __init__(self, value):
@@ -57,7 +57,7 @@ class TextServingModule(tf.Module):
         # variable, and the copies a TF1 session (TF Serving, saved_model_cli)
         # restores would not be the ones the graph reads.
         self.model_variables = [variable.value for variable in model.weights]
-        self._model = _Untracked(model)
+        self._model = Untracked(model)
         self.preprocessor = preprocessor
         self.task = vocabulary.task
         self.class_names = tf.constant(list(vocabulary.names) or [""], tf.string)
@@ -110,33 +110,88 @@ def next_version(model_dir):
 
 def _signature_card(function):
     concrete = function.get_concrete_function()
-    inputs = concrete.structured_input_signature[0][0]
-    inputs = inputs if isinstance(inputs, dict) else {inputs.name: inputs}
+    inputs = tf.nest.flatten(concrete.structured_input_signature)
 
     def describe(spec):
         return {"dtype": spec.dtype.name, "shape": [-1 if d is None else d for d in spec.shape.as_list()]}
 
     return {
-        "inputs": {name: describe(spec) for name, spec in inputs.items()},
+        "inputs": {spec.name: describe(spec) for spec in inputs},
         "outputs": {name: describe(spec) for name, spec in concrete.structured_outputs.items()},
     }
 
 
-def write_warmup_requests(path, model_name, texts):
+def write_warmup_requests(path, model_name, requests):
     """Writes TF Serving warm-up requests: a TFRecord of `PredictionLog`s,
-    each a `serving_default` request for one of `texts`."""
+    each a `serving_default` request with the inputs of one dict of
+    `requests` (input name to a list or array)."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for text in texts:
+        for inputs in requests:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
             )
-            request.inputs["text"].CopyFrom(tf.make_tensor_proto([text], dtype=tf.string))
+            for name, value in inputs.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
             writer.write(log.SerializeToString())
+
+
+def export_module(module, signatures, export_dir, model_name, version=None, warmup_requests=(), card=None):
+    """Saves a `tf.Module` as version `version` of `model_name` under
+    `export_dir`, atomically: it is written to a hidden staging folder and
+    renamed into place, so the version folder is complete or absent.
+
+    Args:
+        module: the `tf.Module` to save.
+        signatures: signature name to `tf.function` (with an input
+            signature); `serving_default` among them.
+        export_dir: the base folder TF Serving watches.
+        model_name: the model's folder name under `export_dir`.
+        version: an integer version; the next free one if `None`.
+        warmup_requests: dicts of `serving_default` inputs, written as TF
+            Serving warm-up requests.
+        card: JSON-ready facts for `model_card.json`; the signatures'
+            input and output specs and the TF versions are added.
+
+    Returns:
+        The version folder, a `pathlib.Path`.
+    """
+    if not model_name or "/" in model_name or model_name.startswith("."):
+        raise ValueError(f"`model_name` must be a plain folder name, received {model_name!r}.")
+    model_dir = pathlib.Path(export_dir) / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(model_dir) if version is None else version
+    if not isinstance(version, (int, np.integer)) or version < 1:
+        raise ValueError(f"`version` must be an integer >= 1, received {version!r}.")
+    final = model_dir / str(version)
+    if final.exists():
+        raise FileExistsError(f"Version folder {final} already exists; versions are never overwritten.")
+    staging = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        (staging / "assets.extra").mkdir(exist_ok=True)
+        if warmup_requests:
+            write_warmup_requests(staging / "assets.extra" / WARMUP_FILE, model_name, list(warmup_requests))
+        import tensorflow_text
+
+        model_card = {
+            "model_name": model_name,
+            "version": int(version),
+            "tensorflow_version": tf.__version__,
+            "tensorflow_text_version": tensorflow_text.__version__,
+            "signatures": {name: _signature_card(function) for name, function in signatures.items()},
+            **(card or {}),
+        }
+        (staging / "model_card.json").write_text(json.dumps(model_card, indent=2, default=str))
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
 
 
 def export_text_model(
@@ -172,43 +227,17 @@ def export_text_model(
     ...                   "reviews", warmup_texts=["great phone"])
     PosixPath('exports/reviews/1')
     """
-    if not model_name or "/" in model_name or model_name.startswith("."):
-        raise ValueError(f"`model_name` must be a plain folder name, received {model_name!r}.")
-    model_dir = pathlib.Path(export_dir) / model_name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = next_version(model_dir) if version is None else version
-    if not isinstance(version, (int, np.integer)) or version < 1:
-        raise ValueError(f"`version` must be an integer >= 1, received {version!r}.")
-    final = model_dir / str(version)
-    if final.exists():
-        raise FileExistsError(f"Version folder {final} already exists; versions are never overwritten.")
-    staging = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
-    try:
-        module = TextServingModule(model, preprocessor, vocabulary, trim=trim)
-        signatures = {"serving_default": module.serve_text, "serve_tokens": module.serve_tokens}
-        tf.saved_model.save(module, str(staging), signatures=signatures)
-        (staging / "assets.extra").mkdir(exist_ok=True)
-        if warmup_texts:
-            write_warmup_requests(staging / "assets.extra" / WARMUP_FILE, model_name, list(warmup_texts))
-        import tensorflow_text
-
-        model_card = {
-            "model_name": model_name,
-            "version": int(version),
-            "task": vocabulary.task,
-            "labels": list(vocabulary.names),
-            "parameters": int(model.count_params()),
-            "tensorflow_version": tf.__version__,
-            "tensorflow_text_version": tensorflow_text.__version__,
-            "signatures": {
-                "serving_default": _signature_card(module.serve_text),
-                "serve_tokens": _signature_card(module.serve_tokens),
-            },
-            **(card or {}),
-        }
-        (staging / "model_card.json").write_text(json.dumps(model_card, indent=2, default=str))
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final
+    module = TextServingModule(model, preprocessor, vocabulary, trim=trim)
+    card = {
+        "task": vocabulary.task,
+        "labels": list(vocabulary.names),
+        "parameters": int(model.count_params()),
+        **(card or {}),
+    }
+    return export_module(
+        module,
+        {"serving_default": module.serve_text, "serve_tokens": module.serve_tokens},
+        export_dir, model_name, version,
+        warmup_requests=[{"text": [text]} for text in warmup_texts],
+        card=card,
+    )

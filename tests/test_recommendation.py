@@ -1,0 +1,239 @@
+"""Two-tower recommendation: data readers, ranking metrics, the in-batch
+softmax, the synthetic shop end to end (text tower vs id-only on cold-start
+items) and the retrieval SavedModel."""
+
+import json
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tl_keras.data import DataError
+from tl_keras.interactions import (
+    histories, read_interactions, read_items, read_users, sequential_examples, time_ordered_split,
+)
+from tl_keras.ranking import chance_recall, evaluate_ranking, recall_and_ndcg, top_k
+from tl_keras.recommendation import RecommendationConfig, run
+from tl_keras.retrieval import ItemTower, TwoTowerModel, UserTower, item_log_probabilities
+from tl_keras.synthetic_shop import ADJECTIVES, TOPICS, make_synthetic_shop
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    return read_items(write(tmp_path / "items.csv", "item_id,text\na,red kettle\nb,garden hose\nc,tent\n"))
+
+
+def test_items_reader_names_the_bad_line(tmp_path):
+    with pytest.raises(DataError, match=r"items.csv:3: duplicate item_id 'a' \(first at .*items.csv:2\)"):
+        read_items(write(tmp_path / "items.csv", "item_id,text\na,kettle\na,hose\n"))
+    with pytest.raises(DataError, match=r"items.csv:3: item 'b' has an empty text"):
+        read_items(write(tmp_path / "items.csv", "item_id,text\na,kettle\nb,  \n"))
+    with pytest.raises(DataError, match=r"missing column\(s\) \['text'\]"):
+        read_items(write(tmp_path / "items.csv", "item_id,title\na,kettle\n"))
+
+
+def test_interactions_reader_rejects_unknown_items_and_bad_numbers(tmp_path, catalog):
+    path = write(tmp_path / "clicks.csv", "user_id,item_id,timestamp\nu1,a,1\nu1,zzz,2\n")
+    with pytest.raises(DataError, match=r"clicks.csv:3: unknown item_id 'zzz'"):
+        read_interactions(path, catalog)
+    path = write(tmp_path / "clicks.csv", "user_id,item_id,timestamp\nu1,a,yesterday\n")
+    with pytest.raises(DataError, match=r"clicks.csv:2: timestamp must be a number, received 'yesterday'"):
+        read_interactions(path, catalog)
+
+
+def test_users_file_features_and_new_users(tmp_path, catalog):
+    users = read_users(write(tmp_path / "users.csv", "user_id,country\nu1,fr\nu2,de\nu3,fr\n"))
+    assert users.feature_names == ["country"] and users.features[1:, 0].tolist() == [1, 2, 1]
+    with pytest.raises(DataError, match=r"dup.csv:3: duplicate user_id 'u1'"):
+        read_users(write(tmp_path / "dup.csv", "user_id,country\nu1,fr\nu1,de\n"))
+    clicks = write(tmp_path / "clicks.csv", "user_id,item_id\nu9,a\nu1,b\n")
+    interactions, users = read_interactions(clicks, catalog, users)
+    # u9 is not in the users file: it is numbered after the file's users,
+    # with unknown (0) features.
+    assert users.index["u9"] == 4 and users.features[4].tolist() == [0]
+    assert interactions.users.tolist() == [4, 1]
+
+
+def test_time_ordered_split_holds_out_each_users_latest(tmp_path, catalog):
+    rows = "user_id,item_id,timestamp\n" + "".join(
+        f"{user},{item},{time}\n" for user, item, time in
+        [("u1", "a", 5), ("u1", "b", 1), ("u1", "c", 9), ("u2", "a", 3), ("u2", "b", 4), ("u3", "a", 1)])
+    interactions, users = read_interactions(write(tmp_path / "clicks.csv", rows), catalog)
+    split = time_ordered_split(interactions, holdout=1)
+    # u1's latest is c (t=9), u2's is b; u3 has one interaction and stays in training.
+    test = sorted(zip(split.test.users.tolist(), split.test.items.tolist()))
+    assert test == [(users.index["u1"], catalog.index["c"]), (users.index["u2"], catalog.index["b"])]
+    assert split.cold_items.tolist() == [catalog.index["c"]]  # b is also trained on (u1 at t=1).
+    # Training rows are in time order per user: u1 saw b then a.
+    examples = sequential_examples(split.train, length=2)
+    u1 = examples["user"] == users.index["u1"]
+    assert examples["item"][u1].tolist() == [catalog.index["b"], catalog.index["a"]]
+    assert examples["history"][u1].tolist() == [[0, 0], [0, catalog.index["b"]]]
+    assert histories(split.train, len(users), 3)[users.index["u1"]].tolist() == [0, 2, 1]
+
+
+def test_top_k_excludes_and_breaks_ties_fairly():
+    scores = np.array([[9.0, 0.2, 0.9, 0.5, 0.9]])
+    assert top_k(scores, 3).tolist() == [[2, 4, 3]]  # Column 0 (padding) never appears.
+    assert top_k(scores, 2, exclude=np.array([[0, 0, 1, 0, 0]], bool)).tolist() == [[4, 3]]
+    # With a seeded tie-break, 200 items of equal score land in the top 10
+    # about equally often: no item is favoured by its number.
+    flat = np.zeros((2000, 201))
+    counts = np.bincount(top_k(flat, 10, seed=0).ravel(), minlength=201)[1:]
+    assert counts.sum() == 20000 and counts.min() > 50 and counts.max() < 200
+
+
+def test_recall_and_ndcg_by_hand():
+    ranked = np.array([[3, 1, 2], [5, 6, 7]])
+    recall, ndcg = recall_and_ndcg(ranked, [{1}, {7, 8}], k=2)
+    assert recall == pytest.approx((1.0 + 0.0) / 2)
+    assert ndcg == pytest.approx((1 / np.log2(3) + 0.0) / 2)
+    recall, ndcg = recall_and_ndcg(ranked, [{3, 1}, set()], k=3)  # Users without items are left out.
+    assert recall == 1.0 and ndcg == pytest.approx(1.0)
+    assert chance_recall(10, 100, np.array([0, 50])) == pytest.approx((0.1 + 0.2) / 2)
+
+
+def test_evaluate_ranking_reports_cold_items_separately():
+    scores = np.array([[0.0, 0.9, 0.1, 0.5], [0.0, 0.2, 0.9, 0.1]])
+    result = evaluate_ranking(scores, [1, 2], [{1, 3}, {3}], np.zeros_like(scores, bool), cold_items=[3], ks=(1, 2))
+    assert result["overall"]["recall@1"] == pytest.approx((0.5 + 0.0) / 2)
+    assert result["cold_start"]["users"] == 2 and result["cold_start"]["recall@2"] == pytest.approx((1.0 + 0.0) / 2)
+
+
+def small_two_tower(text_features=None, known=None, **kwargs):
+    keras.utils.set_random_seed(0)
+    item_tower = ItemTower(text_features, known, 8)
+    return TwoTowerModel(item_tower, UserTower(3, 8), **kwargs)
+
+
+def test_in_batch_logits_mask_accidental_hits_and_apply_logq():
+    features = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+    log_q = item_log_probabilities(np.array([1, 1, 1, 2, 3, 4]), 4)
+    assert log_q[1] == pytest.approx(np.log(3 / 6)) and log_q[2] == pytest.approx(np.log(1 / 6))
+    x = {"user": np.array([1, 2, 3], "int32"), "history": np.zeros((3, 2), "int32"), "item": np.array([1, 2, 1], "int32")}
+    plain = small_two_tower(features, remove_accidental_hits=False)
+    masked = small_two_tower(features, item_log_probabilities=log_q)
+    raw = np.asarray(plain.in_batch_logits(x, plain(x)))
+    corrected = np.asarray(masked.in_batch_logits(x, masked(x)))
+    # Item 1 is the positive of rows 0 and 2: each is masked among the other's negatives only.
+    assert corrected[0, 2] < -1e8 and corrected[2, 0] < -1e8
+    assert corrected[0, 0] > -1e8 and corrected[2, 2] > -1e8
+    keep = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], bool)
+    np.testing.assert_allclose(corrected[keep], (raw - log_q[x["item"]][None, :])[keep], rtol=1e-5)
+
+
+def test_new_items_fall_back_to_their_text_and_padding_is_zero():
+    features = np.random.default_rng(1).normal(size=(3, 5)).astype("float32")
+    known = np.array([True, True, False])
+    with_ids = ItemTower(features, known, 4)
+    text_only = ItemTower(features, None, 4)
+    embedded = np.asarray(with_ids(np.array([0, 1, 2, 3])))
+    text_only.build(None)
+    text_only.projection.set_weights(with_ids.projection.get_weights())
+    reference = np.asarray(text_only(np.array([0, 1, 2, 3])))
+    np.testing.assert_allclose(embedded[0], 0.0)
+    np.testing.assert_allclose(embedded[3], reference[3], rtol=1e-6)  # Item 3 has no learned id.
+    assert not np.allclose(embedded[1], reference[1])  # Items 1 and 2 add their id vector.
+    np.testing.assert_allclose(np.linalg.norm(embedded[1:], axis=1), 1.0, rtol=1e-5)
+
+
+def test_training_lowers_the_loss_and_learns_the_temperature():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(6, 5)).astype("float32")
+    examples = {"user": rng.integers(1, 4, 96).astype("int32"), "history": np.zeros((96, 2), "int32")}
+    examples["item"] = (examples["user"] * 2 - rng.integers(0, 2, 96)).astype("int32")  # User u likes 2u-1 and 2u.
+    model = small_two_tower(features)
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    losses = model.fit(tf.data.Dataset.from_tensor_slices(examples).batch(16), epochs=8, verbose=0).history["loss"]
+    assert losses[-1] < 0.8 * losses[0]
+    assert float(model.temperature) != pytest.approx(0.1)
+
+
+# --- End to end on the synthetic shop -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shop_preset(tmp_path_factory):
+    """A tiny BERT preset whose vocabulary holds the synthetic shop's words."""
+    words = sorted({w for topic, nouns in TOPICS.items() for text in nouns + [topic] for w in text.split()}
+                   | set(ADJECTIVES) | {"and", ","})
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocabulary), num_layers=2, num_heads=2,
+                                             hidden_dim=32, intermediate_dim=64, max_sequence_length=64)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True), sequence_length=16)
+    path = tmp_path_factory.mktemp("presets") / "shop_bert"
+    backbone.save_to_preset(str(path))
+    preprocessor.save_to_preset(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def shop_run(tmp_path_factory, shop_preset):
+    folder = tmp_path_factory.mktemp("shop")
+    shop = make_synthetic_shop(seed=0)
+    items, interactions, users = shop.write(folder / "data")
+    config = RecommendationConfig(
+        interactions=str(interactions), items=str(items), users=str(users), backbone=str(shop_preset),
+        output_dir=str(folder / "run"), export_dir=str(folder / "exports"), sequence_length=16, verbose=0,
+        top_k=20)
+    return shop, run(config)
+
+
+def test_text_tower_retrieves_cold_items_the_id_tower_cannot(shop_run):
+    shop, result = shop_run
+    metrics = json.loads(result.report_paths[0].read_text())
+    assert metrics["data"]["cold_items"] > 20
+    chance = metrics["chance"]["recall@50"]
+    text, ids, popularity = (result.metrics[m]["cold_start"]["recall@50"]
+                             for m in ("text_two_tower", "id_two_tower", "popularity"))
+    assert text > 2.5 * chance, (text, chance)
+    assert ids < chance and popularity < chance  # Neither has anything to place a new item by.
+    overall = {m: result.metrics[m]["overall"]["recall@50"] for m in result.metrics}
+    assert overall["text_two_tower"] > overall["popularity"]
+    assert result.report_paths[1].read_text().count("|") > 40 and result.report_paths[2].stat().st_size > 5000
+
+
+def test_export_returns_the_keras_top_k(shop_run):
+    shop, result = shop_run
+    recommender = result.recommender
+    loaded = tf.saved_model.load(str(result.export_path))
+    serve = loaded.signatures["serving_default"]
+    user_ids = ["u0001", "u0007", "u0042", "someone-new"]
+    recent = [["kit-001", "kit-004", ""], ["", "", ""], ["gar-002", "pet-003", "gar-010"], ["cam-001", "", ""]]
+    expected_ids, expected_scores = recommender.recommend(user_ids, recent, k=20)
+    served = serve(user_id=tf.constant(user_ids), recent_item_ids=tf.constant(recent))
+    assert served["item_ids"].numpy().astype(str).tolist() == expected_ids.tolist()
+    np.testing.assert_allclose(served["scores"].numpy(), expected_scores, rtol=1e-4, atol=1e-6)
+    assert "kit-001" not in expected_ids[0] and "gar-002" not in expected_ids[2]  # Recent items are left out.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown item ids in recent_item_ids.*no-such-item"):
+        serve(user_id=tf.constant(["u0001"]), recent_item_ids=tf.constant([["no-such-item"]]))
+    texts = ["deluxe kettle and whisk, kitchen", "portable tent and lantern, camping"]
+    np.testing.assert_allclose(loaded.signatures["embed_items"](text=tf.constant(texts))["embeddings"].numpy(),
+                               recommender.embed_texts(texts), rtol=1e-4, atol=1e-5)
+    card = json.loads((result.export_path / "model_card.json").read_text())
+    assert set(card["signatures"]["serving_default"]["inputs"]) == {"user_id", "recent_item_ids"}
+    assert card["signatures"]["serving_default"]["outputs"]["item_ids"]["shape"] == [-1, 20]
+
+
+def test_new_items_join_the_index_without_retraining(shop_run):
+    shop, result = shop_run
+    recommender = result.recommender
+    before = [w.copy() for w in recommender.model.get_weights()]
+    grown = recommender.add_items(["kit-900"], ["steel kettle and teapot, kitchen"])
+    assert len(grown.catalog) == len(recommender.catalog) + 1
+    assert all(np.array_equal(a, b) for a, b in zip(before, grown.model.get_weights()))
+    # The new kitchen item ranks well above the middle for kitchen lovers.
+    kitchen_users = [u for u, topics in shop.user_topics.items() if topics == ["kitchen"]][:10]
+    ids, _ = grown.recommend(kitchen_users, [[]] * len(kitchen_users), k=len(grown.catalog) // 2)
+    assert np.mean([("kit-900" in row) for row in ids]) >= 0.8
+    with pytest.raises(DataError, match="already in the catalogue: \\['kit-001'\\]"):
+        recommender.add_items(["kit-001"], ["a kettle"])

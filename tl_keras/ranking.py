@@ -1,0 +1,97 @@
+"""Ranking items for users and measuring the rankings: recall@k and NDCG@k,
+overall and on cold-start items, plus the popularity baseline.
+
+Ties are broken by a seeded random key, so a model that gives many items the
+same score (an id-only model on unseen items, popularity on new items) is
+measured at chance among them, not favoured by catalogue order.
+"""
+
+import numpy as np
+
+
+def top_k(scores, k, exclude=None, seed=None):
+    """Returns the item numbers of the `k` best scores in each row.
+
+    Args:
+        scores: float array `[users, num_items + 1]`; column 0 (padding) is
+            never returned.
+        k: how many items a row.
+        exclude: bool array like `scores`: items never to return (already
+            seen), or `None`.
+        seed: the seed of the random tie-breaking key; `None` breaks ties
+            by item number (as `tf.math.top_k` does).
+
+    Example:
+    >>> top_k(np.array([[0.0, 0.2, 0.9, 0.5]]), k=2)
+    array([[2, 3]])
+    """
+    scores = np.array(scores, dtype=np.float64)
+    scores[:, 0] = -np.inf
+    if exclude is not None:
+        scores[exclude] = -np.inf
+    if seed is None:
+        return np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+    ties = np.random.default_rng(seed).random(scores.shape)
+    return np.lexsort((ties, -scores), axis=-1)[:, :k]
+
+
+def recall_and_ndcg(ranked, relevant, k):
+    """Mean recall@k and NDCG@k over the users with relevant items.
+
+    Args:
+        ranked: int array `[users, >= k]` of ranked item numbers.
+        relevant: a list of sets of item numbers, one a user.
+        k: the cut-off.
+    """
+    recalls, ndcgs = [], []
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for row, items in zip(ranked, relevant):
+        if not items:
+            continue
+        hits = np.isin(row[:k], list(items))
+        recalls.append(hits.sum() / len(items))
+        ndcgs.append((hits * discounts).sum() / discounts[: min(len(items), k)].sum())
+    if not recalls:
+        return float("nan"), float("nan")
+    return float(np.mean(recalls)), float(np.mean(ndcgs))
+
+
+def evaluate_ranking(scores, test_users, relevant, exclude, cold_items, ks=(10, 50), seed=0):
+    """Recall@k and NDCG@k overall and for cold-start items.
+
+    Args:
+        scores: `[len(test_users), num_items + 1]` scores.
+        test_users: the user numbers the rows belong to.
+        relevant: a set of held-out item numbers a row.
+        exclude: bool `[len(test_users), num_items + 1]`: the users'
+            training items, removed from the ranking.
+        cold_items: item numbers absent from training; the cold-start
+            figures keep only these among each user's relevant items (users
+            with none are left out).
+        ks: the cut-offs.
+
+    Returns:
+        `{"overall": {"recall@10": ..., "ndcg@10": ..., "users": n}, "cold_start": {...}}`.
+    """
+    ranked = top_k(scores, max(ks), exclude, seed)
+    cold = set(np.asarray(cold_items).tolist())
+    groups = {"overall": relevant, "cold_start": [items & cold for items in relevant]}
+    result = {}
+    for name, group in groups.items():
+        figures = {"users": sum(1 for items in group if items)}
+        for k in ks:
+            figures[f"recall@{k}"], figures[f"ndcg@{k}"] = recall_and_ndcg(ranked, group, k)
+        result[name] = figures
+    return result
+
+
+def popularity_scores(train_items, num_items, num_rows):
+    """The popularity baseline: every user gets each item's training count
+    as its score (new items score 0)."""
+    counts = np.bincount(train_items, minlength=num_items + 1)[: num_items + 1].astype(np.float64)
+    return np.broadcast_to(counts, (num_rows, num_items + 1))
+
+
+def chance_recall(k, num_items, excluded):
+    """The recall@k of a random ranking: `k` over the items left to rank."""
+    return float(np.mean(np.minimum(1.0, k / np.maximum(num_items - excluded, 1))))
