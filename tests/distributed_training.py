@@ -3,8 +3,8 @@ logical-device layout and TF_CONFIG must be set before TensorFlow starts).
 
     python tests/distributed_training.py MODE FOLDER
 
-Modes: mirrored, prepare, multi_worker, single_for_multi_worker,
-resume, uninterrupted. Results go to FOLDER as .npz weights or run folders.
+Modes: mirrored, two_tower_mirrored, prepare, multi_worker,
+single_for_multi_worker, resume, uninterrupted. Results go to FOLDER as .npz weights or run folders.
 """
 
 import os
@@ -16,7 +16,7 @@ MODE, FOLDER = sys.argv[1], pathlib.Path(sys.argv[2])
 
 import tensorflow as tf  # noqa: E402
 
-if MODE == "mirrored":
+if MODE in ("mirrored", "two_tower_mirrored"):
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
     )
@@ -91,6 +91,49 @@ def multi_worker(distribute, batch_size, output):
     save(name, result.model, replicas=result.model.distribute_strategy.num_replicas_in_sync)
 
 
+def two_tower_mirrored():
+    # One epoch of the in-batch softmax on two replicas (global batch 8, 4
+    # a replica) against the same steps on one device, taking the mean of
+    # the two halves' gradients by hand: equal only if the loss is scaled
+    # for the replica count as Keras' own losses are.
+    import keras
+
+    from tl_keras.retrieval import ItemTower, TwoTowerModel, UserTower
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(6, 5)).astype("float32")
+    examples = {"user": rng.integers(1, 4, 16).astype("int32"), "history": rng.integers(0, 7, (16, 3)).astype("int32"),
+                "item": rng.integers(1, 7, 16).astype("int32")}
+
+    def build():
+        keras.utils.set_random_seed(0)
+        model = TwoTowerModel(ItemTower(features, None, 8), UserTower(3, 8))
+        model.build({"user": (None,), "history": (None, 3), "item": (None,)})
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        return model
+
+    strategy = pick_strategy("mirrored")
+    with strategy.scope():
+        mirrored = build()
+    dataset = tf.data.Dataset.from_tensor_slices(examples).batch(8)
+    mirrored.fit(dataset, epochs=1, shuffle=False, verbose=0)
+    single = build()
+    initial = [v.numpy().copy() for v in single.trainable_variables]
+    for batch in dataset:
+        gradients = []
+        for half in (slice(0, 4), slice(4, 8)):
+            x = {name: value[half] for name, value in batch.items()}
+            with tf.GradientTape() as tape:
+                loss = single.compute_loss(x=x, y_pred=single(x))
+            gradients.append(tape.gradient(loss, single.trainable_variables))
+        mean = [(tf.convert_to_tensor(a) + tf.convert_to_tensor(b)) / 2 for a, b in zip(*gradients)]
+        single.optimizer.apply(mean, single.trainable_variables)
+    np.savez(FOLDER / "two_tower.npz", replicas=strategy.num_replicas_in_sync,
+             **{f"mirrored_{i}": v.numpy() for i, v in enumerate(mirrored.trainable_variables)},
+             **{f"single_{i}": v.numpy() for i, v in enumerate(single.trainable_variables)},
+             **{f"initial_{i}": v for i, v in enumerate(initial)})
+
+
 def resumable(output):
     training = TrainingConfig(epochs=6, warmup_epochs=1, batch_size=8, head_learning_rate=1e-3,
                               backbone_learning_rate=1e-4, verbose=0)
@@ -100,6 +143,8 @@ def resumable(output):
 if __name__ == "__main__":
     if MODE == "mirrored":
         mirrored()
+    elif MODE == "two_tower_mirrored":
+        two_tower_mirrored()
     elif MODE == "multi_worker":
         multi_worker("multi_worker", 4, "multi_worker_run")  # 4 a replica, 8 in all.
     elif MODE == "single_for_multi_worker":

@@ -103,6 +103,17 @@ def test_mirrored_two_replicas_match_single_device(tmp_path):
             np.testing.assert_allclose(mirrored[key], single[key], atol=1e-4)
 
 
+def test_two_tower_softmax_on_two_replicas_averages_their_gradients(tmp_path):
+    _run(["two_tower_mirrored", str(tmp_path)])
+    saved = np.load(tmp_path / "two_tower.npz")
+    assert int(saved["replicas"]) == 2
+    count = len([k for k in saved.files if k.startswith("single_")])
+    moved = max(np.abs(saved[f"single_{i}"] - saved[f"initial_{i}"]).max() for i in range(count))
+    assert moved > 1e-2
+    for i in range(count):  # Plain SGD: only float32 rounding differs.
+        np.testing.assert_allclose(saved[f"mirrored_{i}"], saved[f"single_{i}"], atol=1e-5)
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

@@ -15,7 +15,9 @@ from tl_keras.interactions import (
     histories, read_interactions, read_items, read_users, sequential_examples, time_ordered_split,
 )
 from tl_keras.ranking import chance_recall, evaluate_ranking, recall_and_ndcg, top_k
+from tl_keras.local_server import LocalServer
 from tl_keras.recommendation import RecommendationConfig, run
+from tl_keras.serving import GrpcClient, RestClient
 from tl_keras.retrieval import ItemTower, TwoTowerModel, UserTower, item_log_probabilities
 from tl_keras.synthetic_shop import ADJECTIVES, TOPICS, make_synthetic_shop
 
@@ -237,3 +239,15 @@ def test_new_items_join_the_index_without_retraining(shop_run):
     assert np.mean([("kit-900" in row) for row in ids]) >= 0.8
     with pytest.raises(DataError, match="already in the catalogue: \\['kit-001'\\]"):
         recommender.add_items(["kit-001"], ["a kettle"])
+
+
+def test_both_clients_query_the_retrieval_model(shop_run):
+    shop, result = shop_run
+    request = {"user_id": ["u0003", "u0100"], "recent_item_ids": [["kit-002", "gar-001"], ["off-004", ""]]}
+    expected_ids, expected_scores = result.recommender.recommend(request["user_id"], request["recent_item_ids"], k=20)
+    with LocalServer(result.export_path.parent.parent, grpc_port=0, rest_port=0) as server:
+        for client in (GrpcClient(f"127.0.0.1:{server.grpc_port}", "retrieval"),
+                       RestClient(f"127.0.0.1:{server.rest_port}", "retrieval")):
+            outputs = client.predict(request)
+            assert outputs["item_ids"].tolist() == expected_ids.tolist()
+            np.testing.assert_allclose(outputs["scores"].astype(float), expected_scores, rtol=1e-4, atol=1e-6)

@@ -152,7 +152,7 @@ def test_lora_trains_adapters_and_merges_them_before_export():
     # ... and the merged copy has no LoRA weights yet predicts the same.
     assert model_after is not model
     assert not [w for w in model_after.weights if "lora" in w.path]
-    batch = {k: v[:8] for k, v in data.validation_tokens.arrays.items()}
+    batch = {k: v[:8] for k, v in data.validation_inputs.arrays.items()}
     np.testing.assert_allclose(model_after.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=1e-5)
 
 

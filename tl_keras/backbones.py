@@ -117,21 +117,58 @@ def transformer_blocks(backbone):
     return list(blocks)
 
 
+def pyramid_stages(backbone):
+    """Returns a convolutional backbone's stages, bottom to top: the layers
+    between consecutive outputs of its feature pyramid (`pyramid_outputs`,
+    which KerasHub's ResNet and EfficientNet record at each downsampling)."""
+    outputs = list(backbone.pyramid_outputs)
+    positions = {id(layer): i for i, layer in enumerate(backbone.layers)}
+    ends = [positions[id(backbone.pyramid_outputs[level]._keras_history.operation)] for level in outputs]
+    return [backbone.layers[start + 1:end + 1] for start, end in zip(ends, ends[1:])]
+
+
+def backbone_blocks(backbone):
+    """Returns the backbone's blocks, bottom to top, each a list of layers,
+    found by structure, never by name: a transformer block each for text
+    encoders (`transformer_layers`), a stage between feature-pyramid levels
+    for ResNet and EfficientNet, and otherwise each top-level layer with
+    weights (MobileNet's blocks; ViT's patch embedding and encoder)."""
+    if getattr(backbone, "transformer_layers", None):
+        return [[block] for block in backbone.transformer_layers]
+    if len(getattr(backbone, "pyramid_outputs", None) or {}) >= 2:
+        return pyramid_stages(backbone)
+    blocks = [[layer] for layer in backbone.layers if layer.weights]
+    if not blocks:
+        raise ValueError(f"Backbone {type(backbone).__name__} has no layers with weights.")
+    return blocks
+
+
 def backbone_layer_groups(backbone):
     """Splits the backbone's layers into groups, bottom to top.
 
-    Returns a list: the embedding group (everything below the first block),
-    then one group a transformer block, then the top group (everything above
-    the last block, such as BERT's pooler). Each group is a list of layers.
+    Returns a list: the group below the first block (embeddings, a stem),
+    then one group a block (see `backbone_blocks`), then the top group
+    (everything above the last block, such as BERT's pooler). Each group is
+    a list of the layers that have weights.
     """
-    blocks = transformer_blocks(backbone)
-    layers = [layer for layer in backbone.layers if layer.weights]
+    blocks = backbone_blocks(backbone)
     positions = {id(layer): i for i, layer in enumerate(backbone.layers)}
-    first = positions[id(blocks[0])]
-    last = positions[id(blocks[-1])]
+    first = positions[id(blocks[0][0])]
+    last = positions[id(blocks[-1][-1])]
+    layers = [layer for layer in backbone.layers if layer.weights]
     below = [l for l in layers if positions[id(l)] < first]
     above = [l for l in layers if positions[id(l)] > last]
-    return [below] + [[block] for block in blocks] + [above]
+    return [below] + [[l for l in block if l.weights] for block in blocks] + [above]
+
+
+def freeze_batch_norm(backbone):
+    """Freezes every BatchNormalization layer of the backbone. A frozen
+    BatchNormalization layer runs in inference mode in Keras 3 (it keeps
+    using and never updates its moving statistics), the rule for fine-tuning
+    a pretrained network on little data."""
+    for layer in backbone._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
 
 
 def freeze_unused_pooler(backbone):
@@ -149,13 +186,14 @@ def freeze_unused_pooler(backbone):
 
 
 def unfreeze_top_blocks(backbone, num_blocks):
-    """Makes only the top `num_blocks` transformer blocks (and the layers above
-    them, such as a pooler) trainable; embeddings and lower blocks freeze.
+    """Makes only the top `num_blocks` blocks (see `backbone_blocks`) and the
+    layers above them (a pooler, a top convolution) trainable; embeddings or
+    stem and lower blocks freeze.
 
     Example:
     >>> unfreeze_top_blocks(backbone, 2)
     """
-    blocks = transformer_blocks(backbone)
+    blocks = backbone_blocks(backbone)
     if not 0 <= num_blocks <= len(blocks):
         raise ValueError(
             f"`num_blocks` must be in [0, {len(blocks)}] for this backbone, "

@@ -1,12 +1,16 @@
-"""The `tl-keras` command: `predict` against TF Serving, and `serve-local`.
+"""The `tl-keras` command: `predict` against TF Serving, `serve-local`, and
+`convert-efficientnet-lite`.
 
     tl-keras serve-local exports            # gRPC :8500, REST :8501 (a stand-in, not production)
     tl-keras predict --model reviews "great phone" "broke in a week"
     tl-keras predict --rest localhost:8501 --model reviews --version 2 "great phone"
+    tl-keras predict --model products --images shoe.jpg bag.png
+    tl-keras convert-efficientnet-lite efficientnet-lite0.pth presets/efficientnet_lite0
 """
 
 import argparse
 import json
+import pathlib
 import signal
 import sys
 import threading
@@ -21,13 +25,20 @@ def _predict(args):
                    timeout=args.timeout)
     client = RestClient(args.rest, args.model, **options) if args.rest else GrpcClient(args.address, args.model, **options)
     try:
-        outputs = client.predict(args.texts)
+        if args.images:
+            values = [pathlib.Path(path).read_bytes() for path in args.texts]
+            outputs = client.predict(values, input_name="image_bytes")
+        else:
+            outputs = client.predict(args.texts)
+    except OSError as error:
+        print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
     except ServingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for i, text in enumerate(args.texts):
         row = {name: value[i].tolist() if hasattr(value[i], "tolist") else value[i] for name, value in outputs.items()}
-        print(json.dumps({"text": text, **row}))
+        print(json.dumps({"image" if args.images else "text": text, **row}))
     return 0
 
 
@@ -48,12 +59,24 @@ def _serve_local(args):
     return 0
 
 
+def _convert_efficientnet_lite(args):
+    from tl_keras.efficientnet_lite import convert_efficientnet_lite
+
+    try:
+        print(f"wrote KerasHub preset {convert_efficientnet_lite(args.checkpoint, args.output, args.image_size)}")
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="tl-keras", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    predict = commands.add_parser("predict", help="query a TF Serving model with texts")
-    predict.add_argument("texts", nargs="+")
+    predict = commands.add_parser("predict", help="query a TF Serving model with texts or image files")
+    predict.add_argument("texts", nargs="+", help="texts, or image files with --images")
+    predict.add_argument("--images", action="store_true", help="send the files' bytes as `image_bytes`")
     predict.add_argument("--model", required=True, help="model name on the server")
     predict.add_argument("--address", default="localhost:8500", help="gRPC host:port")
     predict.add_argument("--rest", help="use REST at this host:port instead of gRPC")
@@ -68,6 +91,12 @@ def main(argv=None):
     serve.add_argument("--rest-port", type=int, default=8501)
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(run=_serve_local)
+    convert = commands.add_parser("convert-efficientnet-lite",
+                                  help="EfficientNet-PyTorch Lite0 .pth to a KerasHub preset folder, without torch")
+    convert.add_argument("checkpoint", help="the .pth file")
+    convert.add_argument("output", help="the preset folder to create")
+    convert.add_argument("--image-size", type=int, default=224)
+    convert.set_defaults(run=_convert_efficientnet_lite)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -39,6 +39,24 @@ class Untracked:
         self.value = value
 
 
+def labelled_outputs(outputs, task, class_names):
+    """A classifier's serving outputs: `probabilities`, `label_id` and
+    `label` (multi-label: names over the threshold joined by commas;
+    regression: `prediction`)."""
+    if task == "regression":
+        return {"prediction": outputs[:, 0]}
+    if task == "multilabel":
+        chosen = tf.ragged.boolean_mask(
+            tf.broadcast_to(class_names, tf.shape(outputs)), outputs >= MULTILABEL_THRESHOLD
+        )
+        return {
+            "probabilities": outputs,
+            "label": tf.strings.reduce_join(chosen, axis=1, separator=MULTILABEL_SEPARATOR),
+        }
+    label_id = tf.argmax(outputs, axis=1)
+    return {"probabilities": outputs, "label_id": label_id, "label": tf.gather(class_names, label_id)}
+
+
 class TextServingModule(tf.Module):
     """The serving graph: tokeniser, optional trim, model and label lookup.
 
@@ -74,23 +92,7 @@ class TextServingModule(tf.Module):
     def _outputs(self, inputs):
         if self.trim:
             inputs = trim_to_bucket(inputs, self.sequence_length)
-        outputs = self._model.value(inputs, training=False)
-        if self.task == "regression":
-            return {"prediction": outputs[:, 0]}
-        if self.task == "multilabel":
-            chosen = tf.ragged.boolean_mask(
-                tf.broadcast_to(self.class_names, tf.shape(outputs)), outputs >= MULTILABEL_THRESHOLD
-            )
-            return {
-                "probabilities": outputs,
-                "label": tf.strings.reduce_join(chosen, axis=1, separator=MULTILABEL_SEPARATOR),
-            }
-        label_id = tf.argmax(outputs, axis=1)
-        return {
-            "probabilities": outputs,
-            "label_id": label_id,
-            "label": tf.gather(self.class_names, label_id),
-        }
+        return labelled_outputs(self._model.value(inputs, training=False), self.task, self.class_names)
 
     def _serve_text(self, text):
         inputs = self.preprocessor(text)

@@ -3,8 +3,9 @@
 With the `frozen` strategy the encoder's output never changes, so training the
 head on cached features gives the same result as running the backbone every
 epoch, for a fraction of the cost. Entries are keyed by a fingerprint of the
-encoder's weights and configuration and of the token ids (which carry the
-data and the sequence length), so a change to any of them misses the cache.
+encoder's weights and configuration and of the input arrays (token ids, which
+carry the data and the sequence length, or pixels), so a change to any of
+them misses the cache.
 """
 
 import hashlib
@@ -13,18 +14,18 @@ import pathlib
 
 import numpy as np
 
-from tl_keras.preprocessing import predict_in_length_order
 
 
-def fingerprint(encoder, tokens):
-    """Returns a hex digest of the encoder (config and weights) and tokens."""
+def fingerprint(encoder, inputs):
+    """Returns a hex digest of the encoder (config and weights) and the
+    inputs' arrays."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(encoder.get_config(), sort_keys=True, default=str).encode())
     for weight in encoder.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
-    for name in sorted(tokens.arrays):
+    for name in sorted(inputs.arrays):
         digest.update(name.encode())
-        digest.update(np.ascontiguousarray(tokens.arrays[name]).tobytes())
+        digest.update(np.ascontiguousarray(inputs.arrays[name]).tobytes())
     return digest.hexdigest()
 
 
@@ -46,10 +47,11 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
 
-    def features(self, encoder, tokens, batch_size=64, verbose=1):
-        """Returns `encoder`'s features for `tokens`, computing them (with a
-        progress bar) only if this encoder and data were not seen before."""
-        key = fingerprint(encoder, tokens)
+    def features(self, encoder, inputs, batch_size=64, verbose=1):
+        """Returns `encoder`'s features for `inputs` (`TokenizedTexts` or
+        `ImageArray`), computing them (with a progress bar) only if this
+        encoder and data were not seen before."""
+        key = fingerprint(encoder, inputs)
         path = self.directory / f"{key}.npy" if self.directory else None
         if key in self._memory:
             self.hits += 1
@@ -59,7 +61,7 @@ class FeatureCache:
             self._memory[key] = np.load(path)
             return self._memory[key]
         self.misses += 1
-        features = predict_in_length_order(encoder, tokens, batch_size, verbose)
+        features = inputs.predict(encoder, batch_size, verbose)
         self._memory[key] = features
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -140,3 +140,38 @@ def build_text_model(encoder, head):
         for name in encoder.input
     }
     return keras.Model(inputs, head(encoder(inputs)), name="text_model")
+
+
+def build_image_encoder(backbone, image_size, scale=None, offset=None):
+    """Builds the image encoder: float32 pixels (0-255) `[h, w, 3]` to one
+    pooled vector an image, as a functional `keras.Model` named `"encoder"`.
+    `scale` and `offset` (the preset image converter's, per channel) map
+    pixels to the backbone's input range. Feature maps (CNNs) are averaged
+    over space, token sequences (ViT) over tokens.
+
+    Example:
+    >>> encoder = build_image_encoder(backbone, (224, 224), 1 / 255.0)
+    """
+    inputs = keras.Input(shape=(*image_size, 3), dtype="float32", name="images")
+    pixels = inputs
+    if scale is not None or offset is not None:
+        pixels = keras.layers.Rescaling(1.0 if scale is None else scale, 0.0 if offset is None else offset,
+                                        name="pixel_scaling")(pixels)
+    outputs = backbone(pixels)
+    if len(outputs.shape) == 4:
+        features = keras.layers.GlobalAveragePooling2D(name="average_pooling")(outputs)
+    else:
+        features = keras.layers.GlobalAveragePooling1D(name="average_pooling")(outputs)
+    return keras.Model(inputs, features, name="encoder")
+
+
+def build_image_model(encoder, head):
+    """Chains an image encoder and head into one functional `keras.Model`
+    taking float32 pixels (0-255), with layers `"encoder"` and `"head"`.
+
+    Example:
+    >>> model = build_image_model(build_image_encoder(backbone, (224, 224)),
+    ...                           build_head(1280, 5, "classification"))
+    """
+    inputs = keras.Input(shape=encoder.input.shape[1:], dtype="float32", name="images")
+    return keras.Model(inputs, head(encoder(inputs)), name="image_model")

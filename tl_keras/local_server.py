@@ -36,7 +36,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tl_keras.serving import holds_text
+from tl_keras.serving import from_json_values, holds_text
 
 
 class ModelError(LookupError):
@@ -258,6 +258,7 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
             inputs = {"text": body["instances"]}
         else:
             return self._send(400, {"error": "Missing 'inputs' or 'instances' key"})
+        inputs = {k: from_json_values(v) for k, v in inputs.items()}
         inputs = {k: np.asarray(v, dtype=object if holds_text(v) else None) for k, v in inputs.items()}
         _, outputs = self.repository.run(name, version, label, body.get("signature_name"), inputs)
         if "inputs" in body:

@@ -43,6 +43,17 @@ class TokenizedTexts:
             self.lengths[indices],
         )
 
+    cacheable = True  # Frozen-backbone features of the same tokens never change.
+
+    def dataset(self, targets=None, batch_size=32, shuffle=False, seed=None, training=False):
+        """The rows as a `tf.data` pipeline (see `make_dataset`); `training`
+        changes nothing for texts."""
+        return make_dataset(self, targets, batch_size, shuffle, seed)
+
+    def predict(self, model, batch_size=64, verbose=0):
+        """`model`'s outputs for the rows (see `predict_in_length_order`)."""
+        return predict_in_length_order(model, self, batch_size, verbose)
+
 
 def tokenize(texts, preprocessor, batch_size=512, verbose=1, cache_dir=None):
     """Tokenises `texts` once with `preprocessor`, in a `tf.data` pipeline.

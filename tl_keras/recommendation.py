@@ -126,6 +126,9 @@ def build_two_tower(text_features, known_items, users, config, log_probabilities
                            use_user_ids=config.user_id_embedding, name="user_tower")
     model = TwoTowerModel(item_tower, user_tower, config.temperature, config.remove_accidental_hits,
                           log_probabilities)
+    # Built here, under the caller's strategy scope: Keras' own build from a
+    # distributed batch would trace the towers with float inputs.
+    model.build({"user": (None,), "history": (None, config.history_length), "item": (None,)})
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     return model
 

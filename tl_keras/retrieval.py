@@ -157,6 +157,11 @@ class TwoTowerModel(keras.Model):
         item_log_probabilities: `log P(item sampled)` per item number
             (index 0 unused) for the logQ correction, or `None`.
 
+    Under a distribution strategy, build it in the strategy's scope before
+    `fit` (`model.build({"user": (None,), "history": (None, H), "item":
+    (None,)})`): Keras' automatic build from a distributed batch feeds the
+    towers float tensors.
+
     Example:
     >>> model = TwoTowerModel(ItemTower(features, None, 64), UserTower(300, 64))
     >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))

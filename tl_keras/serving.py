@@ -12,6 +12,7 @@ Example:
 array(['1', '0'], dtype=object)
 """
 
+import base64
 import json
 import urllib.error
 import urllib.request
@@ -128,9 +129,15 @@ class GrpcClient(_Client):
 
     def predict(self, values, input_name="text"):
         """Sends `values` (a list of texts, or encoded images as bytes) as
-        `input_name` and returns the outputs as numpy arrays by name."""
+        `input_name`, or a dict of input name to values for signatures with
+        several inputs, and returns the outputs as numpy arrays by name.
+
+        Example:
+        >>> client.predict({"user_id": ["u1"], "recent_item_ids": [["kit-001"]]})["item_ids"]
+        """
         request = predict_pb2.PredictRequest(model_spec=self._model_spec())
-        request.inputs[input_name].CopyFrom(tf.make_tensor_proto(_as_array(values)))
+        for name, value in _named_inputs(values, input_name).items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(_as_array(value)))
         self._check_size(request.ByteSize())
         response = self._call(self._predictions.Predict, request)
         return {name: _decode(tf.make_ndarray(proto)) for name, proto in response.outputs.items()}
@@ -212,10 +219,12 @@ class RestClient(_Client):
             raise self._error(f"cannot connect: {getattr(error, 'reason', error)}") from None
 
     def predict(self, values, input_name="text"):
-        """Sends `values` as `input_name` (columnar `inputs` format) and
-        returns the outputs as numpy arrays by name."""
-        values = [v.decode() if isinstance(v, bytes) else v for v in values]
-        body = {"signature_name": self.signature, "inputs": {input_name: values}}
+        """Sends `values` as `input_name`, or a dict of input name to values
+        (columnar `inputs` format; bytes such as encoded images go as
+        `{"b64": ...}`, as TF Serving's REST API wants them), and returns the
+        outputs as numpy arrays by name."""
+        inputs = {name: to_json_values(value) for name, value in _named_inputs(values, input_name).items()}
+        body = {"signature_name": self.signature, "inputs": inputs}
         outputs = self._request(self._url(":predict"), body)["outputs"]
         if not isinstance(outputs, dict):
             outputs = {"output": outputs}
@@ -257,7 +266,30 @@ class RestClient(_Client):
 
 
 def holds_text(values):
-    """True if a (nested) list of JSON values holds strings."""
+    """True if a (nested) list of JSON values holds strings or bytes."""
     while isinstance(values, list) and values:
         values = values[0]
-    return isinstance(values, str)
+    return isinstance(values, (str, bytes))
+
+
+def _named_inputs(values, input_name):
+    return values if isinstance(values, dict) else {input_name: values}
+
+
+def to_json_values(values):
+    """Nested lists (or arrays) for TF Serving's REST API: bytes become
+    `{"b64": ...}` objects."""
+    if isinstance(values, (list, tuple, np.ndarray)):
+        return [to_json_values(v) for v in values]
+    if isinstance(values, bytes):
+        return {"b64": base64.b64encode(values).decode("ascii")}
+    return values.item() if isinstance(values, np.generic) else values
+
+
+def from_json_values(values):
+    """The inverse of `to_json_values`: `{"b64": ...}` objects become bytes."""
+    if isinstance(values, list):
+        return [from_json_values(v) for v in values]
+    if isinstance(values, dict) and set(values) == {"b64"}:
+        return base64.b64decode(values["b64"])
+    return values

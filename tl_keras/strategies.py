@@ -12,8 +12,9 @@ import tempfile
 import warnings
 
 import keras
+import keras_hub
 
-from tl_keras.backbones import backbone_layer_groups, freeze_unused_pooler, unfreeze_top_blocks
+from tl_keras.backbones import backbone_layer_groups, freeze_batch_norm, freeze_unused_pooler, unfreeze_top_blocks
 from tl_keras.heads import reads_sequence_output_only
 
 KINDS = ("frozen", "partial", "full", "lora")
@@ -55,9 +56,9 @@ def parse_strategy(text):
 
 
 def backbone_of(model):
-    """Returns the KerasHub backbone inside a `build_text_model` model."""
+    """Returns the KerasHub backbone inside the model's `"encoder"`."""
     encoder = model.get_layer("encoder")
-    return next(l for l in encoder.layers if hasattr(l, "transformer_layers"))
+    return next(l for l in encoder.layers if isinstance(l, keras_hub.models.Backbone))
 
 
 def apply_trainability(model, strategy):
@@ -66,7 +67,8 @@ def apply_trainability(model, strategy):
     The head always trains. `frozen` freezes the whole backbone, `partial:N`
     leaves its top N blocks trainable, `full` unfreezes it, and `lora:R`
     freezes it and adds rank-R LoRA weights to the attention projections.
-    A pooler the head does not use stays frozen.
+    A pooler the head does not use stays frozen, and BatchNormalization
+    layers stay frozen, so in inference mode (`freeze_batch_norm`).
     """
     backbone = backbone_of(model)
     model.get_layer("head").trainable = True
@@ -81,6 +83,7 @@ def apply_trainability(model, strategy):
         backbone.enable_lora(rank=strategy.value)
     if reads_sequence_output_only(model.get_layer("encoder")):
         freeze_unused_pooler(backbone)
+    freeze_batch_norm(backbone)
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")

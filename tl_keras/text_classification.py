@@ -13,16 +13,16 @@ import numpy as np
 
 from tl_keras.backbones import default_pooling, load_text_backbone
 from tl_keras.data import LabelVocabulary, read_labelled_texts, stratified_split
-from tl_keras.distribute import (
-    WorkerOutput, global_batch_size, is_chief, pick_strategy, set_precision, worker_name,
-)
+from tl_keras.distribute import WorkerOutput, is_chief
 from tl_keras.evaluation import evaluate_predictions, summary_line, write_report
 from tl_keras.export import export_text_model
 from tl_keras.feature_cache import FeatureCache
 from tl_keras.heads import build_encoder, build_head, build_text_model
-from tl_keras.preprocessing import predict_in_length_order, tokenize
+from tl_keras.preprocessing import tokenize
 from tl_keras.strategies import parse_strategy
-from tl_keras.training import TrainingConfig, TrainingData, train
+from tl_keras.training import (
+    TrainingConfig, TrainingData, predict_through_cache, prepare_distributed_training, train,
+)
 
 
 @dataclasses.dataclass
@@ -106,16 +106,9 @@ def run(config, distribution=None, callbacks=()):
     train_targets = vocabulary.encode(train_rows.labels, train_rows.origins)
     validation_targets = vocabulary.encode(validation_rows.labels, validation_rows.origins)
 
-    set_precision(config.precision)
-    distribution = distribution or pick_strategy(config.distribute)
-    batch_size = global_batch_size(config.training.batch_size, distribution)
-    print(f"{type(distribution).__name__}: {distribution.num_replicas_in_sync} replica(s), global batch "
-          f"{batch_size} = {config.training.batch_size} per replica x {distribution.num_replicas_in_sync}")
     output_dir = pathlib.Path(config.output_dir)
-    training = dataclasses.replace(
-        config.training, batch_size=batch_size,
-        backup_dir=str(output_dir / "backup" / worker_name()) if config.resume else None,
-    )
+    distribution, training = prepare_distributed_training(
+        config.training, output_dir, config.distribute, config.precision, config.resume, distribution)
     keras.utils.set_random_seed(config.training.seed)  # The head's initial weights too.
     with distribution.scope():
         backbone, preprocessor = load_text_backbone(config.backbone, config.sequence_length)
@@ -133,7 +126,7 @@ def run(config, distribution=None, callbacks=()):
     cache = FeatureCache(output_dir / "feature_cache")
     model, history = train(model, strategy, data, config.task, training, cache, distribution, callbacks)
 
-    outputs = predict_in_length_order(model, data.validation_tokens, batch_size)
+    outputs = predict_through_cache(model, data.validation_inputs, cache, training.batch_size)
     metrics = evaluate_predictions(outputs, validation_targets, vocabulary)
     with WorkerOutput(output_dir) as report_dir:
         report_paths = write_report(metrics, history, report_dir)

