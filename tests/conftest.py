@@ -3,6 +3,7 @@ vocabulary written here, and a separable sentiment set. Nothing touches the
 network."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,6 +19,12 @@ NEGATIVE = ["bad", "awful", "terrible", "hate", "broken", "sad"]
 FILLER = ["the", "phone", "is", "it", "was", "very", "this", "case", "and", "battery"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POSITIVE + NEGATIVE + FILLER
 SEQUENCE_LENGTH = 32
+# TensorFlow's own `saved_model_cli`, with the TF Text ops registered first, as
+# TF Serving has them linked in (the plain entry point lacks them). It loads a
+# SavedModel into a TF1 session, as TF Serving does.
+SAVED_MODEL_CLI = [sys.executable, "-c", "import sys, tensorflow_text; "
+                   "from tensorflow.python.tools.saved_model_cli import main; "
+                   "sys.argv[0] = 'saved_model_cli'; sys.exit(main())"]
 
 
 def separable_sentences(count, seed=0):

@@ -11,20 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import tiny_bert
+from conftest import SAVED_MODEL_CLI, tiny_bert
 from tl_keras.backbones import load_text_backbone, minilm_l6_offline_path
 from tl_keras.data import LabelVocabulary
 from tl_keras.export import WARMUP_FILE, export_text_model, next_version
 from tl_keras.heads import build_encoder, build_head, build_text_model
 
 TEXTS = ["good phone", "the battery was very bad and the case is broken and it is awful", "great", "sad"]
-# TensorFlow's own `saved_model_cli`, with the TF Text ops registered first, as
-# TF Serving has them linked in (the plain entry point lacks them).
-SAVED_MODEL_CLI = [sys.executable, "-c", "import sys, tensorflow_text; "
-                   "from tensorflow.python.tools.saved_model_cli import main; "
-                   "sys.argv[0] = 'saved_model_cli'; sys.exit(main())"]
-
-
 def _tiny_classifier(task="classification", labels=("neg", "pos")):
     backbone, preprocessor = tiny_bert(seed=7)
     vocab = LabelVocabulary(task, tuple(labels) if task != "regression" else ())

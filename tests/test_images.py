@@ -18,6 +18,7 @@ import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SAVED_MODEL_CLI
 from image_data import tiny_efficientnet, tiny_efficientnet_preset
 
 from tl_keras.backbones import backbone_blocks, backbone_layer_groups, unfreeze_top_blocks
@@ -323,3 +324,17 @@ def test_a_local_timm_folder_is_an_image_backbone(tmp_path):
     logits = np.asarray(classifier(classifier.preprocessor(sample_crops("coffee", 1, size=224, fraction=1.0)
                                                            .astype("float32"))))
     assert logits[0].argmax() in (967, 968, 504)  # Espresso, cup, coffee mug.
+
+
+def test_saved_model_cli_runs_the_image_export_in_a_session(image_run, tmp_path):
+    # saved_model_cli loads the SavedModel into a TF1 session, as TF Serving does.
+    root, result = image_run
+    encoded = sorted((root / "cat").iterdir())[1].read_bytes()
+    expected = tf.saved_model.load(str(result.export_path)).signatures["serving_default"](
+        image_bytes=tf.constant([encoded]))["probabilities"].numpy()
+    np.save(tmp_path / "request.npy", np.array([encoded]))  # Fixed-width bytes: no pickle needed.
+    ran = subprocess.run([*SAVED_MODEL_CLI, "run", "--dir", str(result.export_path), "--tag_set", "serve",
+                          "--signature_def", "serving_default", "--inputs", f"image_bytes={tmp_path}/request.npy",
+                          "--outdir", str(tmp_path)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "probabilities.npy"), expected, atol=1e-6)

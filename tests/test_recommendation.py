@@ -3,6 +3,7 @@ softmax, the synthetic shop end to end (text tower vs id-only on cold-start
 items) and the retrieval SavedModel."""
 
 import json
+import subprocess
 
 import keras
 import keras_hub
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import SAVED_MODEL_CLI
 from tl_keras.data import DataError
 from tl_keras.interactions import (
     histories, read_interactions, read_items, read_users, sequential_examples, time_ordered_split,
@@ -251,3 +253,20 @@ def test_both_clients_query_the_retrieval_model(shop_run):
             outputs = client.predict(request)
             assert outputs["item_ids"].tolist() == expected_ids.tolist()
             np.testing.assert_allclose(outputs["scores"].astype(float), expected_scores, rtol=1e-4, atol=1e-6)
+
+
+def test_saved_model_cli_runs_the_retrieval_export_in_a_session(shop_run, tmp_path):
+    # saved_model_cli loads the SavedModel into a TF1 session (lookup tables
+    # initialised by the loader), as TF Serving does.
+    shop, result = shop_run
+    expected_ids, expected_scores = result.recommender.recommend(["u0005"], [["kit-003", "cam-010"]], k=20)
+    for signature, inputs in (("serving_default", "user_id=['u0005'];recent_item_ids=[['kit-003','cam-010']]"),
+                              ("embed_items", "text=['steel kettle and whisk, kitchen']")):
+        ran = subprocess.run([*SAVED_MODEL_CLI, "run", "--dir", str(result.export_path), "--tag_set", "serve",
+                              "--signature_def", signature, "--input_exprs", inputs, "--outdir", str(tmp_path)],
+                             capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+    assert np.load(tmp_path / "item_ids.npy", allow_pickle=True).astype(str).tolist() == expected_ids.tolist()
+    np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), expected_scores, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "embeddings.npy"),
+                               result.recommender.embed_texts(["steel kettle and whisk, kitchen"]), atol=1e-5)

@@ -32,6 +32,14 @@ from tl_keras.preprocessing import trim_to_bucket
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
+def raw_variables(*layers):
+    """The underlying `tf.Variable`s of Keras layers or models, for a
+    `tf.Module` to track: tracking the Keras objects themselves would save
+    every variable twice, and the copies a TF1 session (TF Serving,
+    saved_model_cli) restores would not be the ones the graph reads."""
+    return [variable.value for layer in layers for variable in layer.weights]
+
+
 class Untracked:
     """Holds an object out of `tf.Module`'s dependency tracking."""
 
@@ -70,11 +78,7 @@ class TextServingModule(tf.Module):
 
     def __init__(self, model, preprocessor, vocabulary, trim=True):
         super().__init__(name="text_serving")
-        # Track the model's underlying tf.Variables, not the Keras model: the
-        # Keras variable wrappers would be saved as a second copy of every
-        # variable, and the copies a TF1 session (TF Serving, saved_model_cli)
-        # restores would not be the ones the graph reads.
-        self.model_variables = [variable.value for variable in model.weights]
+        self.model_variables = raw_variables(model)
         self._model = Untracked(model)
         self.preprocessor = preprocessor
         self.task = vocabulary.task

@@ -15,7 +15,6 @@ import pathlib
 import numpy as np
 
 
-
 def fingerprint(encoder, inputs):
     """Returns a hex digest of the encoder (config and weights) and the
     inputs' arrays."""

@@ -14,7 +14,7 @@ pipeline, not in the model.
 
 import tensorflow as tf
 
-from tl_keras.export import Untracked, export_module, labelled_outputs
+from tl_keras.export import Untracked, export_module, labelled_outputs, raw_variables
 from tl_keras.images import decode_and_resize
 
 
@@ -29,7 +29,7 @@ class ImageServingModule(tf.Module):
 
     def __init__(self, model, vocabulary, image_size):
         super().__init__(name="image_serving")
-        self.model_variables = [variable.value for variable in model.weights]  # Each saved once.
+        self.model_variables = raw_variables(model)
         self._model = Untracked(model)
         self.task = vocabulary.task
         self.class_names = tf.constant(list(vocabulary.names) or [""], tf.string)

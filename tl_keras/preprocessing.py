@@ -28,6 +28,7 @@ class TokenizedTexts:
 
     arrays: dict
     lengths: np.ndarray
+    cacheable = True  # Frozen-backbone features of the same tokens never change.
 
     def __len__(self):
         return len(self.lengths)
@@ -42,8 +43,6 @@ class TokenizedTexts:
             {name: array[indices] for name, array in self.arrays.items()},
             self.lengths[indices],
         )
-
-    cacheable = True  # Frozen-backbone features of the same tokens never change.
 
     def dataset(self, targets=None, batch_size=32, shuffle=False, seed=None, training=False):
         """The rows as a `tf.data` pipeline (see `make_dataset`); `training`

@@ -16,13 +16,8 @@ Signatures:
 import numpy as np
 import tensorflow as tf
 
-from tl_keras.export import Untracked, export_module
+from tl_keras.export import Untracked, export_module, raw_variables
 from tl_keras.retrieval import unit_length
-
-
-def _raw_variables(layers):
-    # The underlying tf.Variables, each saved once (see TextServingModule).
-    return [variable.value for layer in layers for variable in layer.weights]
 
 
 class RetrievalServingModule(tf.Module):
@@ -51,7 +46,7 @@ class RetrievalServingModule(tf.Module):
                 tf.constant(list(recommender.users.user_ids) or [""]),
                 tf.range(1, max(len(recommender.users), 1) + 1, dtype=tf.int32)),
             default_value=0)
-        self.user_tower_variables = _raw_variables([recommender.model.user_tower])
+        self.user_tower_variables = raw_variables(recommender.model.user_tower)
         self._user_tower = Untracked(recommender.model.user_tower)
         self.serve = tf.function(self._serve, input_signature=[
             tf.TensorSpec([None], tf.string, name="user_id"),
@@ -61,7 +56,7 @@ class RetrievalServingModule(tf.Module):
         if recommender.encoder is not None:
             self.preprocessor = recommender.preprocessor
             projection = recommender.model.item_tower.projection
-            self.text_variables = _raw_variables([recommender.encoder, projection])
+            self.text_variables = raw_variables(recommender.encoder, projection)
             self._encoder = Untracked(recommender.encoder)
             self._projection = Untracked(projection)
             self.embed_items = tf.function(self._embed_items, input_signature=[

@@ -150,12 +150,18 @@ def _fit_head_on_cache(model, data, task, config, cache, first_epoch, epochs, di
                 callbacks, "head")
 
 
+def _datasets(data, config):
+    """The training pipeline (shuffled, augmented where the inputs augment)
+    and the validation pipeline."""
+    train_dataset = data.train_inputs.dataset(data.train_targets, config.batch_size, shuffle=config.shuffle,
+                                              seed=config.seed, training=True)
+    return train_dataset, data.validation_inputs.dataset(data.validation_targets, config.batch_size)
+
+
 def _fit_head_through_frozen_backbone(model, data, task, config, cache, first_epoch, epochs, distribution, callbacks):
     # For augmented inputs (no `cache`: each epoch sees other pixels), the
     # backbone is frozen but runs on every batch.
-    train_dataset = data.train_inputs.dataset(data.train_targets, config.batch_size, shuffle=config.shuffle,
-                                              seed=config.seed, training=True)
-    validation_dataset = data.validation_inputs.dataset(data.validation_targets, config.batch_size)
+    train_dataset, validation_dataset = _datasets(data, config)
     with distribution.scope():
         optimizer = keras.optimizers.AdamW(config.head_learning_rate)
     return _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
@@ -191,7 +197,8 @@ def _append(history, new, phase):
 
 
 def train(model, strategy, data, task, config=None, cache=None, distribution=None, callbacks=()):
-    """Trains `model` (from `build_text_model`) with a transfer strategy.
+    """Trains `model` (from `build_text_model` or `build_image_model`) with a
+    transfer strategy.
 
     Args:
         model: a functional model with `"encoder"` and `"head"` layers
@@ -207,7 +214,7 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
         callbacks: Keras callbacks for every `fit` call.
 
     Returns:
-        `(model, history)`: the trained full text model (LoRA merged into the
+        `(model, history)`: the trained full model (LoRA merged into the
         kernels) and a dict of per-epoch metric lists, with a `"phase"` list
         naming each epoch's phase.
 
@@ -234,9 +241,7 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
     layer_decay = config.layer_decay if strategy.kind == "full" else 1.0
     with distribution.scope():
         optimizer = discriminative_optimizer(model, config.head_learning_rate, backbone_rate, layer_decay)
-    train_dataset = data.train_inputs.dataset(data.train_targets, config.batch_size, shuffle=config.shuffle,
-                                              seed=config.seed, training=True)
-    validation_dataset = data.validation_inputs.dataset(data.validation_targets, config.batch_size)
+    train_dataset, validation_dataset = _datasets(data, config)
     first_epoch = len(history.get("phase", []))
     _append(history, _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, config.epochs,
                           config, distribution, callbacks, strategy.kind), strategy.kind)
