@@ -164,14 +164,17 @@ def write_table(metrics, chance, path):
     return path
 
 
-def plot_metrics(metrics, k, path):
-    """Bar chart of recall@k per method, overall and cold-start."""
+def plot_metrics(metrics, k, path, chance=None):
+    """Bar chart of recall@k per method, overall and cold-start, with a
+    random ranking's recall@k as a dashed line."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.5))
     width = 0.38
     positions = np.arange(len(metrics))
     for offset, split in ((-width / 2, "overall"), (width / 2, "cold_start")):
         axis.bar(positions + offset, [metrics[m][split][f"recall@{k}"] for m in metrics], width, label=split)
+    if chance is not None:
+        axis.axhline(chance, color="grey", linestyle="--", label="chance")
     axis.set_xticks(positions, list(metrics))
     axis.set_ylabel(f"recall@{k}")
     axis.set_title("Held-out recall by method")
@@ -238,7 +241,7 @@ def run(config, distribution=None):
                            "test": len(split.test), "cold_items": len(split.cold_items)}}
         (report_dir / "metrics.json").write_text(json.dumps(report, indent=2))
         report_paths = [report_dir / "metrics.json", write_table(metrics, chance, report_dir / "metrics.md"),
-                        plot_metrics(metrics, max(ks), report_dir / "recall.png")]
+                        plot_metrics(metrics, max(ks), report_dir / "recall.png", chance[f"recall@{max(ks)}"])]
     export_path = None
     if config.export_dir:
         card = {"backbone": str(config.backbone), "held_out_metrics": metrics["text_two_tower"],
