@@ -3,7 +3,7 @@ logical-device layout and TF_CONFIG must be set before TensorFlow starts).
 
     python tests/distributed_training.py MODE FOLDER
 
-Modes: mirrored, two_tower_mirrored, prepare, multi_worker,
+Modes: mirrored, two_tower_mirrored, two_mirrored_runs, prepare, multi_worker,
 single_for_multi_worker, resume, uninterrupted. Results go to FOLDER as .npz weights or run folders.
 """
 
@@ -16,7 +16,7 @@ MODE, FOLDER = sys.argv[1], pathlib.Path(sys.argv[2])
 
 import tensorflow as tf  # noqa: E402
 
-if MODE in ("mirrored", "two_tower_mirrored"):
+if MODE in ("mirrored", "two_tower_mirrored", "two_mirrored_runs"):
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
     )
@@ -134,6 +134,26 @@ def two_tower_mirrored():
              **{f"initial_{i}": v for i, v in enumerate(initial)})
 
 
+def two_mirrored_runs():
+    # Two image runs one after the other in one process, as in a notebook:
+    # the head on frozen features, then the top stage fine-tuned.
+    from image_data import tiny_efficientnet_preset
+
+    from tl_keras.image_classification import ImageClassificationConfig, run as run_images
+    from tl_keras.sample_images import write_sample_images
+
+    root = write_sample_images(FOLDER / "images", per_class=8, size=48)
+    preset = tiny_efficientnet_preset(FOLDER / "preset")
+    replicas = []
+    for strategy, augmentation in (("frozen", "flip"), ("partial:1", "none")):
+        result = run_images(ImageClassificationConfig(
+            train=str(root), backbone=str(preset), output_dir=str(FOLDER / strategy.replace(":", "_")),
+            image_size=32, strategy=strategy, augmentation=augmentation, distribute="mirrored",
+            training=TrainingConfig(epochs=2, batch_size=4, verbose=0)))
+        replicas.append(result.model.distribute_strategy.num_replicas_in_sync)
+    np.savez(FOLDER / "two_runs.npz", replicas=replicas)
+
+
 def resumable(output):
     training = TrainingConfig(epochs=6, warmup_epochs=1, batch_size=8, head_learning_rate=1e-3,
                               backbone_learning_rate=1e-4, verbose=0)
@@ -145,6 +165,8 @@ if __name__ == "__main__":
         mirrored()
     elif MODE == "two_tower_mirrored":
         two_tower_mirrored()
+    elif MODE == "two_mirrored_runs":
+        two_mirrored_runs()
     elif MODE == "multi_worker":
         multi_worker("multi_worker", 4, "multi_worker_run")  # 4 a replica, 8 in all.
     elif MODE == "single_for_multi_worker":

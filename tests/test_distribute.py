@@ -114,6 +114,13 @@ def test_two_tower_softmax_on_two_replicas_averages_their_gradients(tmp_path):
         np.testing.assert_allclose(saved[f"mirrored_{i}"], saved[f"single_{i}"], atol=1e-5)
 
 
+def test_two_mirrored_runs_in_one_process(tmp_path):
+    # A second MirroredStrategy in a process breaks the first's all-reduces
+    # (tensorflow#62790); pick_strategy hands out one a process.
+    _run(["two_mirrored_runs", str(tmp_path)])
+    assert np.load(tmp_path / "two_runs.npz")["replicas"].tolist() == [2, 2]
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

@@ -6,6 +6,7 @@ names a cluster of several workers, `MirroredStrategy` when more than one GPU
 is visible, and the default (single-device) strategy otherwise.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -62,10 +63,19 @@ def pick_strategy(choice="auto"):
     if choice == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
+        return _mirrored_strategy(tuple(devices))
     if _cluster_size(cluster_spec()) < 1:
         raise ValueError("`distribute='multi_worker'` needs TF_CONFIG naming the cluster and this worker's task.")
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored_strategy(devices):
+    # One MirroredStrategy a process for the same devices: a second one's
+    # collective all-reduces clash with the first's ("Shape mismatch in the
+    # collective instance", tensorflow#62790), so a second training run in
+    # the same process (a notebook, a benchmark) would fail.
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def is_multi_worker(strategy):
