@@ -270,3 +270,9 @@ def test_saved_model_cli_runs_the_retrieval_export_in_a_session(shop_run, tmp_pa
     np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), expected_scores, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.load(tmp_path / "embeddings.npy"),
                                result.recommender.embed_texts(["steel kettle and whisk, kitchen"]), atol=1e-5)
+
+
+def test_bad_cut_offs_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"`ks` must be .* received '10,fifty'"):
+        run(RecommendationConfig(interactions="x.csv", items="y.csv", backbone="z", output_dir=str(tmp_path),
+                                 ks="10,fifty"))

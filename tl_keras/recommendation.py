@@ -144,7 +144,7 @@ def train_two_tower(model, examples, config, distribution):
     return [float(loss) for loss in history.history["loss"]]
 
 
-def _held_out(split, users):
+def _held_out(split):
     test_users = np.unique(split.test.users)
     relevant = [set(split.test.items[split.test.users == user].tolist()) for user in test_users]
     return test_users, relevant
@@ -189,7 +189,12 @@ def run(config, distribution=None):
     """Trains the text two-tower model and the baselines, evaluates them on
     the time-ordered split and (optionally) exports the text model; see
     `RecommendationConfig`. Returns a `RecommendationResult`."""
-    ks = tuple(int(k) for k in str(config.ks).split(","))
+    try:
+        ks = tuple(int(k) for k in str(config.ks).split(","))
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise ValueError(f"`ks` must be comma-separated whole numbers >= 1, such as '10,50'; received {config.ks!r}.")
     catalog = read_items(config.items)
     users = read_users(config.users) if config.users else None
     interactions, users = read_interactions(config.interactions, catalog, users)
@@ -205,7 +210,7 @@ def run(config, distribution=None):
     known = np.zeros(len(catalog), bool)
     known[np.unique(split.train.items) - 1] = True
     log_probabilities = item_log_probabilities(split.train.items, len(catalog)) if config.logq_correction else None
-    test_users, relevant = _held_out(split, users)
+    test_users, relevant = _held_out(split)
     train_histories = histories(split.train, len(users), config.history_length)
     exclude = np.zeros((len(test_users), len(catalog) + 1), bool)
     for row, user in enumerate(test_users):
@@ -234,8 +239,8 @@ def run(config, distribution=None):
     metrics["popularity"] = evaluate_ranking(scores, test_users, relevant, exclude, split.cold_items, ks, config.seed)
     chance = {f"recall@{k}": chance_recall(k, len(catalog), exclude.sum(axis=1)) for k in ks}
 
-    report_paths = []
     with WorkerOutput(output_dir) as report_dir:
+        report_dir = pathlib.Path(report_dir)  # A temporary folder (a str) on workers other than the chief.
         report = {"metrics": metrics, "chance": chance, "training_loss": losses,
                   "data": {"items": len(catalog), "users": len(users), "train": len(split.train),
                            "test": len(split.test), "cold_items": len(split.cold_items)}}
