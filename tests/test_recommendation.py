@@ -106,7 +106,7 @@ def test_recall_and_ndcg_by_hand():
 
 def test_evaluate_ranking_reports_cold_items_separately():
     scores = np.array([[0.0, 0.9, 0.1, 0.5], [0.0, 0.2, 0.9, 0.1]])
-    result = evaluate_ranking(scores, [1, 2], [{1, 3}, {3}], np.zeros_like(scores, bool), cold_items=[3], ks=(1, 2))
+    result = evaluate_ranking(scores, [{1, 3}, {3}], np.zeros_like(scores, bool), cold_items=[3], ks=(1, 2))
     assert result["overall"]["recall@1"] == pytest.approx((0.5 + 0.0) / 2)
     assert result["cold_start"]["users"] == 2 and result["cold_start"]["recall@2"] == pytest.approx((1.0 + 0.0) / 2)
 

@@ -224,11 +224,8 @@ def time_ordered_split(interactions, holdout=1, min_train=1):
     if holdout < 1:
         raise ValueError(f"`holdout` must be >= 1, received {holdout!r}.")
     order = np.lexsort((np.arange(len(interactions)), interactions.timestamps, interactions.users))
-    users = interactions.users[order]
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    ends = np.r_[starts[1:], len(order)]
     is_test = np.zeros(len(order), bool)
-    for start, end in zip(starts, ends):
+    for _, start, end in user_runs(interactions.users[order]):
         if end - start >= holdout + min_train:
             is_test[end - holdout:end] = True
     train, test = interactions.subset(order[~is_test]), interactions.subset(order[is_test])
@@ -236,13 +233,22 @@ def time_ordered_split(interactions, holdout=1, min_train=1):
     return TimeSplit(train, test, cold)
 
 
+def user_runs(users):
+    """`(user, start, end)` for each run of equal user numbers in `users`:
+    one a user when rows are grouped by user, as `time_ordered_split` leaves
+    them. One pass, however many users."""
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    return [(int(users[start]), start, end) for start, end in zip(starts, ends)]
+
+
 def histories(interactions, num_users, length):
-    """Each user's `length` most recent items in `interactions` (assumed in
-    time order per user, as `time_ordered_split` leaves them), most recent
-    last, left-padded with 0: an int32 array `[num_users + 1, length]`."""
+    """Each user's `length` most recent items in `interactions` (grouped by
+    user and in time order, as `time_ordered_split` leaves them), most
+    recent last, left-padded with 0: an int32 array `[num_users + 1, length]`."""
     result = np.zeros((num_users + 1, length), np.int32)
-    for user in np.unique(interactions.users):
-        items = interactions.items[interactions.users == user][-length:]
+    for user, start, end in user_runs(interactions.users):
+        items = interactions.items[max(start, end - length):end]
         result[user, length - len(items):] = items
     return result
 

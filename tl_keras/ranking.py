@@ -56,14 +56,13 @@ def recall_and_ndcg(ranked, relevant, k):
     return float(np.mean(recalls)), float(np.mean(ndcgs))
 
 
-def evaluate_ranking(scores, test_users, relevant, exclude, cold_items, ks=(10, 50), seed=0):
+def evaluate_ranking(scores, relevant, exclude, cold_items, ks=(10, 50), seed=0):
     """Recall@k and NDCG@k overall and for cold-start items.
 
     Args:
-        scores: `[len(test_users), num_items + 1]` scores.
-        test_users: the user numbers the rows belong to.
+        scores: `[users, num_items + 1]` scores, a row a test user.
         relevant: a set of held-out item numbers a row.
-        exclude: bool `[len(test_users), num_items + 1]`: the users'
+        exclude: bool `[users, num_items + 1]`: the users'
             training items, removed from the ranking.
         cold_items: item numbers absent from training; the cold-start
             figures keep only these among each user's relevant items (users

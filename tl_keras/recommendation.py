@@ -21,7 +21,7 @@ from tl_keras.evaluation import pyplot
 from tl_keras.feature_cache import FeatureCache
 from tl_keras.heads import build_encoder
 from tl_keras.interactions import (
-    histories, read_interactions, read_items, read_users, sequential_examples, time_ordered_split,
+    histories, read_interactions, read_items, read_users, sequential_examples, time_ordered_split, user_runs,
 )
 from tl_keras.multi_worker import fit
 from tl_keras.preprocessing import tokenize
@@ -144,10 +144,17 @@ def train_two_tower(model, examples, config, distribution):
     return [float(loss) for loss in history.history["loss"]]
 
 
-def _held_out(split):
-    test_users = np.unique(split.test.users)
-    relevant = [set(split.test.items[split.test.users == user].tolist()) for user in test_users]
-    return test_users, relevant
+def _held_out(split, num_items):
+    """The test users, their held-out items (a set each) and their training
+    items as a bool `[users, num_items + 1]` to leave out of the ranking."""
+    runs = user_runs(split.test.users)
+    test_users = np.array([user for user, _, _ in runs], np.int32)
+    relevant = [set(split.test.items[start:end].tolist()) for _, start, end in runs]
+    trained = {user: split.train.items[start:end] for user, start, end in user_runs(split.train.users)}
+    exclude = np.zeros((len(test_users), num_items + 1), bool)
+    for row, user in enumerate(test_users):
+        exclude[row, trained[user]] = True
+    return test_users, relevant, exclude
 
 
 def write_table(metrics, chance, path):
@@ -210,11 +217,8 @@ def run(config, distribution=None):
     known = np.zeros(len(catalog), bool)
     known[np.unique(split.train.items) - 1] = True
     log_probabilities = item_log_probabilities(split.train.items, len(catalog)) if config.logq_correction else None
-    test_users, relevant = _held_out(split)
+    test_users, relevant, exclude = _held_out(split, len(catalog))
     train_histories = histories(split.train, len(users), config.history_length)
-    exclude = np.zeros((len(test_users), len(catalog) + 1), bool)
-    for row, user in enumerate(test_users):
-        exclude[row, split.train.items[split.train.users == user]] = True
 
     keras.utils.set_random_seed(config.seed)
     with distribution.scope():
@@ -234,9 +238,9 @@ def run(config, distribution=None):
         recommenders[name] = Recommender(model, catalog, users, config.history_length,
                                          encoder if text_model else None, preprocessor if text_model else None)
         scores = recommenders[name].scores(test_users, train_histories[test_users])
-        metrics[name] = evaluate_ranking(scores, test_users, relevant, exclude, split.cold_items, ks, config.seed)
+        metrics[name] = evaluate_ranking(scores, relevant, exclude, split.cold_items, ks, config.seed)
     scores = popularity_scores(split.train.items, len(catalog), len(test_users))
-    metrics["popularity"] = evaluate_ranking(scores, test_users, relevant, exclude, split.cold_items, ks, config.seed)
+    metrics["popularity"] = evaluate_ranking(scores, relevant, exclude, split.cold_items, ks, config.seed)
     chance = {f"recall@{k}": chance_recall(k, len(catalog), exclude.sum(axis=1)) for k in ks}
 
     with WorkerOutput(output_dir) as report_dir:
