@@ -17,7 +17,7 @@ import sys
 import tl_keras  # noqa: F401  (selects the TensorFlow backend first)
 from tl_keras.backbones import minilm_l6_offline_path
 from tl_keras.domain_adaptation import DomainAdaptationConfig, run_domain_adaptation
-from tl_keras.flags import build, parse_flags
+from tl_keras.flags import build, main_with_error_line, parse_flags
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "data" / "sentiment_labelled_sentences"
 DEFAULTS = {
@@ -41,4 +41,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_error_line(main))

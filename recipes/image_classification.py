@@ -16,7 +16,7 @@ import sys
 
 import tl_keras  # noqa: F401  (selects the TensorFlow backend first)
 from tl_keras.efficientnet_lite import offline_lite0_preset
-from tl_keras.flags import build, parse_flags
+from tl_keras.flags import build, main_with_error_line, parse_flags
 from tl_keras.image_classification import ImageClassificationConfig, run
 from tl_keras.sample_images import write_sample_images
 from tl_keras.text_classification import describe
@@ -53,4 +53,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_error_line(main))

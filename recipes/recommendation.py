@@ -15,7 +15,7 @@ import sys
 
 import tl_keras  # noqa: F401  (selects the TensorFlow backend first)
 from tl_keras.backbones import minilm_l6_offline_path
-from tl_keras.flags import build, parse_flags
+from tl_keras.flags import build, main_with_error_line, parse_flags
 from tl_keras.recommendation import RecommendationConfig, describe, run
 from tl_keras.synthetic_shop import make_synthetic_shop
 
@@ -52,4 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_error_line(main))

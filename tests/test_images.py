@@ -24,7 +24,7 @@ from image_data import tiny_efficientnet, tiny_efficientnet_preset
 from tl_keras.backbones import backbone_blocks, backbone_layer_groups, unfreeze_top_blocks
 from tl_keras.cli import main as cli
 from tl_keras.data import DataError
-from tl_keras.efficientnet_lite import read_torch_checkpoint
+from tl_keras.efficientnet_lite import CheckpointError, read_torch_checkpoint
 from tl_keras.heads import build_head, build_image_encoder, build_image_model
 from tl_keras.image_classification import ImageClassificationConfig, load_image_backbone, run
 from tl_keras.images import ImageArray, build_augmentation, load_images, read_image_csv, read_labelled_images
@@ -210,7 +210,7 @@ def test_zip_and_legacy_checkpoints_read_without_torch(tmp_path, monkeypatch):
 def test_checkpoint_reader_refuses_code_and_other_files(tmp_path):
     header = b"".join(pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001, {}))
     (tmp_path / "evil.pth").write_bytes(header + pickle.dumps(subprocess.call, protocol=4))
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load subprocess.call"):
+    with pytest.raises(CheckpointError, match="refusing to load subprocess.call"):
         read_torch_checkpoint(tmp_path / "evil.pth")
     (tmp_path / "notes.pth").write_text("hello")
     with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):

@@ -96,7 +96,7 @@ def test_feature_cache_hits_and_invalidates(tokens_and_model, tmp_path):
     # A fresh cache object finds the entry on disk.
     fresh = FeatureCache(tmp_path)
     np.testing.assert_array_equal(fresh.features(encoder, tokens, verbose=0), first)
-    assert fresh.hits == 1 and len(list(tmp_path.glob("*.npy"))) == 1
+    assert fresh.hits == 1 and len(list(tmp_path.glob("*.npz"))) == 1
     # Other data, another sequence length, or changed weights: a miss.
     cache.features(encoder, tokens.take(np.arange(10)), verbose=0)
     shorter = tokenize(texts, type(preprocessor)(preprocessor.tokenizer, sequence_length=16), verbose=0)

@@ -39,7 +39,7 @@ def test_recipe_trains_reports_and_exports(tiny_bert_preset, sentiment_files, tm
 def test_recipe_refuses_unknown_yaml_setting(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("epochz: 3\n")
-    with pytest.raises(SystemExit, match=r"unknown settings \['epochz'\]"):
+    with pytest.raises(ValueError, match=r"unknown settings \['epochz'\]"):
         recipe.main(["--config", str(config)])
 
 
@@ -49,9 +49,9 @@ def test_recipe_stops_on_bad_data_before_training(tiny_bert_preset, tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "recipes" / "text_classification.py"), "--train", str(bad),
                              "--backbone", tiny_bert_preset, "--output-dir", str(tmp_path / "run")],
                             capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "bad.tsv:2: empty text" in result.stderr
-    assert not (tmp_path / "run").exists()
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: {bad}:2: empty text (received '')."
+    assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "backup").exists()
 
 
 def test_recipe_is_short():

@@ -48,7 +48,7 @@ def test_interactions_reader_rejects_unknown_items_and_bad_numbers(tmp_path, cat
     with pytest.raises(DataError, match=r"clicks.csv:3: unknown item_id 'zzz'"):
         read_interactions(path, catalog)
     path = write(tmp_path / "clicks.csv", "user_id,item_id,timestamp\nu1,a,yesterday\n")
-    with pytest.raises(DataError, match=r"clicks.csv:2: timestamp must be a number, received 'yesterday'"):
+    with pytest.raises(DataError, match=r"clicks.csv:2: timestamp must be a finite number, received 'yesterday'"):
         read_interactions(path, catalog)
 
 

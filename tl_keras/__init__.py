@@ -7,6 +7,9 @@ one place that does it, so import `tl_keras` before `keras`.
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow's C++ start-up lines (CUDA, oneDNN) are noise on every command;
+# set before TensorFlow is imported. Set TF_CPP_MIN_LOG_LEVEL=0 to see them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 

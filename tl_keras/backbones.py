@@ -75,6 +75,12 @@ def load_text_backbone(preset, sequence_length=128):
         raise ValueError(
             f"Could not load backbone preset {preset!r}: {error}"
         ) from error
+    limit = getattr(backbone, "max_sequence_length", None)
+    if limit and sequence_length > limit:
+        raise ValueError(
+            f"`sequence_length` {sequence_length} exceeds the backbone's "
+            f"maximum of {limit} positions ({preset}); use at most {limit}."
+        )
     return backbone, preprocessor
 
 

@@ -16,26 +16,23 @@ import sys
 import threading
 
 import tl_keras  # noqa: F401  (selects the TensorFlow backend first)
+from tl_keras.flags import main_with_error_line
 
 
 def _predict(args):
-    from tl_keras.serving import GrpcClient, RestClient, ServingError
+    from tl_keras.serving import GrpcClient, RestClient
 
     options = dict(signature=args.signature, version=args.version, version_label=args.version_label,
                    timeout=args.timeout)
     client = RestClient(args.rest, args.model, **options) if args.rest else GrpcClient(args.address, args.model, **options)
-    try:
-        if args.images:
+    if args.images:
+        try:
             values = [pathlib.Path(path).read_bytes() for path in args.texts]
-            outputs = client.predict(values, input_name="image_bytes")
-        else:
-            outputs = client.predict(args.texts)
-    except OSError as error:
-        print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
-        return 2
-    except ServingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        except OSError as error:
+            raise OSError(error.errno, f"cannot read {error.filename}: {error.strerror}") from None
+        outputs = client.predict(values, input_name="image_bytes")
+    else:
+        outputs = client.predict(args.texts)
     for i, text in enumerate(args.texts):
         row = {name: value[i].tolist() if hasattr(value[i], "tolist") else value[i] for name, value in outputs.items()}
         print(json.dumps({"image" if args.images else "text": text, **row}))
@@ -43,9 +40,12 @@ def _predict(args):
 
 
 def _serve_local(args):
-    from tl_keras.local_server import LocalServer
+    from tl_keras.local_server import LocalServer, RequestLimits
 
-    server = LocalServer(args.model_base_path, grpc_port=args.grpc_port, rest_port=args.rest_port, host=args.host)
+    limits = RequestLimits(max_bytes=args.max_request_bytes, max_tensor_bytes=args.max_tensor_bytes,
+                           max_rows=args.max_rows, read_timeout=args.read_timeout)
+    server = LocalServer(args.model_base_path, grpc_port=args.grpc_port, rest_port=args.rest_port, host=args.host,
+                         limits=limits)
     server.start()
     print(f"serving {args.model_base_path} (local stand-in for TF Serving, not for production): "
           f"gRPC {args.host}:{server.grpc_port}, REST http://{args.host}:{server.rest_port}", flush=True)
@@ -62,17 +62,20 @@ def _serve_local(args):
 def _convert_efficientnet_lite(args):
     from tl_keras.efficientnet_lite import convert_efficientnet_lite
 
-    try:
-        print(f"wrote KerasHub preset {convert_efficientnet_lite(args.checkpoint, args.output, args.image_size)}")
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    print(f"wrote KerasHub preset {convert_efficientnet_lite(args.checkpoint, args.output, args.image_size)}")
     return 0
 
 
 def main(argv=None):
+    """Runs a `tl-keras` subcommand; an error ends it with one `error: ...`
+    line and exit status 2 (`--debug` shows the traceback)."""
+    return main_with_error_line(_main, argv)
+
+
+def _main(argv):
     parser = argparse.ArgumentParser(prog="tl-keras", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="query a TF Serving model with texts or image files")
     predict.add_argument("texts", nargs="+", help="texts, or image files with --images")
@@ -89,7 +92,14 @@ def main(argv=None):
     serve.add_argument("model_base_path", help="the TF Serving base folder, <name>/<version>/ inside")
     serve.add_argument("--grpc-port", type=int, default=8500)
     serve.add_argument("--rest-port", type=int, default=8501)
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to bind (loopback by default)")
+    serve.add_argument("--max-request-bytes", type=int, default=4 * 1024 * 1024,
+                       help="largest REST body or gRPC message (default: %(default)s)")
+    serve.add_argument("--max-tensor-bytes", type=int, default=64 * 1024 * 1024,
+                       help="largest size a request's tensors may declare (default: %(default)s)")
+    serve.add_argument("--max-rows", type=int, default=1024, help="most rows an input may have (default: %(default)s)")
+    serve.add_argument("--read-timeout", type=float, default=10.0,
+                       help="seconds a REST client may take to send its request (default: %(default)s)")
     serve.set_defaults(run=_serve_local)
     convert = commands.add_parser("convert-efficientnet-lite",
                                   help="EfficientNet-PyTorch Lite0 .pth to a KerasHub preset folder, without torch")

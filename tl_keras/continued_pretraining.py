@@ -18,6 +18,8 @@ import tensorflow as tf
 
 from tl_keras import multi_worker
 from tl_keras.distribute import WorkerOutput, global_batch_size, pick_strategy
+from tl_keras.files import writable_folder
+from tl_keras.ranges import check_settings
 
 
 def continue_pretraining(preset, texts, output_preset, sequence_length=128, epochs=1, batch_size=16,
@@ -32,9 +34,14 @@ def continue_pretraining(preset, texts, output_preset, sequence_length=128, epoc
     >>> continue_pretraining(minilm_l6_offline_path(), yelp_texts,
     ...                      "presets/minilm_yelp", epochs=2)
     """
+    check_settings(dict(sequence_length=sequence_length, epochs=epochs, batch_size=batch_size,
+                        learning_rate=learning_rate, mask_rate=mask_rate, seed=seed, verbose=verbose))
     output_preset = pathlib.Path(output_preset)
     if output_preset.exists():
         raise FileExistsError(f"{output_preset} already exists; choose a new folder for the adapted preset.")
+    if not texts:
+        raise ValueError("No texts to pretrain on.")
+    writable_folder(output_preset.parent)  # Before training, so no trained weights are lost.
     keras.utils.set_random_seed(seed)
     preprocessor = keras_hub.models.MaskedLMPreprocessor.from_preset(
         str(preset), sequence_length=sequence_length, mask_selection_rate=mask_rate

@@ -43,9 +43,11 @@ class LabelledTexts:
 
 
 def decode_utf8(path):
-    raw = path.read_bytes()
+    """The text of a UTF-8 file, without a leading byte-order mark; a file
+    that is not UTF-8 raises `DataError` naming the line and byte."""
+    raw = pathlib.Path(path).read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise DataError(
@@ -53,6 +55,50 @@ def decode_utf8(path):
             f"{raw[error.start:error.start + 1]!r} at offset {error.start}). "
             "Re-encode it as UTF-8."
         ) from None
+
+
+def csv_records(path, required=()):
+    """Yields `(origin, record)` for each row of a CSV file with a header,
+    parsed strictly: a row whose field count differs from the header's, a
+    quote left open or a quoted field running over several lines (the mark
+    of an unbalanced quote, which would merge rows) raises `DataError`
+    naming the line. Blank lines are skipped.
+
+    Args:
+        path: the CSV file (UTF-8; a byte-order mark is dropped).
+        required: column names the header must have.
+
+    Example:
+    >>> for origin, record in csv_records("items.csv", ["item_id", "text"]):
+    ...     print(origin, record["item_id"])
+    items.csv:2 sku-1
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file.")
+    reader = csv.reader(io.StringIO(decode_utf8(path)), strict=True)
+    try:
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}:1: no header row.")
+        header = [name.strip() for name in header]
+        missing = [column for column in required if column not in header]
+        if missing:
+            raise DataError(f"{path}:1: missing column(s) {missing}; the header is {header}.")
+        last_line = reader.line_num
+        for fields in reader:
+            first_line, last_line = last_line + 1, reader.line_num
+            if not fields:
+                continue
+            if first_line != last_line:
+                raise DataError(f"{path}:{first_line}: a quoted field runs from line {first_line} to {last_line} "
+                                f"(an unbalanced quote?): {fields[0][:60]!r}")
+            if len(fields) != len(header):
+                raise DataError(f"{path}:{first_line}: {len(fields)} field(s) where the header has {len(header)} "
+                                f"{header}: {fields!r:.100}")
+            yield f"{path}:{first_line}", dict(zip(header, fields))
+    except csv.Error as error:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({error}).") from None
 
 
 def _lines(text):
@@ -88,13 +134,31 @@ def _rows_table(path, records, text_column, label_column):
                     f"columns {sorted(record)}. Pass --text-column and "
                     "--label-column."
                 )
-        yield number, record[text_column], record.get(label_column)
+        text = record[text_column]
+        if not isinstance(text, str):
+            raise DataError(f"{path}:{number}: column {text_column!r} must hold a string, received "
+                            f"{type(text).__name__} {text!r:.60}.")
+        yield number, text, _label_string(record.get(label_column), f"{path}:{number}", label_column)
 
 
-def _csv_records(path, text):
-    reader = csv.DictReader(io.StringIO(text))
-    for record in reader:
-        yield reader.line_num, record
+def _label_string(label, origin, column):
+    """A label as its string: JSON numbers and lists of strings (multi-label)
+    are accepted; other types, NaN and infinities are refused."""
+    if label is None or isinstance(label, str):
+        return label
+    if isinstance(label, (int, float)) and not isinstance(label, bool):
+        if not math.isfinite(label):
+            raise DataError(f"{origin}: column {column!r} must be finite, received {label!r}.")
+        return str(label)
+    if isinstance(label, list) and all(isinstance(part, str) for part in label):
+        return MULTILABEL_SEPARATOR.join(label)
+    raise DataError(f"{origin}: column {column!r} must hold a string, a number or a list of strings, "
+                    f"received {type(label).__name__} {label!r:.60}.")
+
+
+def _csv_records(path):
+    for origin, record in csv_records(path):
+        yield origin.rsplit(":", 1)[1], record
 
 
 def _jsonl_records(path, text):
@@ -160,11 +224,10 @@ def _read_rows(path, text_column, label_column, labelled):
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
     suffix = path.suffix.lower()
-    text = decode_utf8(path)
     if suffix in (".tsv", ".txt"):
-        rows = _rows_tsv(path, text, labelled)
+        rows = _rows_tsv(path, decode_utf8(path), labelled)
     elif suffix in (".csv", ".jsonl"):
-        records = _csv_records(path, text) if suffix == ".csv" else _jsonl_records(path, text)
+        records = _csv_records(path) if suffix == ".csv" else _jsonl_records(path, decode_utf8(path))
         rows = _rows_table(path, records, text_column, label_column if labelled else None)
     else:
         raise DataError(
@@ -175,7 +238,6 @@ def _read_rows(path, text_column, label_column, labelled):
     for number, sentence, label in rows:
         empty = False
         origin = f"{path}:{number}"
-        sentence = "" if sentence is None else str(sentence)
         if not sentence.strip():
             raise DataError(f"{origin}: empty text (received {sentence!r}).")
         yield origin, sentence, label

@@ -19,7 +19,6 @@ puts behind the encoder, so the adapted model exports like any other.
 """
 
 import dataclasses
-import json
 import math
 import pathlib
 
@@ -36,6 +35,9 @@ from tl_keras.export import export_text_model
 from tl_keras.feature_cache import FeatureCache
 from tl_keras.heads import build_encoder, build_text_model
 from tl_keras.preprocessing import tokenize
+from tl_keras.files import write_json
+from tl_keras.ranges import check_settings
+from tl_keras.runs import holding_run_folder
 
 METHODS = ("source_only", "dann", "coral")
 
@@ -236,7 +238,13 @@ class DomainAdaptationConfig:
     model_name: str = "adapted_classifier"
     verbose: int = 1
 
+    def __post_init__(self):
+        check_settings(self)
+        if self.method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}, received {self.method!r}.")
 
+
+@holding_run_folder
 def run_domain_adaptation(config):
     """Adapts a frozen-backbone classifier from `config.source` to
     `config.target` with `config.method`, trains the source-only baseline
@@ -278,7 +286,7 @@ def run_domain_adaptation(config):
     model = build_text_model(encoder, heads[config.method])
     with WorkerOutput(output_dir) as folder:
         pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
-        (pathlib.Path(folder) / "metrics.json").write_text(json.dumps({"target": metrics}, indent=2))
+        write_json(pathlib.Path(folder) / "metrics.json", {"target": metrics})
     if config.export_dir:
         with WorkerOutput(config.export_dir) as folder:
             export_text_model(model, preprocessor, vocabulary, folder, config.model_name,

@@ -30,6 +30,8 @@ import zipfile
 import keras_hub
 import numpy as np
 
+from tl_keras.files import writable_folder
+
 _DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
            "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
            "ByteStorage": np.uint8, "BoolStorage": np.bool_}
@@ -52,9 +54,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class CheckpointError(ValueError):
+    """A `.pth` file that is not a plain, well-formed PyTorch state dict; the
+    message names the file."""
+
+
 class _Storage:
-    def __init__(self, dtype):
-        self.dtype = dtype
+    def __init__(self, key, dtype):
+        self.key, self.dtype = key, dtype
         self.data = None
 
 
@@ -62,15 +69,35 @@ class _StorageType:
     def __init__(self, name):
         if name not in _DTYPES:
             raise pickle.UnpicklingError(f"unsupported storage type torch.{name}")
-        self.dtype = _DTYPES[name]
+        self.name, self.dtype = name, _DTYPES[name]
+
+
+def _is_index(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class _TensorRef:
     def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+        if not isinstance(storage, _Storage):
+            raise pickle.UnpicklingError(f"a tensor's storage is a {type(storage).__name__}, not a storage")
+        size, stride = tuple(size), tuple(stride)
+        if not (_is_index(offset) and len(size) == len(stride) and all(map(_is_index, size + stride))):
+            raise pickle.UnpicklingError(f"bad tensor view: offset {offset!r}, size {size!r}, stride {stride!r}")
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
 
     def array(self):
+        """The tensor as a numpy array, after checking that its view lies
+        inside its storage (`as_strided` would read past it otherwise)."""
         flat = self.storage.data
+        if flat is None:
+            raise pickle.UnpicklingError(f"storage {self.storage.key!r} has no data")
+        if 0 in self.size:
+            return np.zeros(self.size, flat.dtype)
+        last = self.offset + sum((n - 1) * step for n, step in zip(self.size, self.stride))
+        if last >= flat.size:
+            raise pickle.UnpicklingError(
+                f"tensor of size {self.size}, stride {self.stride}, offset {self.offset} reaches element {last} "
+                f"of storage {self.storage.key!r}, which holds {flat.size}")
         strides = [step * flat.itemsize for step in self.stride]
         return np.lib.stride_tricks.as_strided(flat[self.offset:], self.size, strides).copy()
 
@@ -79,13 +106,15 @@ def _rebuild_tensor(storage, offset, size, stride, *unused):
     return _TensorRef(storage, offset, size, stride)
 
 
-class _StateDictUnpickler(pickle.Unpickler):
-    """Unpickles a torch state dict into `_TensorRef`s, allowing only the
-    names a state dict uses."""
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles every pickle of a `.pth` (legacy header, state dict, storage
+    keys), allowing only the names a plain state dict uses, so a checkpoint
+    cannot run code. Storages are collected in `storages`, shared between the
+    pickles of one file."""
 
-    def __init__(self, file, storage_bytes=None):
+    def __init__(self, file, storages, storage_bytes=None):
         super().__init__(file)
-        self.storages = {}
+        self.storages = storages
         self.storage_bytes = storage_bytes
 
     def find_class(self, module, name):
@@ -98,21 +127,85 @@ class _StateDictUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a plain state dict")
 
     def persistent_load(self, saved_id):
-        kind, storage_type, key, _location, *rest = saved_id
-        if kind != "storage":
+        if not isinstance(saved_id, tuple) or len(saved_id) < 4 or saved_id[0] != "storage":
+            raise pickle.UnpicklingError(f"unsupported persistent id {saved_id!r}")
+        _, storage_type, key, _location, *rest = saved_id
+        if not isinstance(storage_type, _StorageType) or not isinstance(key, str):
             raise pickle.UnpicklingError(f"unsupported persistent id {saved_id!r}")
         if rest and len(rest) > 1 and rest[1] is not None:
             raise pickle.UnpicklingError("storage views are not supported")
         if key not in self.storages:
-            self.storages[key] = _Storage(storage_type.dtype)
+            self.storages[key] = _Storage(key, storage_type.dtype)
             if self.storage_bytes is not None:
-                self.storages[key].data = np.frombuffer(self.storage_bytes(key), storage_type.dtype)
+                raw = self.storage_bytes(key)
+                if len(raw) % np.dtype(storage_type.dtype).itemsize:
+                    raise pickle.UnpicklingError(f"storage {key!r} of {len(raw)} bytes is not whole "
+                                                 f"{storage_type.name} values")
+                self.storages[key].data = np.frombuffer(raw, storage_type.dtype)
+        elif self.storages[key].dtype != storage_type.dtype:
+            raise pickle.UnpicklingError(f"storage {key!r} is used with two types")
         return self.storages[key]
+
+
+def _zip_state(path):
+    with zipfile.ZipFile(path) as archive:
+        pickle_name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+        if pickle_name is None:
+            raise CheckpointError(f"{path}: a zip file without data.pkl is not a PyTorch checkpoint.")
+        root = pickle_name[: -len("data.pkl")]
+
+        def storage_bytes(key):
+            try:
+                return archive.read(f"{root}data/{key}")
+            except KeyError:
+                raise pickle.UnpicklingError(f"storage {key!r} is missing (no {root}data/{key} in the archive)") from None
+
+        with archive.open(pickle_name) as file:
+            return _RestrictedUnpickler(file, {}, storage_bytes).load()
+
+
+def _legacy_state(path):
+    storages = {}
+    with open(path, "rb") as file:
+        try:
+            magic = _RestrictedUnpickler(file, storages).load()
+        except Exception as error:
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint ({error}).") from None
+        if magic != _LEGACY_MAGIC:
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint (magic number {magic!r}).")
+        _RestrictedUnpickler(file, storages).load()  # Protocol version.
+        _RestrictedUnpickler(file, storages).load()  # System info.
+        state = _RestrictedUnpickler(file, storages).load()
+        keys = _RestrictedUnpickler(file, storages).load()
+        if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+            raise pickle.UnpicklingError(f"the storage key list is a {type(keys).__name__} {keys!r:.60}")
+        for key in keys:
+            if key not in storages:
+                raise pickle.UnpicklingError(f"storage {key!r} is listed but no tensor uses it")
+            header = file.read(8)
+            if len(header) != 8:
+                raise pickle.UnpicklingError(f"the file ends before storage {key!r}")
+            (count,) = struct.unpack("<q", header)
+            storage = storages[key]
+            size = np.dtype(storage.dtype).itemsize
+            if count < 0 or count * size > path.stat().st_size:
+                raise pickle.UnpicklingError(f"storage {key!r} declares {count} values, more than the file holds")
+            raw = file.read(count * size)
+            if len(raw) != count * size:
+                raise pickle.UnpicklingError(f"storage {key!r} is truncated ({len(raw)} of {count * size} bytes)")
+            storage.data = np.frombuffer(raw, storage.dtype)
+    return state
 
 
 def read_torch_checkpoint(path):
     """Reads a PyTorch state dict (`.pth`, legacy or zip format) into a dict
-    of numpy arrays, without torch.
+    of numpy arrays, without torch and without running any code it holds.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: anything that is not a plain, well-formed state
+            dict (code in any pickle, a tensor view past its storage, a
+            missing or truncated storage), naming the file.
 
     Example:
     >>> weights = read_torch_checkpoint("efficientnet-lite0.pth")
@@ -122,34 +215,19 @@ def read_torch_checkpoint(path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such checkpoint: {path}")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            pickle_name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
-            if pickle_name is None:
-                raise ValueError(f"{path}: a zip file without data.pkl is not a PyTorch checkpoint.")
-            root = pickle_name[: -len("data.pkl")]
-            with archive.open(pickle_name) as file:
-                state = _StateDictUnpickler(file, lambda key: archive.read(f"{root}data/{key}")).load()
-    else:
-        with open(path, "rb") as file:
-            try:
-                magic = pickle.load(file)
-            except Exception as error:
-                raise ValueError(f"{path} is not a PyTorch checkpoint ({error}).") from None
-            if magic != _LEGACY_MAGIC:
-                raise ValueError(f"{path} is not a PyTorch checkpoint (magic number {magic!r}).")
-            pickle.load(file)  # Protocol version.
-            pickle.load(file)  # System info.
-            unpickler = _StateDictUnpickler(file)
-            state = unpickler.load()
-            for key in pickle.load(file):
-                (count,) = struct.unpack("<q", file.read(8))
-                storage = unpickler.storages[key]
-                raw = file.read(count * np.dtype(storage.dtype).itemsize)
-                storage.data = np.frombuffer(raw, storage.dtype)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict.")
-    return {name: tensor.array() for name, tensor in state.items()}
+    try:
+        state = _zip_state(path) if zipfile.is_zipfile(path) else _legacy_state(path)
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise pickle.UnpicklingError(f"it holds a {type(state).__name__}, not a state dict")
+        for name, tensor in state.items():
+            if not isinstance(tensor, _TensorRef):
+                raise pickle.UnpicklingError(f"entry {name!r} is a {type(tensor).__name__}, not a tensor")
+        return {name: tensor.array() for name, tensor in state.items()}
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, struct.error, MemoryError, RecursionError) as error:
+        raise CheckpointError(f"{path}: not a readable PyTorch state dict: {error}") from None
 
 
 def lite0_backbone():
@@ -242,6 +320,7 @@ def convert_efficientnet_lite(checkpoint, output_dir, image_size=224):
     output_dir = pathlib.Path(output_dir)
     if output_dir.exists():
         raise FileExistsError(f"{output_dir} already exists; choose a new folder.")
+    writable_folder(output_dir.parent)
     weights = read_torch_checkpoint(checkpoint)
     backbone = lite0_backbone()
     pairs = weight_map(backbone)

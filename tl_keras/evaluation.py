@@ -1,9 +1,10 @@
 """Held-out metrics, the confusion matrix and learning-curve plots."""
 
-import json
 import pathlib
 
 import numpy as np
+
+from tl_keras.files import write_json
 
 MULTILABEL_THRESHOLD = 0.5
 
@@ -168,7 +169,7 @@ def write_report(metrics, history, directory):
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / "metrics.json"]
-    paths[0].write_text(json.dumps({"held_out": metrics, "history": history}, indent=2))
+    write_json(paths[0], {"held_out": metrics, "history": history})
     if "confusion_matrix" in metrics:
         paths.append(directory / "confusion_matrix.png")
         plot_confusion_matrix(metrics, paths[-1])

@@ -16,7 +16,7 @@ Signatures:
   same outputs, for clients that tokenise themselves.
 """
 
-import json
+import errno
 import os
 import pathlib
 import shutil
@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras.data import MULTILABEL_SEPARATOR
+from tl_keras.files import check_name, write_json
 from tl_keras.evaluation import MULTILABEL_THRESHOLD
 from tl_keras.preprocessing import trim_to_bucket
 
@@ -151,6 +152,10 @@ def export_module(module, signatures, export_dir, model_name, version=None, warm
     `export_dir`, atomically: it is written to a hidden staging folder and
     renamed into place, so the version folder is complete or absent.
 
+    Without `version`, the next free number is claimed by that rename: two
+    processes exporting the same model at once get two versions (the loser
+    of a race retries with the next number).
+
     Args:
         module: the `tf.Module` to save.
         signatures: signature name to `tf.function` (with an input
@@ -166,17 +171,16 @@ def export_module(module, signatures, export_dir, model_name, version=None, warm
     Returns:
         The version folder, a `pathlib.Path`.
     """
-    if not model_name or "/" in model_name or model_name.startswith("."):
-        raise ValueError(f"`model_name` must be a plain folder name, received {model_name!r}.")
+    check_name(model_name, "`model_name`")
+    if version is not None and (not isinstance(version, (int, np.integer)) or isinstance(version, bool)
+                                or version < 1):
+        raise ValueError(f"`version` must be an integer >= 1, received {version!r}.")
     model_dir = pathlib.Path(export_dir) / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
-    version = next_version(model_dir) if version is None else version
-    if not isinstance(version, (int, np.integer)) or version < 1:
-        raise ValueError(f"`version` must be an integer >= 1, received {version!r}.")
-    final = model_dir / str(version)
-    if final.exists():
-        raise FileExistsError(f"Version folder {final} already exists; versions are never overwritten.")
-    staging = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    if version is not None and (model_dir / str(version)).exists():
+        raise FileExistsError(f"Version folder {model_dir / str(version)} already exists; versions are never "
+                              "overwritten.")
+    staging = model_dir / f".tmp-{uuid.uuid4().hex[:8]}"
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
         (staging / "assets.extra").mkdir(exist_ok=True)
@@ -186,18 +190,52 @@ def export_module(module, signatures, export_dir, model_name, version=None, warm
 
         model_card = {
             "model_name": model_name,
-            "version": int(version),
             "tensorflow_version": tf.__version__,
             "tensorflow_text_version": tensorflow_text.__version__,
             "signatures": {name: _signature_card(function) for name, function in signatures.items()},
             **(card or {}),
         }
-        (staging / "model_card.json").write_text(json.dumps(model_card, indent=2, default=str))
-        os.rename(staging, final)
+        return _claim_version(staging, model_dir, version, model_card)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return final
+
+
+def _claim_version(staging, model_dir, version, model_card, attempts=100):
+    """Renames `staging` to the version folder: `version`, or the next free
+    number, retrying with the one after when another process claimed it
+    first (renaming a folder onto a non-empty one fails atomically)."""
+    for _ in range(attempts):
+        number = next_version(model_dir) if version is None else version
+        write_json(staging / "model_card.json", {**model_card, "version": int(number)})
+        try:
+            os.rename(staging, model_dir / str(number))
+            return model_dir / str(number)
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY) or version is not None:
+                raise
+    raise FileExistsError(f"{model_dir}: no free version number after {attempts} attempts.")
+
+
+def keep_model_if_export_fails(model, output_dir, export):
+    """Calls `export()`; if it fails, the trained `model` is saved to
+    `output_dir/model.keras` first and the error names that file, so a late
+    error never throws a trained model away.
+
+    Example:
+    >>> path = keep_model_if_export_fails(model, "runs/reviews", lambda: export_text_model(...))
+    """
+    try:
+        return export()
+    except Exception as error:
+        kept = pathlib.Path(output_dir) / "model.keras"
+        try:
+            model.save(kept)
+        except Exception as save_error:  # noqa: BLE001  (the export error is the one to report)
+            raise RuntimeError(f"export failed ({error}), and saving the model to {kept} failed too "
+                               f"({save_error}).") from error
+        raise RuntimeError(f"export failed ({error}); the trained model is kept in {kept} "
+                           "(keras.saving.load_model).") from error
 
 
 def export_text_model(

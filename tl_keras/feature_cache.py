@@ -14,6 +14,8 @@ import pathlib
 
 import numpy as np
 
+from tl_keras.files import load_arrays, save_arrays
+
 
 def fingerprint(encoder, inputs):
     """Returns a hex digest of the encoder (config and weights) and the
@@ -30,7 +32,8 @@ def fingerprint(encoder, inputs):
 
 class FeatureCache:
     """Caches pooled encoder features in memory and, if `directory` is given,
-    on disk as `<fingerprint>.npy`.
+    on disk as `<fingerprint>.npz` (with its key and a checksum, so an
+    edited, truncated or misplaced file is detected, removed and recomputed).
 
     Args:
         directory: a folder for the on-disk cache, or `None`.
@@ -51,20 +54,18 @@ class FeatureCache:
         `ImageArray`), computing them (with a progress bar) only if this
         encoder and data were not seen before."""
         key = fingerprint(encoder, inputs)
-        path = self.directory / f"{key}.npy" if self.directory else None
+        path = self.directory / f"{key}.npz" if self.directory else None
         if key in self._memory:
             self.hits += 1
             return self._memory[key]
-        if path is not None and path.is_file():
+        stored = load_arrays(path, key) if path is not None else None
+        if stored is not None:
             self.hits += 1
-            self._memory[key] = np.load(path)
+            self._memory[key] = stored["features"]
             return self._memory[key]
         self.misses += 1
-        features = inputs.predict(encoder, batch_size, verbose)
+        features = inputs.predict(encoder, batch_size, verbose, description="caching backbone features")
         self._memory[key] = features
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".partial.npy")
-            np.save(temporary, features)
-            temporary.replace(path)
+            save_arrays(path, key, {"features": features})
         return features

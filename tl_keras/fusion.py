@@ -18,6 +18,9 @@ from tl_keras.data import read_labelled_texts, stratified_split
 from tl_keras.distribute import WorkerOutput
 from tl_keras.export import export_text_model
 from tl_keras.preprocessing import predict_in_length_order, tokenize
+from tl_keras.files import write_json
+from tl_keras.ranges import check_settings
+from tl_keras.runs import holding_run_folder
 
 
 class FusionError(ValueError):
@@ -118,6 +121,9 @@ def ensemble(models, vocabularies=None):
     return keras.Model(inputs, keras.layers.Average(name="ensemble_mean")(outputs), name="ensemble")
 
 
+FUSIONS = ("uniform", "greedy", "ensemble")
+
+
 @dataclasses.dataclass
 class ModelFusionConfig:
     """A model-fusion run; `recipes/model_fusion.py` fills it.
@@ -148,12 +154,18 @@ class ModelFusionConfig:
     model_name: str = "fused_classifier"
     verbose: int = 0
 
+    def __post_init__(self):
+        check_settings(self)
+        if self.export not in FUSIONS:
+            raise ValueError(f"`export` must be one of {FUSIONS}, received {self.export!r}.")
+
 
 def _write_jsonl(path, rows):
     path.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(rows.texts, rows.labels)))
     return str(path)
 
 
+@holding_run_folder
 def run_model_fusion(config):
     """Fine-tunes `config.ingredients` models from one backbone with
     different seeds, fuses them three ways, and reports validation and
@@ -162,8 +174,6 @@ def run_model_fusion(config):
     from tl_keras.text_classification import TextClassificationConfig, run
     from tl_keras.training import TrainingConfig
 
-    if config.export not in ("uniform", "greedy", "ensemble"):
-        raise ValueError(f"`export` must be 'uniform', 'greedy' or 'ensemble', received {config.export!r}.")
     rows = read_labelled_texts(config.train)
     rest, test = stratified_split(rows, 0.2, config.seed)
     train, validation = stratified_split(rest, 0.2, config.seed)
@@ -198,7 +208,7 @@ def run_model_fusion(config):
                       "parameters": int(m.count_params())} for name, m in candidates.items()}
     metrics["greedy_soup"]["ingredients_kept"] = kept
     with WorkerOutput(folder) as output:
-        (pathlib.Path(output) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_json(pathlib.Path(output) / "metrics.json", metrics)
     if config.export_dir:
         with WorkerOutput(config.export_dir) as output:
             export_text_model(fused[config.export], preprocessor, vocabulary, output, config.model_name,

@@ -17,7 +17,10 @@ from tl_keras.data import LabelVocabulary, stratified_split
 from tl_keras.distribute import WorkerOutput, is_chief
 from tl_keras.evaluation import evaluate_predictions, write_report
 from tl_keras.feature_cache import FeatureCache
+from tl_keras.ranges import check_settings
+from tl_keras.runs import holding_run_folder, run_fingerprint
 from tl_keras.heads import build_head, build_image_encoder, build_image_model
+from tl_keras.export import keep_model_if_export_fails
 from tl_keras.image_export import export_image_model
 from tl_keras.images import ImageArray, build_augmentation, load_images, read_labelled_images
 from tl_keras.strategies import parse_strategy
@@ -74,7 +77,11 @@ class ImageClassificationConfig:
     distribute: str = "auto"
     precision: str = "float32"
     resume: bool = True
+    fresh: bool = False
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 def load_image_backbone(preset):
@@ -106,6 +113,7 @@ def _load(rows, image_size, config):
     return pixels, rows, len(skipped)
 
 
+@holding_run_folder
 def run(config, distribution=None, callbacks=()):
     """Trains, evaluates and (optionally) exports an image model; see
     `ImageClassificationConfig`. Returns a `RunResult` (its `preprocessor`
@@ -113,8 +121,6 @@ def run(config, distribution=None, callbacks=()):
     strategy = parse_strategy(config.strategy)
     if strategy.kind == "lora":
         raise ValueError(f"Strategy {config.strategy!r} needs a transformer backbone; use frozen, partial:N or full.")
-    if not isinstance(config.image_size, int) or config.image_size < 8:
-        raise ValueError(f"`image_size` must be an integer >= 8, received {config.image_size!r}.")
     image_size = (config.image_size, config.image_size)
     augmentation = build_augmentation(config.augmentation, config.training.seed)
     train_rows = read_labelled_images(config.train)
@@ -132,7 +138,8 @@ def run(config, distribution=None, callbacks=()):
 
     output_dir = pathlib.Path(config.output_dir)
     distribution, training = prepare_distributed_training(
-        config.training, output_dir, config.distribute, config.precision, config.resume, distribution)
+        config.training, output_dir, config.distribute, config.precision, config.resume, distribution,
+        fingerprint=run_fingerprint(config), fresh=config.fresh)
     keras.utils.set_random_seed(config.training.seed)
     with distribution.scope():
         backbone, scale, offset = load_image_backbone(config.backbone)
@@ -156,8 +163,8 @@ def run(config, distribution=None, callbacks=()):
                 "held_out_metrics": metrics, "training": dataclasses.asdict(training)}
         warmup = [pathlib.Path(path).read_bytes() for path in validation_rows.texts[:3]]
         with WorkerOutput(config.export_dir) as export_dir:
-            export_path = export_image_model(model, vocabulary, image_size, export_dir, config.model_name,
-                                             warmup_images=warmup, card=card)
+            export_path = keep_model_if_export_fails(model, output_dir, lambda: export_image_model(
+                model, vocabulary, image_size, export_dir, config.model_name, warmup_images=warmup, card=card))
     if not is_chief():
         report_paths, export_path = [], None
     return RunResult(model, image_size, vocabulary, metrics, history, report_paths, export_path)

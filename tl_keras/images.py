@@ -9,16 +9,15 @@ corrupt image, a wrong channel count or an empty class folder raises
 out and counted instead.
 """
 
-import csv
 import dataclasses
-import io
 import pathlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tl_keras.data import DataError, LabelledTexts, decode_utf8
+from tl_keras.data import DataError, LabelledTexts, csv_records
+from tl_keras.progress import progress_bar
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 AUGMENTATIONS = ("flip", "rotation", "zoom", "contrast", "randaugment")
@@ -84,9 +83,9 @@ class ImageArray:
 
         return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
-    def predict(self, model, batch_size=32, verbose=0):
+    def predict(self, model, batch_size=32, verbose=0, description="predicting"):
         """`model`'s outputs (inference mode) for the images, in order."""
-        progress = keras.utils.Progbar(len(self), verbose=verbose, unit_name="image")
+        progress = progress_bar(len(self), description, "image", verbose)
         spec = tf.TensorSpec([None, *self.pixels.shape[1:]], tf.float32)
         run = tf.function(lambda images: model(images, training=False), input_signature=[spec])
         outputs = []
@@ -139,7 +138,9 @@ def read_image_folder(directory):
         raise DataError(f"{directory}: no class sub-folders; expected {directory}/<label>/<image>.")
     paths, labels = [], []
     for folder in classes:
-        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        # Files of other types stay in, so `load_images` names (or, with
+        # `skip_bad_images`, counts) them instead of leaving them out unseen.
+        images = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         if not images:
             raise DataError(f"{folder}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files).")
         paths += [str(p) for p in images]
@@ -155,12 +156,8 @@ def read_image_csv(path):
     >>> rows = read_image_csv("labels.csv")
     """
     path = pathlib.Path(path)
-    reader = csv.DictReader(io.StringIO(decode_utf8(path)))
-    if not {"path", "label"} <= set(reader.fieldnames or []):
-        raise DataError(f"{path}:1: expected columns `path,label`, the header is {reader.fieldnames}.")
     paths, labels, origins = [], [], []
-    for record in reader:
-        origin = f"{path}:{reader.line_num}"
+    for origin, record in csv_records(path, ["path", "label"]):
         if not (record["path"] or "").strip() or not (record["label"] or "").strip():
             raise DataError(f"{origin}: empty path or label: {record!r}.")
         paths.append(str(path.parent / record["path"].strip()))
@@ -199,9 +196,12 @@ def load_images(rows, image_size, skip_bad_images=False, verbose=1):
         a list of `(origin, reason)` for the images left out.
     """
     pixels, kept, skipped = [], [], []
-    progress = keras.utils.Progbar(len(rows), verbose=verbose, unit_name="image")
+    progress = progress_bar(len(rows), "decoding and resizing", "image", verbose)
     for index, (path, origin) in enumerate(zip(rows.texts, rows.origins)):
         try:
+            if pathlib.Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
+                raise DataError(f"{origin}: unsupported image type {pathlib.Path(path).suffix!r} "
+                                f"(expected {', '.join(IMAGE_EXTENSIONS)}).")
             try:
                 encoded = tf.constant(pathlib.Path(path).read_bytes())
             except OSError as error:

@@ -11,14 +11,12 @@ Internally items and users are numbered from 1; 0 means "none" (padding, an
 unknown user, an item without a learned id).
 """
 
-import csv
 import dataclasses
-import io
-import pathlib
+import math
 
 import numpy as np
 
-from tl_keras.data import DataError, decode_utf8
+from tl_keras.data import DataError, csv_records
 
 
 @dataclasses.dataclass
@@ -76,18 +74,6 @@ class Users:
         return len(self.user_ids)
 
 
-def _csv_rows(path, required):
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: {path}")
-    reader = csv.DictReader(io.StringIO(decode_utf8(path)))
-    missing = [column for column in required if column not in (reader.fieldnames or [])]
-    if missing:
-        raise DataError(f"{path}:1: missing column(s) {missing}; the header is {reader.fieldnames}.")
-    for record in reader:
-        yield f"{path}:{reader.line_num}", record
-
-
 def read_items(path):
     """Reads an `item_id,text` CSV into a `Catalog`.
 
@@ -97,7 +83,7 @@ def read_items(path):
     'steel kettle, kitchen'
     """
     item_ids, texts, first_seen = [], [], {}
-    for origin, record in _csv_rows(path, ["item_id", "text"]):
+    for origin, record in csv_records(path, ["item_id", "text"]):
         item_id, text = (record["item_id"] or "").strip(), (record["text"] or "").strip()
         if not item_id:
             raise DataError(f"{origin}: empty item_id.")
@@ -115,9 +101,12 @@ def read_items(path):
 
 def _number(value, column, origin):
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise DataError(f"{origin}: {column} must be a number, received {value!r}.") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise DataError(f"{origin}: {column} must be a finite number, received {value!r}.")
+    return number
 
 
 def read_interactions(path, catalog, users=None):
@@ -138,7 +127,7 @@ def read_interactions(path, catalog, users=None):
     user_ids = list(users.user_ids) if users else []
     user_index = {user_id: number for number, user_id in enumerate(user_ids, start=1)}
     rows = []
-    for line, (origin, record) in enumerate(_csv_rows(path, ["user_id", "item_id"])):
+    for line, (origin, record) in enumerate(csv_records(path, ["user_id", "item_id"])):
         user_id, item_id = (record["user_id"] or "").strip(), (record["item_id"] or "").strip()
         if not user_id:
             raise DataError(f"{origin}: empty user_id.")
@@ -175,7 +164,7 @@ def read_users(path):
     """
     user_ids, codes, first_seen = [], [], {}
     feature_names, vocabularies = None, None
-    for origin, record in _csv_rows(path, ["user_id"]):
+    for origin, record in csv_records(path, ["user_id"]):
         if feature_names is None:
             feature_names = [name for name in record if name != "user_id"]
             vocabularies = [{} for _ in feature_names]

@@ -13,9 +13,11 @@ import json
 import pathlib
 from functools import partial
 
-import keras
 import numpy as np
 import tensorflow as tf
+
+from tl_keras.files import load_arrays, save_arrays
+from tl_keras.progress import progress_bar
 
 BUCKET_STEP = 16
 WINDOW_BATCHES = 16
@@ -49,9 +51,9 @@ class TokenizedTexts:
         changes nothing for texts."""
         return make_dataset(self, targets, batch_size, shuffle, seed)
 
-    def predict(self, model, batch_size=64, verbose=0):
+    def predict(self, model, batch_size=64, verbose=0, description="predicting"):
         """`model`'s outputs for the rows (see `predict_in_length_order`)."""
-        return predict_in_length_order(model, self, batch_size, verbose)
+        return predict_in_length_order(model, self, batch_size, verbose, description)
 
 
 def tokenize(texts, preprocessor, batch_size=512, verbose=1, cache_dir=None):
@@ -73,17 +75,17 @@ def tokenize(texts, preprocessor, batch_size=512, verbose=1, cache_dir=None):
     array([4, 6], dtype=int32)
     """
     texts = list(texts)
-    path = pathlib.Path(cache_dir) / f"{_token_key(texts, preprocessor)}.npz" if cache_dir else None
-    if path is not None and path.is_file():
-        with np.load(path) as stored:
-            arrays = {name: stored[name] for name in stored.files}
+    key = _token_key(texts, preprocessor)
+    path = pathlib.Path(cache_dir) / f"{key}.npz" if cache_dir else None
+    arrays = load_arrays(path, key) if path is not None else None
+    if arrays is not None:
         return TokenizedTexts(arrays, arrays["padding_mask"].sum(axis=1).astype("int32"))
     dataset = (
         tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
         .batch(batch_size)
         .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
     )
-    progress = keras.utils.Progbar(len(texts), verbose=verbose, unit_name="text")
+    progress = progress_bar(len(texts), "tokenising", "text", verbose)
     chunks = []
     for batch in dataset:
         chunks.append({name: tensor.numpy() for name, tensor in batch.items()})
@@ -93,10 +95,7 @@ def tokenize(texts, preprocessor, batch_size=512, verbose=1, cache_dir=None):
         for name in chunks[0]
     }
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.stem + ".partial.npz")
-        np.savez(partial, **arrays)
-        partial.replace(path)
+        save_arrays(path, key, arrays)
     return TokenizedTexts(arrays, arrays["padding_mask"].sum(axis=1).astype("int32"))
 
 
@@ -186,7 +185,7 @@ def make_dataset(tokens, targets=None, batch_size=32, shuffle=False, seed=None):
     )
 
 
-def predict_in_length_order(model, tokens, batch_size=64, verbose=0):
+def predict_in_length_order(model, tokens, batch_size=64, verbose=0, description="predicting"):
     """Runs `model` in inference mode on rows sorted by length (little
     padding) and returns the outputs in the original row order.
 
@@ -201,7 +200,7 @@ def predict_in_length_order(model, tokens, batch_size=64, verbose=0):
     def run(inputs):
         return model(inputs, training=False)
 
-    progress = keras.utils.Progbar(len(tokens), verbose=verbose, unit_name="text")
+    progress = progress_bar(len(tokens), description, "text", verbose)
     outputs = []
     for batch in make_dataset(tokens.take(order), batch_size=batch_size):
         outputs.append(run(batch).numpy())

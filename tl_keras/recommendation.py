@@ -8,7 +8,6 @@ a popularity ranking → export of the text model.
 """
 
 import dataclasses
-import json
 import pathlib
 
 import keras
@@ -29,6 +28,9 @@ from tl_keras.ranking import chance_recall, evaluate_ranking, popularity_scores
 from tl_keras.recommender import Recommender
 from tl_keras.retrieval import ItemTower, TwoTowerModel, UserTower, item_log_probabilities
 from tl_keras.retrieval_export import export_recommender
+from tl_keras.files import write_json
+from tl_keras.ranges import check_settings
+from tl_keras.runs import holding_run_folder
 
 METHODS = ("text_two_tower", "id_two_tower", "popularity")
 
@@ -89,6 +91,9 @@ class RecommendationConfig:
     model_name: str = "retrieval"
     top_k: int = 10
     distribute: str = "auto"
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 @dataclasses.dataclass
@@ -192,6 +197,7 @@ def plot_metrics(metrics, k, path, chance=None):
     return path
 
 
+@holding_run_folder
 def run(config, distribution=None):
     """Trains the text two-tower model and the baselines, evaluates them on
     the time-ordered split and (optionally) exports the text model; see
@@ -248,7 +254,7 @@ def run(config, distribution=None):
         report = {"metrics": metrics, "chance": chance, "training_loss": losses,
                   "data": {"items": len(catalog), "users": len(users), "train": len(split.train),
                            "test": len(split.test), "cold_items": len(split.cold_items)}}
-        (report_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+        write_json(report_dir / "metrics.json", report)
         report_paths = [report_dir / "metrics.json", write_table(metrics, chance, report_dir / "metrics.md"),
                         plot_metrics(metrics, max(ks), report_dir / "recall.png", chance[f"recall@{max(ks)}"])]
     export_path = None

@@ -31,6 +31,7 @@ from tensorflow_serving.apis import (
 )
 
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # gRPC's default message limit.
+DEFAULT_MAX_BATCH_SIZE = 256  # Rows a request; more go as several requests.
 
 
 class ServingError(RuntimeError):
@@ -54,9 +55,12 @@ class _Client:
     protocol = ""
 
     def __init__(self, address, model_name, signature="serving_default", version=None, version_label=None,
-                 timeout=10.0, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES):
+                 timeout=10.0, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, max_batch_size=DEFAULT_MAX_BATCH_SIZE):
         if version is not None and version_label is not None:
             raise ValueError(f"Give a version or a version label, not both (received {version!r} and {version_label!r}).")
+        if not isinstance(max_batch_size, int) or max_batch_size < 1:
+            raise ValueError(f"`max_batch_size` must be an integer >= 1, received {max_batch_size!r}.")
+        self.max_batch_size = max_batch_size
         self.address = address
         self.model_name = model_name
         self.signature = signature
@@ -72,6 +76,26 @@ class _Client:
 
     def _error(self, message):
         return ServingError(f"{self._where()}: {message}")
+
+    def predict(self, values, input_name="text"):
+        """Sends `values` (a list of texts, or encoded images as bytes) as
+        `input_name`, or a dict of input name to values for signatures with
+        several inputs, and returns the outputs as numpy arrays by name.
+        More rows than `max_batch_size` go as several requests, whose
+        outputs are joined in order.
+
+        Example:
+        >>> client.predict({"user_id": ["u1"], "recent_item_ids": [["kit-001"]]})["item_ids"]
+        """
+        inputs = _named_inputs(values, input_name)
+        rows = {len(value) for value in inputs.values() if isinstance(value, (list, tuple, np.ndarray))}
+        if len(rows) != 1 or next(iter(rows)) <= self.max_batch_size:
+            return self._predict(inputs)
+        total, parts = next(iter(rows)), []
+        for start in range(0, total, self.max_batch_size):
+            parts.append(self._predict({name: value[start:start + self.max_batch_size]
+                                        for name, value in inputs.items()}))
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def _check_size(self, size):
         if size > self.max_request_bytes:
@@ -93,6 +117,8 @@ class GrpcClient(_Client):
         version_label: a version label such as `"stable"`.
         timeout: seconds a call may take.
         max_request_bytes: larger requests fail before they are sent.
+        max_batch_size: the most rows a request; `predict` splits larger
+            inputs into several requests.
 
     Example:
     >>> GrpcClient("localhost:8500", "reviews", timeout=2).status()
@@ -127,16 +153,9 @@ class GrpcClient(_Client):
         except grpc.RpcError as error:
             raise self._error(f"{error.code().name}: {error.details()}") from None
 
-    def predict(self, values, input_name="text"):
-        """Sends `values` (a list of texts, or encoded images as bytes) as
-        `input_name`, or a dict of input name to values for signatures with
-        several inputs, and returns the outputs as numpy arrays by name.
-
-        Example:
-        >>> client.predict({"user_id": ["u1"], "recent_item_ids": [["kit-001"]]})["item_ids"]
-        """
+    def _predict(self, inputs):
         request = predict_pb2.PredictRequest(model_spec=self._model_spec())
-        for name, value in _named_inputs(values, input_name).items():
+        for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(_as_array(value)))
         self._check_size(request.ByteSize())
         response = self._call(self._predictions.Predict, request)
@@ -218,12 +237,10 @@ class RestClient(_Client):
         except (urllib.error.URLError, OSError) as error:
             raise self._error(f"cannot connect: {getattr(error, 'reason', error)}") from None
 
-    def predict(self, values, input_name="text"):
-        """Sends `values` as `input_name`, or a dict of input name to values
-        (columnar `inputs` format; bytes such as encoded images go as
-        `{"b64": ...}`, as TF Serving's REST API wants them), and returns the
-        outputs as numpy arrays by name."""
-        inputs = {name: to_json_values(value) for name, value in _named_inputs(values, input_name).items()}
+    def _predict(self, inputs):
+        # Columnar `inputs` format; bytes such as encoded images go as
+        # `{"b64": ...}`, as TF Serving's REST API wants them.
+        inputs = {name: to_json_values(value) for name, value in inputs.items()}
         body = {"signature_name": self.signature, "inputs": inputs}
         outputs = self._request(self._url(":predict"), body)["outputs"]
         if not isinstance(outputs, dict):

@@ -15,8 +15,10 @@ from tl_keras.backbones import default_pooling, load_text_backbone
 from tl_keras.data import LabelVocabulary, read_labelled_texts, stratified_split
 from tl_keras.distribute import WorkerOutput, is_chief
 from tl_keras.evaluation import evaluate_predictions, summary_line, write_report
-from tl_keras.export import export_text_model
+from tl_keras.export import export_text_model, keep_model_if_export_fails
 from tl_keras.feature_cache import FeatureCache
+from tl_keras.ranges import check_settings
+from tl_keras.runs import holding_run_folder, run_fingerprint
 from tl_keras.heads import build_encoder, build_head, build_text_model
 from tl_keras.preprocessing import tokenize
 from tl_keras.strategies import parse_strategy
@@ -47,7 +49,10 @@ class TextClassificationConfig:
         precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`
             (GPU only; float32 on a CPU).
         resume: keep per-epoch backups in `output_dir/backup` so a killed run
-            started again resumes where it stopped.
+            started again resumes where it stopped; a restart with other
+            data or settings stops, naming what changed.
+        fresh: discard backups of an earlier run with other settings and
+            start again.
         training: the `TrainingConfig`; its `batch_size` is per replica.
 
     Example:
@@ -73,7 +78,11 @@ class TextClassificationConfig:
     distribute: str = "auto"
     precision: str = "float32"
     resume: bool = True
+    fresh: bool = False
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 @dataclasses.dataclass
@@ -89,6 +98,7 @@ class RunResult:
     export_path: pathlib.Path = None
 
 
+@holding_run_folder
 def run(config, distribution=None, callbacks=()):
     """Trains, evaluates and (optionally) exports a text model; see
     `TextClassificationConfig`. `callbacks` go to every `fit`. Returns a
@@ -108,7 +118,8 @@ def run(config, distribution=None, callbacks=()):
 
     output_dir = pathlib.Path(config.output_dir)
     distribution, training = prepare_distributed_training(
-        config.training, output_dir, config.distribute, config.precision, config.resume, distribution)
+        config.training, output_dir, config.distribute, config.precision, config.resume, distribution,
+        fingerprint=run_fingerprint(config), fresh=config.fresh)
     keras.utils.set_random_seed(config.training.seed)  # The head's initial weights too.
     with distribution.scope():
         backbone, preprocessor = load_text_backbone(config.backbone, config.sequence_length)
@@ -143,10 +154,10 @@ def run(config, distribution=None, callbacks=()):
                              "replicas": distribution.num_replicas_in_sync},
         }
         with WorkerOutput(config.export_dir) as export_dir:
-            export_path = export_text_model(
+            export_path = keep_model_if_export_fails(model, output_dir, lambda: export_text_model(
                 model, preprocessor, vocabulary, export_dir, config.model_name,
                 warmup_texts=validation_rows.texts[:5], card=card,
-            )
+            ))
     if not is_chief():  # Its reports and export went to removed temporary folders.
         report_paths, export_path = [], None
     return RunResult(model, preprocessor, vocabulary, metrics, history, report_paths, export_path)

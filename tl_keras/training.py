@@ -19,6 +19,8 @@ import tensorflow as tf
 from tl_keras import multi_worker
 from tl_keras.distribute import global_batch_size, pick_strategy, set_precision, worker_name
 from tl_keras.feature_cache import FeatureCache
+from tl_keras.ranges import check_settings
+from tl_keras.runs import check_backups
 from tl_keras.strategies import TransferStrategy, apply_trainability, discriminative_optimizer, merge_lora
 
 DEFAULT_BACKBONE_LEARNING_RATES = {"partial": 5e-5, "full": 5e-5, "lora": 5e-4}
@@ -62,17 +64,18 @@ class TrainingConfig:
     verbose: int = 1
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, received {getattr(self, name)!r}.")
-        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
-            raise ValueError(f"`warmup_epochs` must be an integer >= 0, received {self.warmup_epochs!r}.")
+        check_settings(self)
 
 
 def prepare_distributed_training(training, output_dir, distribute="auto", precision="float32", resume=True,
-                                 distribution=None):
+                                 distribution=None, fingerprint=None, fresh=False):
     """Sets the precision policy, picks the `tf.distribute` strategy (unless
     `distribution` is given) and prints it.
+
+    With `resume`, the run's `fingerprint` (`tl_keras.runs.run_fingerprint`)
+    is kept beside the backups in `output_dir/backup`: unfinished backups of
+    a run with another fingerprint stop this one, naming what changed, or
+    are discarded when `fresh` (see `tl_keras.runs.check_backups`).
 
     Returns:
         `(distribution, training)`: `training` (a `TrainingConfig` whose
@@ -88,7 +91,10 @@ def prepare_distributed_training(training, output_dir, distribute="auto", precis
     batch_size = global_batch_size(training.batch_size, distribution)
     print(f"{type(distribution).__name__}: {distribution.num_replicas_in_sync} replica(s), global batch "
           f"{batch_size} = {training.batch_size} per replica x {distribution.num_replicas_in_sync}")
-    backup_dir = str(pathlib.Path(output_dir) / "backup" / worker_name()) if resume else None
+    backup_dir = None
+    if resume:
+        check_backups(pathlib.Path(output_dir) / "backup", fingerprint or {}, fresh)
+        backup_dir = str(pathlib.Path(output_dir) / "backup" / worker_name())
     return distribution, dataclasses.replace(training, batch_size=batch_size, backup_dir=backup_dir)
 
 
