@@ -2,8 +2,12 @@
 are `tl_keras.sample_images`: crops of scikit-image's sample photographs).
 Nothing is downloaded."""
 
+import sys
+import types
+
 import keras
 import keras_hub
+
 
 def tiny_efficientnet(seed=0, dropout=0.0):
     """A 4-stage EfficientNet with BatchNorm, built from config. (KerasHub's
@@ -84,3 +88,22 @@ def write_timm_lite0_folder(folder):
                                  "interpolation": "bicubic"}}
     (folder / "config.json").write_text(json.dumps(config))
     return folder
+
+
+def fake_torch_modules(monkeypatch):
+    """Modules named like torch's, so pickle writes the references a real
+    checkpoint holds; the reader never imports them."""
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called while pickling")
+
+    FloatStorage.__module__, _rebuild_tensor_v2.__module__ = "torch", "torch._utils"
+    FloatStorage.__qualname__, _rebuild_tensor_v2.__qualname__ = "FloatStorage", "_rebuild_tensor_v2"
+    torch.FloatStorage, utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+    return FloatStorage, _rebuild_tensor_v2

@@ -26,6 +26,7 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from conftest import separable_sentences, tiny_bert, write_tsv
+from image_data import fake_torch_modules
 from tl_keras.data import DataError, LabelVocabulary, read_labelled_texts
 from tl_keras.efficientnet_lite import CheckpointError, read_torch_checkpoint
 from tl_keras.export import export_text_model
@@ -72,28 +73,14 @@ class _Tensor:
 
 
 _STORAGE = _Storage()
+_REBUILD = None  # torch._utils._rebuild_tensor_v2 as the fake torch modules name it; set by `_torch_names`.
 
 
 def _torch_names(monkeypatch):
-    """Modules named like torch's, so pickle writes the references a real
-    checkpoint holds; the reader never imports them."""
-    import types
-
-    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
-
-    class FloatStorage:
-        pass
-
-    def _rebuild_tensor_v2(*args):
-        raise AssertionError("never called")
-
-    FloatStorage.__module__, _rebuild_tensor_v2.__module__ = "torch", "torch._utils"
-    FloatStorage.__qualname__, _rebuild_tensor_v2.__qualname__ = "FloatStorage", "_rebuild_tensor_v2"
-    torch.FloatStorage, utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
-    monkeypatch.setitem(sys.modules, "torch", torch)
-    monkeypatch.setitem(sys.modules, "torch._utils", utils)
-    globals()["_REBUILD"] = _rebuild_tensor_v2
-    return FloatStorage
+    storage_type, rebuild = fake_torch_modules(monkeypatch)
+    global _REBUILD
+    _REBUILD = rebuild
+    return storage_type
 
 
 def _dumps(obj, storage_type=None, elements=12):

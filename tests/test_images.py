@@ -9,7 +9,6 @@ import json
 import pickle
 import struct
 import subprocess
-import sys
 import types
 import zipfile
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import SAVED_MODEL_CLI
-from image_data import tiny_efficientnet, tiny_efficientnet_preset
+from image_data import fake_torch_modules, tiny_efficientnet, tiny_efficientnet_preset
 
 from tl_keras.backbones import backbone_blocks, backbone_layer_groups, unfreeze_top_blocks
 from tl_keras.cli import main as cli
@@ -152,27 +151,8 @@ def test_image_recipe_rejects_lora(tmp_path):
 # --- The EfficientNet-Lite0 converter --------------------------------------
 
 
-def _fake_torch(monkeypatch):
-    """Modules named like torch's, so pickle writes the references a real
-    checkpoint holds; the reader never imports them."""
-    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
-
-    class FloatStorage:
-        pass
-
-    def _rebuild_tensor_v2(*args):
-        raise AssertionError("never called while pickling")
-
-    FloatStorage.__module__, _rebuild_tensor_v2.__module__ = "torch", "torch._utils"
-    FloatStorage.__qualname__, _rebuild_tensor_v2.__qualname__ = "FloatStorage", "_rebuild_tensor_v2"
-    torch.FloatStorage, utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
-    monkeypatch.setitem(sys.modules, "torch", torch)
-    monkeypatch.setitem(sys.modules, "torch._utils", utils)
-    return FloatStorage, _rebuild_tensor_v2
-
-
 def test_zip_and_legacy_checkpoints_read_without_torch(tmp_path, monkeypatch):
-    storage_type, rebuild = _fake_torch(monkeypatch)
+    storage_type, rebuild = fake_torch_modules(monkeypatch)
     values = np.arange(12, dtype=np.float32)
 
     storage = types.SimpleNamespace()  # Stands for storage "0" of 12 floats.

@@ -36,6 +36,7 @@ _DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage
            "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
            "ByteStorage": np.uint8, "BoolStorage": np.bool_}
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+MAX_STORAGE_BYTES = 2 * 1024**3  # One storage of a zip checkpoint; refuses zip bombs.
 
 # Lite0 per stage: kernel, repeats, input and output filters, expansion, stride.
 LITE0_STAGES = dict(
@@ -156,9 +157,13 @@ def _zip_state(path):
 
         def storage_bytes(key):
             try:
-                return archive.read(f"{root}data/{key}")
+                info = archive.getinfo(f"{root}data/{key}")
             except KeyError:
                 raise pickle.UnpicklingError(f"storage {key!r} is missing (no {root}data/{key} in the archive)") from None
+            if info.file_size > MAX_STORAGE_BYTES:
+                raise pickle.UnpicklingError(f"storage {key!r} unpacks to {info.file_size} bytes, more than "
+                                             f"{MAX_STORAGE_BYTES}")
+            return archive.read(info)
 
         with archive.open(pickle_name) as file:
             return _RestrictedUnpickler(file, {}, storage_bytes).load()

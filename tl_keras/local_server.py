@@ -529,6 +529,15 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self._route("POST")
 
+    def do_PUT(self):
+        self._route("PUT")
+
+    def do_DELETE(self):
+        self._route("DELETE")
+
+    def do_PATCH(self):
+        self._route("PATCH")
+
 
 class LocalServer:
     """gRPC and REST endpoints over a `ModelRepository` on this machine.
