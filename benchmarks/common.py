@@ -12,8 +12,8 @@ import tl_keras  # noqa: E402,F401
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
 
-from tl_keras.backbones import minilm_l6_offline_path  # noqa: E402
-from tl_keras.data import LabelVocabulary, read_labelled_texts, stratified_split  # noqa: E402
+from tl_keras.models.backbones import minilm_l6_offline_path  # noqa: E402
+from tl_keras.data.texts import LabelVocabulary, read_labelled_texts, stratified_split  # noqa: E402
 
 REVIEWS = pathlib.Path(__file__).resolve().parent.parent / "data" / "sentiment_labelled_sentences" / "amazon_cells_labelled.txt"
 

@@ -9,11 +9,11 @@ import argparse
 import tempfile
 
 from common import REVIEWS, Timer, write_rows
-from tl_keras.backbones import minilm_l6_offline_path
-from tl_keras.continued_pretraining import continue_pretraining
-from tl_keras.data import read_labelled_texts, stratified_split
-from tl_keras.text_classification import TextClassificationConfig, run
-from tl_keras.training import TrainingConfig
+from tl_keras.models.backbones import minilm_l6_offline_path
+from tl_keras.training.continued_pretraining import continue_pretraining
+from tl_keras.data.texts import read_labelled_texts, stratified_split
+from tl_keras.workflows.text_classification import TextClassificationConfig, run
+from tl_keras.training.trainer import TrainingConfig
 
 FILES = {"amazon": "amazon_cells_labelled.txt", "yelp": "yelp_labelled.txt", "imdb": "imdb_labelled.txt"}
 

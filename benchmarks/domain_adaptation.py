@@ -15,12 +15,12 @@ import itertools
 import numpy as np
 
 from common import REVIEWS
-from tl_keras.backbones import load_text_backbone, minilm_l6_offline_path
-from tl_keras.data import LabelVocabulary, read_labelled_texts
-from tl_keras.domain_adaptation import METHODS, adapt
-from tl_keras.feature_cache import FeatureCache
-from tl_keras.heads import build_encoder
-from tl_keras.preprocessing import tokenize
+from tl_keras.models.backbones import load_text_backbone, minilm_l6_offline_path
+from tl_keras.data.texts import LabelVocabulary, read_labelled_texts
+from tl_keras.transfer.domain_adaptation import METHODS, adapt
+from tl_keras.transfer.feature_cache import FeatureCache
+from tl_keras.models.heads import build_encoder
+from tl_keras.data.tokens import tokenize
 
 DOMAINS = {"amazon": "amazon_cells_labelled.txt", "yelp": "yelp_labelled.txt", "imdb": "imdb_labelled.txt"}
 

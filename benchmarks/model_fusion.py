@@ -9,8 +9,8 @@ prediction ensemble; validation and held-out accuracy of each, and parameters
 import tempfile
 
 from common import REVIEWS
-from tl_keras.backbones import minilm_l6_offline_path
-from tl_keras.fusion import ModelFusionConfig, run_model_fusion
+from tl_keras.models.backbones import minilm_l6_offline_path
+from tl_keras.workflows.model_fusion import ModelFusionConfig, run_model_fusion
 
 
 def main():

@@ -14,9 +14,9 @@ import tempfile
 import numpy as np
 
 import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
-from tl_keras.backbones import minilm_l6_offline_path
-from tl_keras.recommendation import RecommendationConfig, run
-from tl_keras.synthetic_shop import make_synthetic_shop
+from tl_keras.models.backbones import minilm_l6_offline_path
+from tl_keras.workflows.recommendation import RecommendationConfig, run
+from tl_keras.data.synthetic_shop import make_synthetic_shop
 
 
 def main():

@@ -21,11 +21,11 @@ import numpy as np
 import tensorflow as tf
 
 from common import reviews
-from tl_keras.backbones import load_text_backbone, minilm_l6_offline_path
-from tl_keras.export import export_text_model
-from tl_keras.heads import build_encoder, build_head, build_text_model
-from tl_keras.local_server import LocalServer
-from tl_keras.serving import GrpcClient
+from tl_keras.models.backbones import load_text_backbone, minilm_l6_offline_path
+from tl_keras.export.text import export_text_model
+from tl_keras.models.heads import build_encoder, build_head, build_text_model
+from tl_keras.serving.local_server import LocalServer
+from tl_keras.serving.clients import GrpcClient
 
 
 def percentiles(seconds):

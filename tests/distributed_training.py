@@ -26,13 +26,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from conftest import separable_sentences, tiny_bert, write_tsv  # noqa: E402
 
-from tl_keras.data import LabelVocabulary  # noqa: E402
-from tl_keras.distribute import pick_strategy, worker_name  # noqa: E402
-from tl_keras.heads import build_encoder, build_head, build_text_model  # noqa: E402
-from tl_keras.preprocessing import tokenize  # noqa: E402
-from tl_keras.strategies import parse_strategy  # noqa: E402
-from tl_keras.text_classification import TextClassificationConfig, run  # noqa: E402
-from tl_keras.training import TrainingConfig, TrainingData, train  # noqa: E402
+from tl_keras.data.texts import LabelVocabulary  # noqa: E402
+from tl_keras.training.distribution import pick_distribution, worker_name  # noqa: E402
+from tl_keras.models.heads import build_encoder, build_head, build_text_model  # noqa: E402
+from tl_keras.data.tokens import tokenize  # noqa: E402
+from tl_keras.transfer.strategies import parse_strategy  # noqa: E402
+from tl_keras.workflows.text_classification import TextClassificationConfig, run  # noqa: E402
+from tl_keras.training.trainer import TrainingConfig, TrainingData, train  # noqa: E402
 
 FULL = dict(epochs=2, warmup_epochs=0, head_learning_rate=1e-3, backbone_learning_rate=1e-3, verbose=0)
 
@@ -58,12 +58,14 @@ def mirrored():
     single = build()
     initial = single.get_weights()
     single, _ = train(single, parse_strategy("full"), data, "classification", TrainingConfig(batch_size=8, shuffle=False, **FULL))
-    strategy = pick_strategy("mirrored")
+    strategy = pick_distribution("mirrored")
     with strategy.scope():
         replicated = build()
         replicated.set_weights(initial)
+    # The same global batch of 8: `batch_size` is per replica.
     replicated, _ = train(replicated, parse_strategy("full"), data, "classification",
-                          TrainingConfig(batch_size=8, shuffle=False, **FULL), distribution=strategy)
+                          TrainingConfig(batch_size=8 // strategy.num_replicas_in_sync, shuffle=False, **FULL),
+                          distribution=strategy)
     save("single", single, **{f"initial_w{i}": w for i, w in enumerate(initial)})
     save("mirrored", replicated, replicas=strategy.num_replicas_in_sync)
 
@@ -98,7 +100,7 @@ def two_tower_mirrored():
     # for the replica count as Keras' own losses are.
     import keras
 
-    from tl_keras.retrieval import ItemTower, TwoTowerModel, UserTower
+    from tl_keras.models.two_tower import ItemTower, TwoTowerModel, UserTower
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(6, 5)).astype("float32")
@@ -112,7 +114,7 @@ def two_tower_mirrored():
         model.compile(optimizer=keras.optimizers.SGD(0.5))
         return model
 
-    strategy = pick_strategy("mirrored")
+    strategy = pick_distribution("mirrored")
     with strategy.scope():
         mirrored = build()
     dataset = tf.data.Dataset.from_tensor_slices(examples).batch(8)
@@ -139,8 +141,8 @@ def two_mirrored_runs():
     # the head on frozen features, then the top stage fine-tuned.
     from image_data import tiny_efficientnet_preset
 
-    from tl_keras.image_classification import ImageClassificationConfig, run as run_images
-    from tl_keras.sample_images import write_sample_images
+    from tl_keras.workflows.image_classification import ImageClassificationConfig, run as run_images
+    from tl_keras.data.sample_images import write_sample_images
 
     root = write_sample_images(FOLDER / "images", per_class=8, size=48)
     preset = tiny_efficientnet_preset(FOLDER / "preset")

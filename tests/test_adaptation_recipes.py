@@ -17,8 +17,8 @@ import continued_pretraining  # noqa: E402
 import domain_adaptation  # noqa: E402
 import model_fusion  # noqa: E402
 
-from tl_keras.backbones import load_text_backbone  # noqa: E402
-from tl_keras.data import DataError, read_texts  # noqa: E402
+from tl_keras.models.backbones import load_text_backbone  # noqa: E402
+from tl_keras.data.texts import DataError, read_texts  # noqa: E402
 
 
 def _domain(path, count, seed, filler):
@@ -40,7 +40,7 @@ def test_domain_adaptation_recipe_reports_both_methods_and_exports(tiny_bert_pre
         "--source", source, "--target", target, "--target-validation", target, "--backbone", tiny_bert_preset,
         "--method", "coral", "--epochs", "5", "--sequence-length", "32", "--pooling", "mean",
         "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports"), "--verbose", "0"])
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["target"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["target"]
     assert set(metrics) == {"source_only", "coral"}
     assert all(0.0 <= m["accuracy"] <= 1.0 and m["examples"] == 64 for m in metrics.values())
     served = tf.saved_model.load(str(tmp_path / "exports" / "adapted_classifier" / "1"))
@@ -67,7 +67,7 @@ def test_model_fusion_recipe_reports_ingredients_soups_and_ensemble(tiny_bert_pr
     model_fusion.main(["--train", train, "--backbone", tiny_bert_preset, "--ingredients", "2", "--strategy", "full",
                        "--epochs", "2", "--sequence-length", "32", "--output-dir", str(tmp_path / "run"),
                        "--export", "uniform", "--export-dir", str(tmp_path / "exports")])
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert set(metrics) == {"ingredient_0", "ingredient_1", "uniform_soup", "greedy_soup", "ensemble"}
     assert metrics["uniform_soup"]["parameters"] == metrics["ingredient_0"]["parameters"]
     assert metrics["ensemble"]["parameters"] == 2 * metrics["ingredient_0"]["parameters"]

@@ -10,14 +10,14 @@ import sentencepiece
 import tensorflow as tf
 
 from conftest import POSITIVE, NEGATIVE, FILLER, VOCAB
-from tl_keras.backbones import (
+from tl_keras.models.backbones import (
     default_pooling,
     load_text_backbone,
     minilm_l6_offline_path,
     transformer_blocks,
     unfreeze_top_blocks,
 )
-from tl_keras.heads import build_encoder, build_head, build_text_model
+from tl_keras.models.heads import build_encoder, build_head, build_text_model
 
 TINY = dict(num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=64)
 WORDS = POSITIVE + NEGATIVE + FILLER

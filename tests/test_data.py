@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from tl_keras.data import DataError, LabelVocabulary, read_labelled_texts, stratified_split
+from tl_keras.data.texts import DataError, LabelVocabulary, read_labelled_texts, stratified_split
 
 
 def test_reads_bundled_reviews_tsv():

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tl_keras.distribute import (
+from tl_keras.training.distribution import (
     WorkerOutput,
     global_batch_size,
     is_chief,
-    pick_strategy,
+    pick_distribution,
     set_precision,
     worker_name,
 )
@@ -31,17 +31,17 @@ def _tf_config(monkeypatch, cluster, task):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
 
 
-def test_pick_strategy_choices(monkeypatch):
+def test_pick_distribution_choices(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert pick_strategy("auto") is tf.distribute.get_strategy()
-    assert pick_strategy("none").num_replicas_in_sync == 1
+    assert pick_distribution("auto") is tf.distribute.get_strategy()
+    assert pick_distribution("none").num_replicas_in_sync == 1
     with pytest.raises(ValueError, match=r"received 'horovod'"):
-        pick_strategy("horovod")
+        pick_distribution("horovod")
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
-        pick_strategy("multi_worker")
+        pick_distribution("multi_worker")
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match=r"TF_CONFIG is not valid JSON .*'\{not json'"):
-        pick_strategy("auto")
+        pick_distribution("auto")
 
 
 def test_chief_and_worker_names(monkeypatch):
@@ -116,7 +116,7 @@ def test_two_tower_softmax_on_two_replicas_averages_their_gradients(tmp_path):
 
 def test_two_mirrored_runs_in_one_process(tmp_path):
     # A second MirroredStrategy in a process breaks the first's all-reduces
-    # (tensorflow#62790); pick_strategy hands out one a process.
+    # (tensorflow#62790); pick_distribution hands out one a process.
     _run(["two_mirrored_runs", str(tmp_path)])
     assert np.load(tmp_path / "two_runs.npz")["replicas"].tolist() == [2, 2]
 

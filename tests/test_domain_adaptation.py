@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tl_keras.domain_adaptation import (
+from tl_keras.transfer.domain_adaptation import (
     DannSchedule,
     GradientReversal,
     adapt,

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from tl_keras.data import LabelVocabulary
-from tl_keras.evaluation import evaluate_predictions, summary_line, write_report
+from tl_keras.data.texts import LabelVocabulary
+from tl_keras.evaluation.classification import evaluate_predictions, summary_line, write_report
 
 
 def test_classification_metrics_by_hand():
@@ -40,6 +40,6 @@ def test_report_writes_json_and_real_pngs(tmp_path):
                "val_accuracy": [0.5, 0.6, 0.7], "phase": ["head", "full", "full"]}
     paths = write_report(metrics, history, tmp_path)
     assert [p.name for p in paths] == ["metrics.json", "confusion_matrix.png", "learning_curve.png"]
-    assert json.loads(paths[0].read_text())["held_out"]["accuracy"] == 0.5
+    assert json.loads(paths[0].read_text())["metrics"]["accuracy"] == 0.5
     for png in paths[1:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

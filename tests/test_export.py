@@ -12,10 +12,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import SAVED_MODEL_CLI, tiny_bert
-from tl_keras.backbones import load_text_backbone, minilm_l6_offline_path
-from tl_keras.data import LabelVocabulary
-from tl_keras.export import WARMUP_FILE, export_text_model, next_version
-from tl_keras.heads import build_encoder, build_head, build_text_model
+from tl_keras.models.backbones import load_text_backbone, minilm_l6_offline_path
+from tl_keras.data.texts import LabelVocabulary
+from tl_keras.export.saved_model import WARMUP_FILE, next_version
+from tl_keras.export.text import export_text_model
+from tl_keras.models.heads import build_encoder, build_head, build_text_model
 
 TEXTS = ["good phone", "the battery was very bad and the case is broken and it is awful", "great", "sad"]
 def _tiny_classifier(task="classification", labels=("neg", "pos")):
@@ -145,10 +146,10 @@ def test_minilm_export_stores_parameters_once(tmp_path):
 
 KILL_SCRIPT = """
 import sys, tl_keras
-from tl_keras.backbones import load_text_backbone, minilm_l6_offline_path
-from tl_keras.data import LabelVocabulary
-from tl_keras.export import export_text_model
-from tl_keras.heads import build_encoder, build_head, build_text_model
+from tl_keras.models.backbones import load_text_backbone, minilm_l6_offline_path
+from tl_keras.data.texts import LabelVocabulary
+from tl_keras.export.text import export_text_model
+from tl_keras.models.heads import build_encoder, build_head, build_text_model
 backbone, preprocessor = load_text_backbone(minilm_l6_offline_path(), sequence_length=64)
 model = build_text_model(build_encoder(backbone, "mean"), build_head(384, 2, "classification"))
 print("exporting", flush=True)

@@ -3,13 +3,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import separable_sentences, tiny_bert
-from tl_keras.data import LabelVocabulary
-from tl_keras.export import export_text_model
-from tl_keras.fusion import FusionError, ensemble, greedy_soup, uniform_soup
-from tl_keras.heads import build_encoder, build_head, build_text_model
-from tl_keras.preprocessing import predict_in_length_order, tokenize
-from tl_keras.strategies import parse_strategy
-from tl_keras.training import TrainingConfig, TrainingData, train
+from tl_keras.data.texts import LabelVocabulary
+from tl_keras.export.text import export_text_model
+from tl_keras.transfer.fusion import FusionError, ensemble, greedy_soup, uniform_soup
+from tl_keras.models.heads import build_encoder, build_head, build_text_model
+from tl_keras.data.tokens import predict_in_length_order, tokenize
+from tl_keras.transfer.strategies import parse_strategy
+from tl_keras.training.trainer import TrainingConfig, TrainingData, train
 
 VOCAB = LabelVocabulary.from_labels(["neg", "pos"])
 

@@ -27,21 +27,21 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_p
 
 from conftest import separable_sentences, tiny_bert, write_tsv
 from image_data import fake_torch_modules
-from tl_keras.data import DataError, LabelVocabulary, read_labelled_texts
-from tl_keras.efficientnet_lite import CheckpointError, read_torch_checkpoint
-from tl_keras.export import export_text_model
-from tl_keras.feature_cache import FeatureCache
-from tl_keras.files import load_arrays, save_arrays, write_json
-from tl_keras.flags import main_with_error_line, parse_flags
-from tl_keras.heads import build_encoder, build_head, build_text_model
-from tl_keras.images import load_images, read_image_folder
-from tl_keras.interactions import read_interactions, read_items
-from tl_keras.local_server import LocalServer, RequestLimits
-from tl_keras.preprocessing import tokenize
-from tl_keras.runs import RunConflict, RunFolder
-from tl_keras.serving import GrpcClient, RestClient, ServingError
-from tl_keras.text_classification import TextClassificationConfig, run
-from tl_keras.training import TrainingConfig
+from tl_keras.data.texts import DataError, LabelVocabulary, read_labelled_texts
+from tl_keras.models.efficientnet_lite import CheckpointError, read_torch_checkpoint
+from tl_keras.export.text import export_text_model
+from tl_keras.transfer.feature_cache import FeatureCache
+from tl_keras.core.files import load_arrays, save_arrays, write_json
+from tl_keras.cli.flags import main_with_error_line, parse_flags
+from tl_keras.models.heads import build_encoder, build_head, build_text_model
+from tl_keras.data.images import load_images, read_image_folder
+from tl_keras.data.interactions import read_interactions, read_items
+from tl_keras.serving.local_server import LocalServer, RequestLimits
+from tl_keras.data.tokens import tokenize
+from tl_keras.training.runs import RunConflict, RunFolder
+from tl_keras.serving.clients import GrpcClient, RestClient, ServingError
+from tl_keras.workflows.text_classification import TextClassificationConfig, run
+from tl_keras.training.trainer import TrainingConfig
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -152,12 +152,12 @@ def test_missing_and_truncated_storages_are_named(tmp_path, monkeypatch):
 
 
 def test_converter_command_ends_bad_files_with_one_error_line(tmp_path, monkeypatch):
-    from tl_keras.cli import main as cli
+    from tl_keras.cli.main import main as cli
 
     marker = tmp_path / "pwned"
     (tmp_path / "evil.pth").write_bytes(pickle.dumps(LEGACY_MAGIC, protocol=2) + pickle.dumps(_Exploit(marker)))
     (tmp_path / "blocker").write_text("a file where a folder should be")
-    result = subprocess.run([sys.executable, "-m", "tl_keras.cli", "convert-efficientnet-lite",
+    result = subprocess.run([sys.executable, "-m", "tl_keras.cli.main", "convert-efficientnet-lite",
                              str(tmp_path / "evil.pth"), str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'evil.pth'}")
@@ -375,13 +375,13 @@ def test_one_live_run_a_folder(tiny_bert_preset, tmp_path):
     with RunFolder(tmp_path / "run"):
         with pytest.raises(RunConflict, match=r"run is in use by a live run \(pid \d+\)"):
             run(_config(tmp_path, train, tiny_bert_preset))
-    assert run(_config(tmp_path, train, tiny_bert_preset, epochs=1)).metrics["examples"] > 0
+    assert run(_config(tmp_path, train, tiny_bert_preset, epochs=1)).metrics["test"]["examples"] > 0
 
 
 _RACER = """
 import sys, tensorflow as tf
 sys.path.insert(0, {repo!r})
-from tl_keras.export import export_module
+from tl_keras.export.saved_model import export_module
 class Half(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
     def serve(self, x):
@@ -492,7 +492,7 @@ def test_nan_timestamps_are_refused_and_json_never_holds_nan(tmp_path):
 
 
 def test_sequence_length_past_the_backbone_limit_is_refused(tiny_bert_preset):
-    from tl_keras.backbones import load_text_backbone
+    from tl_keras.models.backbones import load_text_backbone
 
     with pytest.raises(ValueError, match=r"`sequence_length` 128 exceeds the backbone's maximum of 64"):
         load_text_backbone(tiny_bert_preset, 128)

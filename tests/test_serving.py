@@ -9,12 +9,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_bert
-from tl_keras.cli import main as cli
-from tl_keras.data import LabelVocabulary
-from tl_keras.export import export_text_model
-from tl_keras.heads import build_encoder, build_head, build_text_model
-from tl_keras.local_server import LocalServer
-from tl_keras.serving import GrpcClient, RestClient, ServingError
+from tl_keras.cli.main import main as cli
+from tl_keras.data.texts import LabelVocabulary
+from tl_keras.export.text import export_text_model
+from tl_keras.models.heads import build_encoder, build_head, build_text_model
+from tl_keras.serving.local_server import LocalServer
+from tl_keras.serving.clients import GrpcClient, RestClient, ServingError
 
 TEXTS = ["good phone", "the battery was bad and the case is broken"]
 

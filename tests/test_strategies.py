@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import separable_sentences, tiny_bert
-from tl_keras.backbones import backbone_layer_groups, transformer_blocks, unfreeze_top_blocks
-from tl_keras.data import LabelVocabulary
-from tl_keras.heads import build_encoder, build_head, build_text_model
-from tl_keras.preprocessing import tokenize
-from tl_keras.strategies import (
+from tl_keras.models.backbones import backbone_layer_groups, transformer_blocks, unfreeze_top_blocks
+from tl_keras.data.texts import LabelVocabulary
+from tl_keras.models.heads import build_encoder, build_head, build_text_model
+from tl_keras.data.tokens import tokenize
+from tl_keras.transfer.strategies import (
     DiscriminativeAdamW,
     TransferStrategy,
     backbone_of,
@@ -18,7 +18,7 @@ from tl_keras.strategies import (
     merge_lora,
     parse_strategy,
 )
-from tl_keras.training import TrainingConfig, TrainingData, train
+from tl_keras.training.trainer import TrainingConfig, TrainingData, train
 
 
 def _model_and_data(pooling="mean", task="classification"):

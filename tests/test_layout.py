@@ -1,0 +1,85 @@
+"""The package layout follows the data flow: each layer imports only from
+the layers before it, and the command line's help imports no TensorFlow."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+import time
+
+import tl_keras
+
+PACKAGE = pathlib.Path(tl_keras.__file__).parent
+
+
+def _imports(path):
+    """The `tl_keras` modules a file imports (at any depth of the file)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tl_keras"):
+            yield node.module, node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("tl_keras"):
+                    yield alias.name, node.lineno
+
+
+def test_every_module_lives_in_a_layer():
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert loose == []
+    assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(
+        tl_keras.LAYERS)
+    for layer in tl_keras.LAYERS:
+        modules = sorted(p.stem for p in (PACKAGE / layer).glob("*.py") if p.stem != "__init__")
+        assert getattr(__import__(f"tl_keras.{layer}", fromlist=["__all__"]), "__all__") == modules, layer
+
+
+def test_imports_follow_the_data_flow():
+    order = {layer: rank for rank, layer in enumerate(tl_keras.LAYERS)}
+    against = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        layer = path.relative_to(PACKAGE).parts[0]
+        if layer not in order:
+            continue
+        for module, line in _imports(path):
+            parts = module.split(".")
+            if len(parts) > 1 and parts[1] in order and order[parts[1]] > order[layer]:
+                against.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
+    assert against == []
+
+
+def test_the_layering_check_catches_an_import_against_the_flow(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from tl_keras.workflows.common import RunResult\n")
+    assert list(_imports(bad)) == [("tl_keras.workflows.common", 1)]
+
+
+def test_help_is_quick_and_imports_no_tensorflow():
+    script = ("import sys, contextlib, io\n"
+              "from tl_keras.cli.main import main\n"
+              "with contextlib.redirect_stdout(io.StringIO()):\n"
+              "    try:\n        main(['train-text', '--help'])\n    except SystemExit:\n        pass\n"
+              "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+    assert time.perf_counter() - started < 5  # A TensorFlow import alone takes longer here.
+
+
+def test_every_workflow_is_a_subcommand_with_complete_help():
+    from tl_keras.cli.workflows import COMMANDS
+
+    assert [c.name for c in COMMANDS] == ["train-text", "train-image", "recommend", "adapt", "fuse", "pretrain"]
+    for workflow in COMMANDS:
+        result = subprocess.run([sys.executable, "-m", "tl_keras.cli.main", workflow.name, "--help"],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        flags = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  --")]
+        assert flags and "--debug" in flags
+        for line in result.stdout.split("\n  --")[1:]:
+            flag = line.split()[0]
+            if flag not in ("config", "debug"):
+                assert len(line.split()) > 2, f"{workflow.name} --{flag} has no help"
+    text = subprocess.run([sys.executable, "-m", "tl_keras.cli.main", "train-text", "--help"],
+                          capture_output=True, text=True).stdout
+    assert "{frozen" not in text and "(default: partial:2)" in text and "--no-resume" in text
+    assert "{classification,multilabel,regression}" in text

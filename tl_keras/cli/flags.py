@@ -1,0 +1,236 @@
+"""Command-line flags for the recipes, from the fields of config dataclasses,
+and the one-error-line rule for every command.
+
+Every field becomes a flag (`learning_rate` → `--learning-rate`) whose help is
+the field's line in the config's `Args:` docstring, with its default and, where
+the field has a fixed set, its choices. Booleans take `--flag`/`--no-flag`
+(and `--flag true|false`). A YAML file given with `--config` sets the same
+names, converted to the fields' types (so `1e-3` is a float); flags override
+it, which overrides the recipe's defaults.
+
+`main_with_error_line(main)` runs a command so that an error ends it with one
+`error: ...` line on stderr and exit status 2; `--debug` shows the traceback.
+"""
+
+import argparse
+import dataclasses
+import inspect
+import pathlib
+import re
+import sys
+import traceback
+
+import yaml
+
+from tl_keras.core.choices import ADAPTATION_METHODS, DISTRIBUTIONS, FUSIONS, POOLINGS, PRECISIONS, TASKS
+
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
+# Settings with a fixed set of values, shown in --help and checked by argparse.
+COMMON_CHOICES = {"task": TASKS, "distribute": DISTRIBUTIONS, "precision": PRECISIONS, "pooling": POOLINGS,
+                  "method": ADAPTATION_METHODS, "export": FUSIONS}
+
+
+def boolean(text):
+    """`true`/`false` (also `1`/`0`, `yes`/`no`) as a bool."""
+    if str(text).lower() not in TRUE + FALSE:
+        raise argparse.ArgumentTypeError(f"expected true or false, received {text!r}")
+    return str(text).lower() in TRUE
+
+
+class _BooleanFlag(argparse.Action):
+    # argparse's BooleanOptionalAction takes no value; this one also takes
+    # `--flag false`, the form earlier versions of the recipes documented.
+    def __init__(self, option_strings, dest, default=None, help=None, **unused):
+        negative = ["--no-" + option[2:] for option in option_strings]
+        super().__init__(option_strings + negative, dest, nargs="?", default=default, help=help, metavar="true|false")
+
+    def __call__(self, parser, namespace, value, option):
+        if option.startswith("--no-"):
+            if value is not None:
+                parser.error(f"{option} takes no value, received {value!r}")
+            setattr(namespace, self.dest, False)
+        else:
+            try:
+                setattr(namespace, self.dest, True if value is None else boolean(value))
+            except argparse.ArgumentTypeError as error:
+                parser.error(f"argument {option}: {error}")
+
+
+def field_docs(config_type):
+    """`{field: its Args: entry}` from a dataclass's docstring (an entry may
+    name several fields: `export_dir, model_name: ...`)."""
+    docs, names, in_args = {}, [], False
+    for line in (inspect.getdoc(config_type) or "").splitlines():
+        if line.strip() == "Args:":
+            in_args = True
+        elif in_args and line and not line.startswith(" "):
+            break
+        elif in_args and (match := re.match(r"^    ([\w, ]+): (.*)$", line)):
+            names = [name.strip() for name in match.group(1).split(",")]
+            docs.update({name: match.group(2) for name in names})
+        elif in_args and line.startswith("        ") and line.strip():
+            docs.update({name: docs[name] + " " + line.strip() for name in names})
+    return docs
+
+
+def _fields(config_types):
+    """The fields that become flags: all but nested configs (`training`)."""
+    return {f.name: f for kind in config_types for f in dataclasses.fields(kind)
+            if not dataclasses.is_dataclass(f.default_factory)}
+
+
+def _field_kind(field):
+    kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "bool": bool}.get(field.type, str)
+    return kind if kind in (int, float, bool) else str
+
+
+def _convert(value, kind, where):
+    """A YAML value as the field's type; names `where` if it does not fit."""
+    try:
+        if kind is bool:
+            return value if isinstance(value, bool) else boolean(value)
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return value if value is None else str(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise ValueError(f"{where} must be {'an integer' if kind is int else 'a ' + kind.__name__}, "
+                         f"received {value!r}.") from None
+
+
+def _default(field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return None
+
+
+def add_config_flags(parser, config_types, defaults=None, help=None, choices=None):
+    """Adds `--config`, `--debug` and a flag for every field of
+    `config_types` to `parser`; each flag's help is the field's docstring
+    entry, its default (`defaults` over the dataclass's) and its choices.
+
+    Example:
+    >>> add_config_flags(parser, [TextClassificationConfig, TrainingConfig])
+    """
+    fields = _fields(config_types)
+    docs = {name: text for kind in config_types for name, text in field_docs(kind).items()}
+    defaults, choices = dict(defaults or {}), {**COMMON_CHOICES, **(choices or {})}
+    parser.add_argument("--config", help="YAML file of settings (the flags' names with underscores); flags override it")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    for name, field in fields.items():
+        kind = _field_kind(field)
+        text = (help or {}).get(name) or docs.get(name) or name.replace("_", " ")
+        default = defaults.get(name, _default(field))
+        if field.default is dataclasses.MISSING and name not in defaults:
+            text += " (required)"
+        elif default not in (None, ""):
+            text += f" (default: {default})"
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, action=_BooleanFlag, default=None, help=text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=text, choices=choices.get(name),
+                                metavar=None if name in choices else name.upper())
+    return parser
+
+
+def settings_from(args, config_types, defaults=None, choices=None):
+    """The settings dict from parsed `args`: `defaults`, then the `--config`
+    YAML (converted to the fields' types), then the flags given. A required
+    field left unset is an error naming its flag."""
+    fields = _fields(config_types)
+    choices = {**COMMON_CHOICES, **(choices or {})}
+    settings = dict(defaults or {})
+    if args.config:
+        path = pathlib.Path(args.config)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ValueError(f"{path}: cannot read the settings: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of settings, received {type(loaded).__name__}.")
+        unknown = sorted(set(loaded) - set(fields))
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(fields)}")
+        for name, value in loaded.items():
+            value = _convert(value, _field_kind(fields[name]), f"{path}: {name}")
+            if name in choices and value not in choices[name]:
+                raise ValueError(f"{path}: {name} must be one of {list(choices[name])}, received {value!r}.")
+            settings[name] = value
+    settings.update({k: v for k, v in vars(args).items() if v is not None and k in fields})
+    return settings
+
+
+def check_required(settings, config_types):
+    """Raises `ValueError` naming the flags of required fields (no default)
+    that `settings` leaves unset."""
+    missing = [name for name, field in _fields(config_types).items() if field.default is dataclasses.MISSING
+               and field.default_factory is dataclasses.MISSING and settings.get(name) is None]
+    if missing:
+        raise ValueError(f"missing required setting(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")
+
+
+def parse_flags(description, config_types, argv=None, defaults=None, help=None, choices=None, prog=None):
+    """Returns the settings dict for `config_types` from defaults, `--config`
+    YAML and flags, in that order of precedence (lowest first). Required
+    fields may still be unset (see `check_required`).
+
+    Args:
+        description: the command's `--help` text.
+        config_types: the config dataclasses whose fields become flags.
+        argv: the arguments (`sys.argv[1:]` if `None`).
+        defaults: the recipe's own defaults, over the dataclasses'.
+        help: `{field: text}` replacing the docstring's help.
+        choices: `{field: allowed values}`, checked and shown in `--help`.
+        prog: the command's name in usage lines.
+
+    Example:
+    >>> settings = parse_flags(__doc__, [TextClassificationConfig, TrainingConfig],
+    ...                        ["--epochs", "3"])
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser, config_types, defaults, help, choices)
+    return settings_from(parser.parse_args(argv), config_types, defaults, choices)
+
+
+def build(config_type, settings, **extra):
+    """Makes a `config_type` from the settings it has fields for; a required
+    one left unset is an error naming its flag."""
+    check_required(settings, [config_type])
+    names = {f.name for f in dataclasses.fields(config_type)}
+    return config_type(**{k: v for k, v in settings.items() if k in names}, **extra)
+
+
+def main_with_error_line(main, argv=None):
+    """Runs `main(argv)` and returns its exit status; an exception ends it
+    with one `error: ...` line on stderr and status 2 (1 for an unexpected
+    kind of error), unless `--debug` is among the arguments, which shows the
+    traceback.
+
+    Example:
+    >>> sys.exit(main_with_error_line(main))
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        return main([arg for arg in argv if arg != "--debug"]) or 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001  (the one place errors become a line)
+        if debug:
+            traceback.print_exc()
+        expected = isinstance(error, (ValueError, OSError, LookupError, RuntimeError))
+        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        if not expected:
+            message = f"{type(error).__name__}: {message}"
+        print(f"error: {message.strip().splitlines()[0] if message.strip() else type(error).__name__}"
+              f"{'' if expected or debug else ' (run with --debug for the traceback)'}",
+              file=sys.stderr)
+        return 2 if expected else 1

@@ -1,0 +1,124 @@
+"""The `tl-keras` command: the workflows (`train-text`, `train-image`,
+`recommend`, `adapt`, `fuse`, `pretrain`), `predict` against TF Serving,
+`serve-local`, and `convert-efficientnet-lite`.
+
+    tl-keras train-text --train reviews.csv --text-column review --label-column stars --export-dir exports
+
+    tl-keras serve-local exports            # gRPC :8500, REST :8501 (a stand-in, not production)
+    tl-keras predict --model reviews "great phone" "broke in a week"
+    tl-keras predict --rest localhost:8501 --model reviews --version 2 "great phone"
+    tl-keras predict --model products --images shoe.jpg bag.png
+    tl-keras convert-efficientnet-lite efficientnet-lite0.pth presets/efficientnet_lite0
+"""
+
+import argparse
+import json
+import pathlib
+import signal
+import sys
+import threading
+
+import tl_keras  # noqa: F401  (selects the TensorFlow backend first; imports no TensorFlow)
+from tl_keras.cli.flags import main_with_error_line
+from tl_keras.cli.workflows import COMMANDS
+
+
+def _predict(args):
+    from tl_keras.serving.clients import GrpcClient, RestClient
+
+    options = dict(signature=args.signature, version=args.version, version_label=args.version_label,
+                   timeout=args.timeout)
+    client = RestClient(args.rest, args.model, **options) if args.rest else GrpcClient(args.address, args.model, **options)
+    if args.images:
+        try:
+            values = [pathlib.Path(path).read_bytes() for path in args.texts]
+        except OSError as error:
+            raise OSError(error.errno, f"cannot read {error.filename}: {error.strerror}") from None
+        outputs = client.predict(values, input_name="image_bytes")
+    else:
+        outputs = client.predict(args.texts)
+    for i, text in enumerate(args.texts):
+        row = {name: value[i].tolist() if hasattr(value[i], "tolist") else value[i] for name, value in outputs.items()}
+        print(json.dumps({"image" if args.images else "text": text, **row}))
+    return 0
+
+
+def _serve_local(args):
+    from tl_keras.serving.local_server import LocalServer, RequestLimits
+
+    limits = RequestLimits(max_bytes=args.max_request_bytes, max_tensor_bytes=args.max_tensor_bytes,
+                           max_rows=args.max_rows, read_timeout=args.read_timeout)
+    server = LocalServer(args.model_base_path, grpc_port=args.grpc_port, rest_port=args.rest_port, host=args.host,
+                         limits=limits)
+    server.start()
+    print(f"serving {args.model_base_path} (local stand-in for TF Serving, not for production): "
+          f"gRPC {args.host}:{server.grpc_port}, REST http://{args.host}:{server.rest_port}", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    return 0
+
+
+def _convert_efficientnet_lite(args):
+    from tl_keras.models.efficientnet_lite import convert_efficientnet_lite
+
+    print(f"wrote KerasHub preset {convert_efficientnet_lite(args.checkpoint, args.output, args.image_size)}")
+    return 0
+
+
+def main(argv=None):
+    """Runs a `tl-keras` subcommand; an error ends it with one `error: ...`
+    line and exit status 2 (`--debug` shows the traceback)."""
+    return main_with_error_line(_main, argv)
+
+
+def _main(argv):
+    parser = argparse.ArgumentParser(prog="tl-keras", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for workflow in COMMANDS:
+        workflow.add_parser(commands)
+    defaults_shown = argparse.ArgumentDefaultsHelpFormatter
+    predict = commands.add_parser("predict", help="query a TF Serving model with texts or image files",
+                                  formatter_class=defaults_shown)
+    predict.add_argument("texts", nargs="+", help="texts, or image files with --images")
+    predict.add_argument("--images", action="store_true", help="send the files' bytes as `image_bytes`")
+    predict.add_argument("--model", required=True, help="model name on the server")
+    predict.add_argument("--address", default="localhost:8500", help="gRPC host:port")
+    predict.add_argument("--rest", help="use REST at this host:port instead of gRPC")
+    predict.add_argument("--signature", default="serving_default", help="the signature to call")
+    predict.add_argument("--version", type=int, help="a model version (default: the newest)")
+    predict.add_argument("--version-label", help="a version label such as 'stable'")
+    predict.add_argument("--timeout", type=float, default=10.0, help="seconds a call may take")
+    predict.set_defaults(run=_predict)
+    serve = commands.add_parser("serve-local", help="serve an export folder without Docker (dev stand-in)",
+                                formatter_class=defaults_shown)
+    serve.add_argument("model_base_path", help="the TF Serving base folder, <name>/<version>/ inside")
+    serve.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (0 picks a free one)")
+    serve.add_argument("--rest-port", type=int, default=8501, help="REST port (0 picks a free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to bind (loopback by default)")
+    serve.add_argument("--max-request-bytes", type=int, default=4 * 1024 * 1024,
+                       help="largest REST body or gRPC message")
+    serve.add_argument("--max-tensor-bytes", type=int, default=64 * 1024 * 1024,
+                       help="largest size a request's tensors may declare")
+    serve.add_argument("--max-rows", type=int, default=1024, help="most rows an input may have")
+    serve.add_argument("--read-timeout", type=float, default=10.0,
+                       help="seconds a REST client may take to send its request")
+    serve.set_defaults(run=_serve_local)
+    convert = commands.add_parser("convert-efficientnet-lite", formatter_class=defaults_shown,
+                                  help="EfficientNet-PyTorch Lite0 .pth to a KerasHub preset folder, without torch")
+    convert.add_argument("checkpoint", help="the .pth file")
+    convert.add_argument("output", help="the preset folder to create")
+    convert.add_argument("--image-size", type=int, default=224, help="the image converter's square size")
+    convert.set_defaults(run=_convert_efficientnet_lite)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

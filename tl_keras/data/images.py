@@ -1,0 +1,222 @@
+"""Reading labelled images, decoding them once, and feeding them to Keras.
+
+Sources: a folder per class (`keras.utils.image_dataset_from_directory`
+conventions), a CSV of `path,label`, or numpy arrays. Every image is decoded
+and resized once by `decode_and_resize`, the same TensorFlow ops the exported
+SavedModel runs on request bytes, so served and offline predictions match. A
+corrupt image, a wrong channel count or an empty class folder raises
+`DataError` naming the file; with `skip_bad_images=True` bad files are left
+out and counted instead.
+"""
+
+import dataclasses
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_keras.core.progress import progress_bar
+from tl_keras.data.texts import DataError, LabelledTexts, csv_records
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+AUGMENTATIONS = ("flip", "rotation", "zoom", "contrast", "randaugment")
+
+
+def decode_and_resize(encoded, image_size):
+    """Decodes JPEG/PNG/BMP/GIF bytes (3 channels) and resizes them
+    (bilinear) to `image_size`, as uint8 `[h, w, 3]`. Used both offline and
+    inside the serving graph."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image = tf.image.resize(image, image_size, method="bilinear")
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+@dataclasses.dataclass
+class ImageArray:
+    """Decoded images, uint8 `[N, h, w, 3]`, for training and prediction.
+
+    Args:
+        pixels: the images.
+        augmentation: a `keras.Sequential` of preprocessing layers applied
+            to training batches only (see `build_augmentation`), or `None`.
+    """
+
+    pixels: np.ndarray
+    augmentation: object = None
+
+    def __post_init__(self):
+        if self.pixels.ndim != 4 or self.pixels.shape[-1] != 3:
+            raise DataError(f"Images must be an array [N, height, width, 3], received shape {self.pixels.shape}.")
+
+    def __len__(self):
+        return len(self.pixels)
+
+    @property
+    def arrays(self):
+        return {"images": self.pixels}
+
+    @property
+    def cacheable(self):
+        """Frozen-backbone features can be cached only without augmentation
+        (each epoch would see other pixels)."""
+        return self.augmentation is None
+
+    def take(self, indices):
+        return ImageArray(self.pixels[indices], self.augmentation)
+
+    def dataset(self, targets=None, batch_size=32, shuffle=False, seed=None, training=False):
+        """The images (float32 0-255) and targets as a `tf.data` pipeline;
+        augmentation runs on training batches only."""
+        rows = (self.pixels,) if targets is None else (self.pixels, targets)
+        dataset = tf.data.Dataset.from_tensor_slices(rows)
+        if shuffle:
+            dataset = dataset.shuffle(len(self.pixels), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
+        augmentation = self.augmentation if training else None
+
+        def prepare(images, *rest):
+            images = tf.cast(images, tf.float32)
+            if augmentation is not None:
+                images = augmentation(images, training=True)
+            return (images, *rest) if rest else images
+
+        return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def predict(self, model, batch_size=32, verbose=0, description="predicting"):
+        """`model`'s outputs (inference mode) for the images, in order."""
+        progress = progress_bar(len(self), description, "image", verbose)
+        spec = tf.TensorSpec([None, *self.pixels.shape[1:]], tf.float32)
+        run = tf.function(lambda images: model(images, training=False), input_signature=[spec])
+        outputs = []
+        for batch in self.dataset(batch_size=batch_size):
+            outputs.append(run(batch).numpy())
+            progress.add(len(outputs[-1]))
+        return np.concatenate(outputs)
+
+
+def build_augmentation(names, seed=None):
+    """A `keras.Sequential` of augmentation layers from comma-separated
+    `names` (`flip`, `rotation`, `zoom`, `contrast`, `randaugment`), or
+    `None` for `"none"` or `""`. Layers act only when called with
+    `training=True`.
+
+    Example:
+    >>> augmentation = build_augmentation("flip,rotation,zoom,contrast")
+    """
+    names = [name.strip() for name in str(names or "").split(",") if name.strip() and name.strip() != "none"]
+    unknown = [name for name in names if name not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"Unknown augmentation {unknown!r} in {names!r}; choose from {AUGMENTATIONS} or 'none'.")
+    if not names:
+        return None
+    make = {
+        "flip": lambda: keras.layers.RandomFlip("horizontal", seed=seed),
+        "rotation": lambda: keras.layers.RandomRotation(0.05, seed=seed),
+        "zoom": lambda: keras.layers.RandomZoom(0.1, seed=seed),
+        "contrast": lambda: keras.layers.RandomContrast(0.2, seed=seed),
+        "randaugment": lambda: keras.layers.RandAugment(value_range=(0, 255), seed=seed),
+    }
+    return keras.Sequential([make[name]() for name in names], name="augmentation")
+
+
+def read_image_folder(directory):
+    """Reads a folder holding one sub-folder of images per class (the
+    sub-folder's name is the label), in sorted order.
+
+    Returns:
+        A `LabelledTexts` whose `texts` are image paths.
+
+    Example:
+    >>> rows = read_image_folder("photos")   # photos/shoes/1.jpg, photos/bags/7.png
+    """
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"No such image folder: {directory}")
+    classes = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{directory}: no class sub-folders; expected {directory}/<label>/<image>.")
+    paths, labels = [], []
+    for folder in classes:
+        # Files of other types stay in, so `load_images` names (or, with
+        # `skip_bad_images`, counts) them instead of leaving them out unseen.
+        images = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not images:
+            raise DataError(f"{folder}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files).")
+        paths += [str(p) for p in images]
+        labels += [folder.name] * len(images)
+    return LabelledTexts(paths, labels, list(paths))
+
+
+def read_image_csv(path):
+    """Reads a CSV with `path,label` columns; relative paths are taken from
+    the CSV's folder.
+
+    Example:
+    >>> rows = read_image_csv("labels.csv")
+    """
+    path = pathlib.Path(path)
+    paths, labels, origins = [], [], []
+    for origin, record in csv_records(path, ["path", "label"]):
+        if not (record["path"] or "").strip() or not (record["label"] or "").strip():
+            raise DataError(f"{origin}: empty path or label: {record!r}.")
+        paths.append(str(path.parent / record["path"].strip()))
+        labels.append(record["label"].strip())
+        origins.append(origin)
+    if not paths:
+        raise DataError(f"{path}: no rows.")
+    return LabelledTexts(paths, labels, origins)
+
+
+def read_labelled_images(source):
+    """A folder per class, or a `.csv` of `path,label`."""
+    return read_image_csv(source) if str(source).lower().endswith(".csv") else read_image_folder(source)
+
+
+def _check_channels(encoded, origin):
+    # decode_image(channels=3) would silently convert grey or RGBA images;
+    # the rule is three channels, so look at what the file holds first.
+    channels = int(tf.io.decode_image(encoded, expand_animations=False).shape[-1])
+    if channels != 3:
+        raise DataError(f"{origin}: the image has {channels} channel(s); expected 3 (RGB). Convert it to RGB.")
+
+
+def load_images(rows, image_size, skip_bad_images=False, verbose=1):
+    """Decodes and resizes every image of `rows` (from `read_labelled_images`).
+
+    Args:
+        rows: a `LabelledTexts` of image paths.
+        image_size: `(height, width)`.
+        skip_bad_images: leave out unreadable, corrupt or non-RGB images
+            (counted in the result) instead of raising `DataError`.
+        verbose: a progress bar (1) or none (0).
+
+    Returns:
+        `(pixels, rows, skipped)`: uint8 `[N, h, w, 3]`, the rows kept and
+        a list of `(origin, reason)` for the images left out.
+    """
+    pixels, kept, skipped = [], [], []
+    progress = progress_bar(len(rows), "decoding and resizing", "image", verbose)
+    for index, (path, origin) in enumerate(zip(rows.texts, rows.origins)):
+        try:
+            if pathlib.Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
+                raise DataError(f"{origin}: unsupported image type {pathlib.Path(path).suffix!r} "
+                                f"(expected {', '.join(IMAGE_EXTENSIONS)}).")
+            try:
+                encoded = tf.constant(pathlib.Path(path).read_bytes())
+            except OSError as error:
+                raise DataError(f"{origin}: cannot read {path}: {error.strerror}.") from None
+            try:
+                _check_channels(encoded, origin if origin == path else f"{origin} ({path})")
+                pixels.append(decode_and_resize(encoded, image_size).numpy())
+            except tf.errors.InvalidArgumentError:
+                raise DataError(f"{origin}: {path} is not a readable JPEG, PNG, BMP or GIF image.") from None
+            kept.append(index)
+        except DataError as error:
+            if not skip_bad_images:
+                raise
+            skipped.append((origin, str(error)))
+        progress.add(1)
+    if not kept:
+        raise DataError(f"No readable images among {len(rows)} rows.")
+    return np.stack(pixels), rows.subset(kept), skipped

@@ -1,0 +1,81 @@
+"""SavedModel export of an image classifier for TF Serving.
+
+Signatures:
+- `serving_default`: `image_bytes` (DT_STRING, [-1]: encoded JPEG, PNG, BMP
+  or GIF) to `probabilities` [-1, C], `label_id` (int64 [-1]) and `label`
+  (DT_STRING [-1]); decoding and resizing run inside the graph with the
+  same ops as `tl_keras.data.images.decode_and_resize`.
+- `serve_pixels`: `pixels` (uint8 [-1, H, W, 3], already resized) to the
+  same outputs.
+
+Augmentation is never part of the graph: it lives in the training input
+pipeline, not in the model.
+"""
+
+import tensorflow as tf
+
+from tl_keras.data.images import decode_and_resize
+from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+from tl_keras.export.text import labelled_outputs
+
+
+class ImageServingModule(tf.Module):
+    """The serving graph: decode, resize, model and label lookup.
+
+    Args:
+        model: the trained image model (float32 pixels 0-255 in).
+        vocabulary: the `LabelVocabulary` stored in the graph.
+        image_size: `(height, width)` the model was trained at.
+    """
+
+    def __init__(self, model, vocabulary, image_size):
+        super().__init__(name="image_serving")
+        self.model_variables = raw_variables(model)
+        self._model = Untracked(model)
+        self.task = vocabulary.task
+        self.class_names = tf.constant(list(vocabulary.names) or [""], tf.string)
+        self.image_size = tuple(image_size)
+        self.serve_bytes = tf.function(
+            self._serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        self.serve_pixels = tf.function(
+            self._serve_pixels, input_signature=[tf.TensorSpec([None, *self.image_size, 3], tf.uint8, name="pixels")])
+
+    def _serve_pixels(self, pixels):
+        outputs = self._model.value(tf.cast(pixels, tf.float32), training=False)
+        return labelled_outputs(outputs, self.task, self.class_names)
+
+    def _serve_bytes(self, image_bytes):
+        pixels = tf.map_fn(lambda encoded: decode_and_resize(encoded, self.image_size), image_bytes,
+                           fn_output_signature=tf.TensorSpec([*self.image_size, 3], tf.uint8))
+        return self._serve_pixels(pixels)
+
+
+def export_image_model(model, vocabulary, image_size, export_dir, model_name, version=None, warmup_images=(),
+                       card=None):
+    """Exports a trained image model as a TF Serving SavedModel, atomically.
+
+    Args:
+        model: the trained image model.
+        vocabulary: the `LabelVocabulary` of the training data.
+        image_size: `(height, width)` the model was trained at.
+        export_dir: the base folder TF Serving watches.
+        model_name: the model's folder name under `export_dir`.
+        version: an integer version; the next free one if `None`.
+        warmup_images: a few encoded images (bytes) for warm-up requests.
+        card: extra JSON-ready facts for `model_card.json`.
+
+    Returns:
+        The version folder, a `pathlib.Path`.
+
+    Example:
+    >>> export_image_model(model, vocabulary, (224, 224), "exports", "products",
+    ...                    warmup_images=[open("shoe.jpg", "rb").read()])
+    PosixPath('exports/products/1')
+    """
+    module = ImageServingModule(model, vocabulary, image_size)
+    card = {"task": vocabulary.task, "labels": list(vocabulary.names), "image_size": list(image_size),
+            "parameters": int(model.count_params()), **(card or {})}
+    return export_module(
+        module, {"serving_default": module.serve_bytes, "serve_pixels": module.serve_pixels},
+        export_dir, model_name, version,
+        warmup_requests=[{"image_bytes": [encoded]} for encoded in warmup_images], card=card)

@@ -1,0 +1,124 @@
+"""The text SavedModel: raw text in, labels out.
+
+Signatures:
+- `serving_default`: `text` (DT_STRING, [-1]) to `probabilities` [-1, C],
+  `label_id` (int64, [-1]) and `label` (DT_STRING, [-1]); for regression
+  `prediction` [-1]; for multi-label, `label` joins the names over 0.5
+  with commas.
+- `serve_tokens`: the backbone's token inputs (int32 [-1, -1] each) to the
+  same outputs, for clients that tokenise themselves.
+"""
+
+import tensorflow as tf
+
+from tl_keras.data.texts import MULTILABEL_SEPARATOR, MULTILABEL_THRESHOLD
+from tl_keras.data.tokens import trim_to_bucket
+from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+
+
+def labelled_outputs(outputs, task, class_names):
+    """A classifier's serving outputs: `probabilities`, `label_id` and
+    `label` (multi-label: names over the threshold joined by commas;
+    regression: `prediction`)."""
+    if task == "regression":
+        return {"prediction": outputs[:, 0]}
+    if task == "multilabel":
+        chosen = tf.ragged.boolean_mask(
+            tf.broadcast_to(class_names, tf.shape(outputs)), outputs >= MULTILABEL_THRESHOLD
+        )
+        return {
+            "probabilities": outputs,
+            "label": tf.strings.reduce_join(chosen, axis=1, separator=MULTILABEL_SEPARATOR),
+        }
+    label_id = tf.argmax(outputs, axis=1)
+    return {"probabilities": outputs, "label_id": label_id, "label": tf.gather(class_names, label_id)}
+
+
+class TextServingModule(tf.Module):
+    """The serving graph: tokeniser, optional trim, model and label lookup.
+
+    Args:
+        model: the trained text model (token inputs).
+        preprocessor: the backbone's `TextClassifierPreprocessor`.
+        vocabulary: the `LabelVocabulary` stored in the graph.
+        trim: cut each request's token tensors to its longest real text,
+            rounded up to a bucket boundary, before the backbone runs.
+    """
+
+    def __init__(self, model, preprocessor, vocabulary, trim=True):
+        super().__init__(name="text_serving")
+        self.model_variables = raw_variables(model)
+        self._model = Untracked(model)
+        self.preprocessor = preprocessor
+        self.task = vocabulary.task
+        self.class_names = tf.constant(list(vocabulary.names) or [""], tf.string)
+        self.sequence_length = preprocessor.sequence_length
+        self.trim = trim
+        token_specs = {
+            name: tf.TensorSpec([None, None], tf.int32, name=name) for name in model.input
+        }
+        self.serve_text = tf.function(
+            self._serve_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
+        )
+        self.serve_tokens = tf.function(self._serve_tokens, input_signature=[token_specs])
+
+    def _outputs(self, inputs):
+        if self.trim:
+            inputs = trim_to_bucket(inputs, self.sequence_length)
+        return labelled_outputs(self._model.value(inputs, training=False), self.task, self.class_names)
+
+    def _serve_text(self, text):
+        inputs = self.preprocessor(text)
+        return self._outputs({name: tf.cast(inputs[name], tf.int32) for name in self._model.value.input})
+
+    def _serve_tokens(self, tokens):
+        return self._outputs(tokens)
+
+
+def export_text_model(
+    model,
+    preprocessor,
+    vocabulary,
+    export_dir,
+    model_name,
+    version=None,
+    warmup_texts=(),
+    card=None,
+    trim=True,
+):
+    """Exports a trained text model as a TF Serving SavedModel, atomically.
+
+    Args:
+        model: the trained text model (LoRA already merged).
+        preprocessor: the backbone's preprocessor; it runs inside the graph.
+        vocabulary: the `LabelVocabulary` of the training data.
+        export_dir: the base folder TF Serving watches.
+        model_name: the model's folder name under `export_dir`.
+        version: an integer version; the next free one if `None`.
+        warmup_texts: a few real texts for the warm-up requests.
+        card: extra JSON-ready facts for `model_card.json` (backbone,
+            strategy, metrics, ...).
+        trim: trim padding inside the graph (see `TextServingModule`).
+
+    Returns:
+        The version folder, a `pathlib.Path`.
+
+    Example:
+    >>> export_text_model(model, preprocessor, vocabulary, "exports",
+    ...                   "reviews", warmup_texts=["great phone"])
+    PosixPath('exports/reviews/1')
+    """
+    module = TextServingModule(model, preprocessor, vocabulary, trim=trim)
+    card = {
+        "task": vocabulary.task,
+        "labels": list(vocabulary.names),
+        "parameters": int(model.count_params()),
+        **(card or {}),
+    }
+    return export_module(
+        module,
+        {"serving_default": module.serve_text, "serve_tokens": module.serve_tokens},
+        export_dir, model_name, version,
+        warmup_requests=[{"text": [text]} for text in warmup_texts],
+        card=card,
+    )

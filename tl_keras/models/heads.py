@@ -1,0 +1,177 @@
+"""Pooling, trainable heads, and the backbone-plus-head functional model."""
+
+import keras
+from keras import ops
+
+from tl_keras.core.choices import POOLINGS
+
+
+class SequencePooling(keras.layers.Layer):
+    """Base of the poolings that read `sequence_output` (not a pooler)."""
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class MaskedMeanPooling(SequencePooling):
+    """Averages `sequence_output` over the real (unpadded) tokens.
+
+    Example:
+    >>> pooled = MaskedMeanPooling()(sequence_output, padding_mask)
+    """
+
+    def call(self, sequence_output, padding_mask):
+        mask = ops.cast(padding_mask, sequence_output.dtype)[:, :, None]
+        total = ops.sum(sequence_output * mask, axis=1)
+        count = ops.maximum(ops.sum(mask, axis=1), 1.0)
+        return total / count
+
+    def compute_output_shape(self, sequence_output_shape, padding_mask_shape):
+        return (sequence_output_shape[0], sequence_output_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class FirstTokenPooling(SequencePooling):
+    """Takes the first (`[CLS]`/`<s>`) token of `sequence_output`."""
+
+    def call(self, sequence_output):
+        return sequence_output[:, 0, :]
+
+    def compute_output_shape(self, sequence_output_shape):
+        return (sequence_output_shape[0], sequence_output_shape[2])
+
+
+def pool(backbone_outputs, padding_mask, pooling):
+    """Pools backbone outputs to one vector a text.
+
+    Args:
+        backbone_outputs: the backbone's output, a dict with
+            `sequence_output` (and `pooled_output` for BERT) or a tensor.
+        padding_mask: the `padding_mask` input of the backbone.
+        pooling: `"mean"`, `"cls"` or `"pooled"`.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"`pooling` must be one of {POOLINGS}, received {pooling!r}.")
+    if isinstance(backbone_outputs, dict):
+        sequence_output = backbone_outputs["sequence_output"]
+    else:
+        sequence_output = backbone_outputs
+    if pooling == "mean":
+        return MaskedMeanPooling(name="mean_pooling")(sequence_output, padding_mask)
+    if pooling == "cls":
+        return FirstTokenPooling(name="cls_pooling")(sequence_output)
+    if not isinstance(backbone_outputs, dict) or "pooled_output" not in backbone_outputs:
+        raise ValueError(
+            "pooling='pooled' needs a backbone with a `pooled_output` (such as "
+            "BERT); use 'mean' or 'cls' for this backbone."
+        )
+    return backbone_outputs["pooled_output"]
+
+
+def build_head(feature_dim, num_outputs, task, hidden_dim=0, dropout=0.1):
+    """Builds the trainable head: features in, predictions out.
+
+    The head ends in the task's activation (softmax for classification,
+    sigmoid for multi-label, none for regression) and always computes its
+    output in float32, also under mixed precision.
+
+    Args:
+        feature_dim: the width of the pooled features.
+        num_outputs: classes, or 1 for regression.
+        task: `"classification"`, `"multilabel"` or `"regression"`.
+        hidden_dim: width of an optional hidden layer; 0 for none.
+        dropout: dropout rate before each dense layer.
+
+    Example:
+    >>> head = build_head(384, num_outputs=2, task="classification")
+    """
+    activations = {"classification": "softmax", "multilabel": "sigmoid", "regression": None}
+    if task not in activations:
+        raise ValueError(f"`task` must be one of {tuple(activations)}, received {task!r}.")
+    if num_outputs < 1:
+        raise ValueError(f"`num_outputs` must be >= 1, received {num_outputs!r}.")
+    features = keras.Input(shape=(feature_dim,), name="features")
+    x = features
+    if hidden_dim:
+        x = keras.layers.Dropout(dropout, name="head_dropout_hidden")(x)
+        x = keras.layers.Dense(hidden_dim, activation="gelu", name="head_hidden")(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(
+        num_outputs, activation=activations[task], dtype="float32", name="head_output"
+    )(x)
+    return keras.Model(features, outputs, name="head")
+
+
+def build_encoder(backbone, pooling):
+    """Builds the encoder: the backbone's token inputs to one pooled vector a
+    text, as a functional `keras.Model` named `"encoder"`.
+
+    Example:
+    >>> encoder = build_encoder(backbone, pooling="mean")
+    """
+    inputs = {
+        name: keras.Input(shape=(None,), dtype="int32", name=name)
+        for name in backbone.input
+    }
+    features = pool(backbone(inputs), inputs["padding_mask"], pooling)
+    return keras.Model(inputs, features, name="encoder")
+
+
+def reads_sequence_output_only(encoder):
+    """True if the encoder pools `sequence_output` itself, so the backbone's
+    own pooler (if any) does not reach the head."""
+    return any(isinstance(layer, SequencePooling) for layer in encoder.layers)
+
+
+def build_text_model(encoder, head):
+    """Chains encoder and head into one functional `keras.Model`.
+
+    The model takes the backbone's token inputs (`token_ids`, `padding_mask`,
+    and `segment_ids` where the family has them), as produced by the
+    backbone's preprocessor, so it trains with plain `model.fit` on a
+    `tf.data.Dataset` of `(token_dict, target)`. Its layers are the encoder
+    and the head, reachable as `model.get_layer("encoder")` and
+    `model.get_layer("head")`.
+
+    Example:
+    >>> model = build_text_model(build_encoder(backbone, "mean"),
+    ...                          build_head(384, 2, "classification"))
+    """
+    inputs = {
+        name: keras.Input(shape=(None,), dtype="int32", name=name)
+        for name in encoder.input
+    }
+    return keras.Model(inputs, head(encoder(inputs)), name="text_model")
+
+
+def build_image_encoder(backbone, image_size, scale=None, offset=None):
+    """Builds the image encoder: float32 pixels (0-255) `[h, w, 3]` to one
+    pooled vector an image, as a functional `keras.Model` named `"encoder"`.
+    `scale` and `offset` (the preset image converter's, per channel) map
+    pixels to the backbone's input range. Feature maps (CNNs) are averaged
+    over space, token sequences (ViT) over tokens.
+
+    Example:
+    >>> encoder = build_image_encoder(backbone, (224, 224), 1 / 255.0)
+    """
+    inputs = keras.Input(shape=(*image_size, 3), dtype="float32", name="images")
+    pixels = inputs
+    if scale is not None or offset is not None:
+        pixels = keras.layers.Rescaling(1.0 if scale is None else scale, 0.0 if offset is None else offset,
+                                        name="pixel_scaling")(pixels)
+    outputs = backbone(pixels)
+    if len(outputs.shape) == 4:
+        features = keras.layers.GlobalAveragePooling2D(name="average_pooling")(outputs)
+    else:
+        features = keras.layers.GlobalAveragePooling1D(name="average_pooling")(outputs)
+    return keras.Model(inputs, features, name="encoder")
+
+
+def build_image_model(encoder, head):
+    """Chains an image encoder and head into one functional `keras.Model`
+    taking float32 pixels (0-255), with layers `"encoder"` and `"head"`.
+
+    Example:
+    >>> model = build_image_model(build_image_encoder(backbone, (224, 224)),
+    ...                           build_head(1280, 5, "classification"))
+    """
+    inputs = keras.Input(shape=encoder.input.shape[1:], dtype="float32", name="images")
+    return keras.Model(inputs, head(encoder(inputs)), name="image_model")

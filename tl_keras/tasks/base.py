@@ -1,0 +1,184 @@
+"""What every tl_keras task shares: a preset folder that holds the whole
+fine-tuned task, and the training settings a `fit` call takes.
+
+A task preset is a KerasHub preset folder (the fine-tuned backbone's
+`config.json` and `model.weights.h5`, and the preprocessor's files, so any
+`--backbone` loads it) plus `tl_keras_task.json` (the task's class and
+settings) and the task's own weights (`head.weights.h5`, ...).
+
+Example:
+>>> classifier.save_to_preset("presets/reviews")
+>>> TextClassifier.from_preset("presets/reviews").predict_labels(["great phone"])
+"""
+
+import json
+import pathlib
+import shutil
+import uuid
+
+import keras
+import numpy as np
+
+from tl_keras.data.texts import MULTILABEL_SEPARATOR, MULTILABEL_THRESHOLD
+from tl_keras.evaluation.classification import evaluate_predictions, write_report
+from tl_keras.training.trainer import TrainingConfig, TrainingData, predict_through_cache, train
+
+TASK_FILE = "tl_keras_task.json"
+
+
+def read_task_config(preset, task_class):
+    """The task settings stored in a preset folder, or `None` if the folder
+    is a plain backbone preset. A preset of another task class is refused,
+    naming both."""
+    path = pathlib.Path(str(preset)) / TASK_FILE
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path}: not a readable task file ({error}).") from None
+    if config.get("class") != task_class.__name__:
+        raise ValueError(f"{preset} holds a {config.get('class')!r} task, not a {task_class.__name__!r}; load it "
+                         f"with tl_keras.{config.get('class')}.from_preset.")
+    return config
+
+
+def write_preset(folder, task, config, write_parts):
+    """Writes a task preset atomically: `write_parts(staging)` saves the
+    backbone, preprocessor and weights into a hidden staging folder, then
+    `tl_keras_task.json` is written and the folder renamed into place."""
+    folder = pathlib.Path(folder)
+    if folder.exists():
+        raise FileExistsError(f"{folder} already exists; choose a new folder for the preset.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir()
+        write_parts(staging)
+        (staging / TASK_FILE).write_text(json.dumps({"class": type(task).__name__, **config}, indent=2))
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+class TransferTask:
+    """The base of the task models (with `keras.Model`): `save_to_preset`
+    from two hooks a task defines, `task_config()` (JSON-ready settings)
+    and `write_preset_parts(folder)` (backbone, preprocessor, weights)."""
+
+    def save_to_preset(self, preset_dir):
+        """Saves the whole task (fine-tuned backbone, preprocessor, head,
+        labels, settings) as a preset folder, atomically; `from_preset`
+        of the same class loads it, and any `--backbone` takes it.
+
+        Example:
+        >>> task.save_to_preset("presets/reviews_v1")
+        """
+        return write_preset(preset_dir, self, self.task_config(), self.write_preset_parts)
+
+    def task_config(self):
+        raise NotImplementedError
+
+    def write_preset_parts(self, folder):
+        raise NotImplementedError
+
+
+class Classifier(TransferTask):
+    """The base of the classifiers (with `keras.Model`): `fit`, `predict`,
+    `predict_labels` and `evaluate_report` on raw inputs, which a classifier
+    turns into arrays with `transfer_inputs(x)` (`None` for what Keras' own
+    methods take). It needs the attributes `vocabulary`, `strategy` and
+    `feature_cache`, and `"encoder"` and `"head"` layers."""
+
+    def transfer_inputs(self, x, verbose=0):
+        raise NotImplementedError
+
+    def targets(self, labels, origins=None):
+        """Model targets for raw labels (strings; numbers for regression)."""
+        return self.vocabulary.encode([str(label) for label in labels], origins)
+
+    def fit(self, x=None, y=None, validation_data=None, epochs=3, batch_size=16, distribution=None, callbacks=(),
+            verbose=1, **settings):
+        """Trains with the classifier's transfer strategy on raw inputs
+        (texts, images: see `transfer_inputs`) and their labels; what
+        Keras' own `fit` takes (tensors, `tf.data` datasets) goes to it
+        unchanged.
+
+        Args:
+            x, y: raw inputs and labels (strings; numbers for regression).
+            validation_data: `(inputs, labels)` scored each epoch, or `None`.
+            epochs, batch_size: the strategy's main phase; the batch is
+                global (split across replicas).
+            distribution: a `tf.distribute.Strategy` (the current one if
+                `None`); build the classifier under its scope.
+            callbacks: Keras callbacks for every phase.
+            verbose: progress bars (1) or none (0).
+            **settings: other `TrainingConfig` fields (`head_learning_rate`,
+                `backbone_learning_rate`, `layer_decay`, `warmup_epochs`,
+                `seed`, `backup_dir`, ...).
+
+        Returns:
+            A `keras.callbacks.History`; its `history` has a `"phase"` list.
+        """
+        train_inputs = self.transfer_inputs(x, verbose)
+        if train_inputs is None:
+            return super().fit(x, y, validation_data=validation_data, epochs=epochs, batch_size=batch_size,
+                               callbacks=list(callbacks), verbose=verbose, **settings)
+        validation_inputs = validation_targets = None
+        if validation_data is not None:
+            validation_inputs, validation_targets = self.transfer_inputs(validation_data[0]), self.targets(validation_data[1])
+        data = TrainingData(train_inputs, self.targets(y), validation_inputs, validation_targets)
+        config = training_config(epochs, batch_size, {"verbose": verbose, **settings})
+        _, history = train(self, self.strategy, data, self.vocabulary.task, config, self.feature_cache,
+                           distribution, callbacks)
+        return history_of(history)
+
+    def predict(self, x, batch_size=64, verbose=0, **kwargs):
+        """Probabilities (classification, multilabel) or values
+        (regression, `[N, 1]`) for raw inputs; other inputs go to Keras'
+        own `predict`."""
+        inputs = self.transfer_inputs(x)
+        if inputs is None:
+            return super().predict(x, batch_size=batch_size, verbose=verbose, **kwargs)
+        return inputs.predict(self, batch_size, verbose)
+
+    def predict_labels(self, x, batch_size=64):
+        """The label of each input: a class name, the comma-joined names over
+        the threshold (multilabel), or a float (regression)."""
+        outputs = self.predict(x, batch_size)
+        names = np.asarray(self.vocabulary.names, dtype=object)
+        if self.vocabulary.task == "regression":
+            return outputs[:, 0].tolist()
+        if self.vocabulary.task == "multilabel":
+            return [MULTILABEL_SEPARATOR.join(names[row >= MULTILABEL_THRESHOLD]) for row in outputs]
+        return names[outputs.argmax(axis=1)].tolist()
+
+    def evaluate_report(self, x, y, out_dir=None, split="test", history=None, batch_size=64):
+        """Metrics of the classifier on inputs `x` with labels `y`, named by
+        `split`; with `out_dir`, writes `metrics.json`, the confusion matrix
+        and (given `history`) the learning curve there.
+
+        Returns:
+            The metrics dict (with `"split"`).
+        """
+        inputs = self.transfer_inputs(x)
+        outputs = predict_through_cache(self, inputs, self.feature_cache, batch_size)
+        metrics = {"split": split, **evaluate_predictions(outputs, self.targets(y), self.vocabulary)}
+        if out_dir is not None:
+            write_report(metrics, history or {}, out_dir)
+        return metrics
+
+
+def training_config(epochs, batch_size, settings):
+    """A `TrainingConfig` from a `fit` call's epochs, batch size and any
+    other `TrainingConfig` field given as a keyword."""
+    return TrainingConfig(epochs=epochs, batch_size=batch_size, **settings)
+
+
+def history_of(history):
+    """A Keras `History` holding a dict of per-epoch lists, as `fit` returns."""
+    callback = keras.callbacks.History()
+    callback.history = history
+    return callback

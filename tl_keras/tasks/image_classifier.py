@@ -1,0 +1,133 @@
+"""`ImageClassifier`: a pretrained image backbone with a trainable head, in
+KerasHub's style: `from_preset`, `fit` on image bytes, files or pixel
+arrays, `predict_labels`, `save_to_preset`, `export`.
+"""
+
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_keras.data.images import ImageArray, build_augmentation, decode_and_resize
+from tl_keras.data.texts import LabelVocabulary
+from tl_keras.export.image import export_image_model
+from tl_keras.models.backbones import load_image_backbone
+from tl_keras.models.heads import build_head, build_image_encoder
+from tl_keras.tasks.base import Classifier, read_task_config
+from tl_keras.transfer.feature_cache import FeatureCache
+from tl_keras.transfer.strategies import parse_strategy
+
+
+class ImageClassifier(Classifier, keras.Model):
+    """An image backbone, average pooling and a trainable head, as one Keras
+    model taking float32 pixels (0-255) `[N, h, w, 3]`.
+
+    `fit` and `predict` take encoded images (bytes), image file paths,
+    uint8 pixel arrays or `ImageArray`s, decoded and resized once with the
+    serving graph's ops; `augmentation` runs on training batches only.
+
+    Args:
+        backbone: a KerasHub image `Backbone`.
+        vocabulary: the `LabelVocabulary` (class names).
+        image_size: `(height, width)` images are resized to.
+        image_converter: the preset's KerasHub `ImageConverter` (its scale
+            and offset become a `Rescaling` layer), or `None`.
+        strategy: `"frozen"`, `"partial:N"` or `"full"`.
+        augmentation: comma-separated augmentations (see
+            `tl_keras.data.images.build_augmentation`) or `"none"`.
+        hidden_dim, dropout: the head's shape.
+
+    Example:
+    >>> classifier = ImageClassifier.from_preset("presets/efficientnet_lite0", labels=["bag", "shoe"])
+    >>> classifier.fit([open("shoe.jpg", "rb").read(), ...], ["shoe", ...], epochs=5)
+    >>> classifier.predict_labels(["photos/new.jpg"])
+    ['shoe']
+    """
+
+    def __init__(self, backbone, vocabulary, image_size=(224, 224), image_converter=None, strategy="frozen",
+                 augmentation="none", hidden_dim=0, dropout=0.1, seed=None, **kwargs):
+        strategy = parse_strategy(strategy)
+        if strategy.kind == "lora":
+            raise ValueError(f"Strategy {str(strategy)!r} needs a transformer backbone; use frozen, partial:N or full.")
+        image_size = tuple(int(size) for size in image_size)
+        scale = getattr(image_converter, "scale", None)
+        offset = getattr(image_converter, "offset", None)
+        encoder = build_image_encoder(backbone, image_size, scale, offset)
+        head = build_head(encoder.output.shape[-1], vocabulary.num_outputs, "classification", hidden_dim, dropout)
+        inputs = keras.Input(shape=(*image_size, 3), dtype="float32", name="images")
+        super().__init__(inputs, head(encoder(inputs)), name=kwargs.pop("name", "image_classifier"), **kwargs)
+        self.backbone, self.vocabulary, self.image_size = backbone, vocabulary, image_size
+        self.image_converter = image_converter
+        self.strategy, self.augmentation_names, self.seed = strategy, augmentation, seed
+        build_augmentation(augmentation)  # Checks the names now; the layers are made outside any scope.
+        self._augmentation = None
+        self.hidden_dim, self.dropout = hidden_dim, dropout
+        self.feature_cache = FeatureCache()
+
+    @classmethod
+    def from_preset(cls, preset, labels=None, image_size=None, strategy="frozen", augmentation="none",
+                    hidden_dim=0, dropout=0.1, seed=None):
+        """A classifier on a KerasHub image preset (Kaggle handle, preset
+        folder, timm folder) or on a folder written by `save_to_preset`
+        (which restores the head, labels and image size).
+
+        Example:
+        >>> ImageClassifier.from_preset("presets/efficientnet_lite0", labels=["bag", "shoe"], image_size=224)
+        """
+        backbone, converter = load_image_backbone(preset, with_converter=True)
+        stored = read_task_config(preset, cls)
+        if stored is not None:
+            vocabulary = LabelVocabulary("classification", tuple(stored["labels"]))
+            classifier = cls(backbone, vocabulary, stored["image_size"], converter, strategy, augmentation,
+                             stored["hidden_dim"], stored["dropout"], seed)
+            classifier.get_layer("head").load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
+            return classifier
+        if not labels:
+            raise ValueError(f"`labels` must name the classes, received {labels!r}.")
+        vocabulary = LabelVocabulary.from_labels([str(label) for label in labels])
+        size = image_size or 224
+        size = (size, size) if isinstance(size, int) else size
+        return cls(backbone, vocabulary, size, converter, strategy, augmentation, hidden_dim, dropout, seed)
+
+    @property
+    def augmentation(self):
+        """The augmentation layers, made on first use, outside the
+        distribution scope the classifier was built in: under it their
+        random state would become mirrored variables, which the `tf.data`
+        pipeline cannot run. (Prepare inputs outside any scope.)"""
+        if self._augmentation is None:
+            self._augmentation = build_augmentation(self.augmentation_names, self.seed)
+        return self._augmentation
+
+    def transfer_inputs(self, x, verbose=0):
+        """Raw images as an `ImageArray` (training batches augmented), or
+        `None` for what Keras' own `fit`/`predict` take."""
+        if isinstance(x, ImageArray):
+            return ImageArray(x.pixels, self.augmentation)
+        if isinstance(x, np.ndarray) and x.ndim == 4 and x.dtype == np.uint8:
+            return ImageArray(x, self.augmentation)
+        if isinstance(x, (list, tuple)) and x and all(isinstance(item, (bytes, str, pathlib.Path)) for item in x):
+            encoded = [item if isinstance(item, bytes) else pathlib.Path(item).read_bytes() for item in x]
+            pixels = np.stack([decode_and_resize(tf.constant(item), self.image_size).numpy() for item in encoded])
+            return ImageArray(pixels, self.augmentation)
+        return None
+
+    def task_config(self):
+        return {"labels": list(self.vocabulary.names), "image_size": list(self.image_size),
+                "hidden_dim": self.hidden_dim, "dropout": self.dropout, "strategy": str(self.strategy)}
+
+    def write_preset_parts(self, folder):
+        self.backbone.save_to_preset(str(folder))
+        if self.image_converter is not None:
+            self.image_converter.save_to_preset(str(folder))
+        self.get_layer("head").save_weights(str(folder / "head.weights.h5"))
+
+    def export(self, export_dir, model_name, version=None, warmup_images=(), card=None):
+        """Writes the TF Serving SavedModel (image bytes or pixels in, labels
+        out) as `export_dir/model_name/<version>/`; see
+        `tl_keras.export.image`."""
+        card = {"strategy": str(self.strategy), "augmentation": self.augmentation_names, **(card or {})}
+        return export_image_model(self, self.vocabulary, self.image_size, export_dir, model_name, version,
+                                  warmup_images=warmup_images, card=card)
+

@@ -1,0 +1,164 @@
+"""`TextClassifier`: a pretrained text backbone with a trainable head, for
+classification, multi-label classification or regression, in KerasHub's
+style: `from_preset`, `fit` on raw strings, `predict_labels`,
+`save_to_preset`, `export`.
+"""
+
+import json
+import pathlib
+import tempfile
+
+import keras
+import numpy as np
+
+from tl_keras.data.texts import LabelVocabulary
+from tl_keras.data.tokens import TokenizedTexts, tokenize
+from tl_keras.export.text import export_text_model
+from tl_keras.models.backbones import default_pooling, load_text_backbone
+from tl_keras.models.heads import build_encoder, build_head
+from tl_keras.tasks.base import Classifier, read_task_config
+from tl_keras.transfer.feature_cache import FeatureCache
+from tl_keras.transfer.strategies import parse_strategy
+
+
+def _as_texts(texts, what="texts"):
+    if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
+        raise ValueError(f"`{what}` must be a list of strings, received {type(texts).__name__} "
+                         f"{str(texts)[:60]!r}.")
+    return list(texts)
+
+
+class TextClassifier(Classifier, keras.Model):
+    """A text backbone, a pooling and a trainable head, as one Keras model
+    taking the backbone's token inputs, with its preprocessor and labels.
+
+    `fit` and `predict` take raw strings (tokenised once, batched by length,
+    frozen features cached) or, as any Keras model, token dicts and
+    `tf.data` datasets. The transfer `strategy` says what trains.
+
+    Args:
+        backbone: a KerasHub text `Backbone`.
+        preprocessor: its `TextClassifierPreprocessor`.
+        vocabulary: the `LabelVocabulary` (task and class names).
+        pooling: `"mean"`, `"cls"` or `"pooled"`.
+        strategy: `"frozen"`, `"partial:N"`, `"full"` or `"lora:R"`.
+        hidden_dim: width of an optional hidden head layer; 0 for none.
+        dropout: the head's dropout rate.
+
+    Example:
+    >>> classifier = TextClassifier.from_preset(minilm_l6_offline_path(), labels=["neg", "pos"],
+    ...                                         strategy="partial:2", sequence_length=64)
+    >>> classifier.fit(["great phone", "broke in a week"], ["pos", "neg"], epochs=2)
+    >>> classifier.predict_labels(["works well"])
+    ['pos']
+    """
+
+    def __init__(self, backbone, preprocessor, vocabulary, pooling="mean", strategy="frozen", hidden_dim=0,
+                 dropout=0.1, **kwargs):
+        encoder = build_encoder(backbone, pooling)
+        head = build_head(encoder.output.shape[-1], vocabulary.num_outputs, vocabulary.task, hidden_dim, dropout)
+        inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in encoder.input}
+        super().__init__(inputs, head(encoder(inputs)), name=kwargs.pop("name", "text_classifier"), **kwargs)
+        self.backbone, self.preprocessor, self.vocabulary = backbone, preprocessor, vocabulary
+        self.pooling, self.strategy = pooling, parse_strategy(strategy)
+        self.hidden_dim, self.dropout = hidden_dim, dropout
+        self.feature_cache = FeatureCache()
+        self.token_cache_dir = None
+
+    @classmethod
+    def from_preset(cls, preset, labels=None, task=None, strategy="frozen", sequence_length=None,
+                    pooling=None, hidden_dim=0, dropout=0.1):
+        """A classifier on a KerasHub preset: a Kaggle handle, a preset
+        folder, a Hugging Face folder, or a folder written by
+        `save_to_preset`. A saved classifier comes back whole (head, labels,
+        settings) unless `labels` or `task` differ from its own: then its
+        fine-tuned backbone gets a new head (sequential transfer).
+
+        Args:
+            preset: the preset.
+            labels: the class names (classification, multilabel); not
+                needed for regression or a saved classifier.
+            task: `"classification"` (the default), `"multilabel"` or
+                `"regression"`.
+            strategy: what `fit` trains (see `TextClassifier`).
+            sequence_length: token positions a text (128, or the saved one).
+            pooling: `None` picks the backbone's default.
+            hidden_dim, dropout: the head's shape.
+
+        Example:
+        >>> TextClassifier.from_preset("bert_base_en_uncased", labels=["neg", "pos"])
+        """
+        stored = read_task_config(preset, cls)
+        same_labels = labels is None or (stored and tuple(sorted(map(str, labels))) == tuple(stored["labels"]))
+        if stored is not None and same_labels and task in (None, stored["task"]):
+            vocabulary = LabelVocabulary(stored["task"], tuple(stored["labels"]))
+            backbone, preprocessor = load_text_backbone(preset, sequence_length or stored["sequence_length"])
+            classifier = cls(backbone, preprocessor, vocabulary, stored["pooling"], strategy, stored["hidden_dim"],
+                             stored["dropout"])
+            classifier.get_layer("head").load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
+            return classifier
+        task = task or "classification"
+        if task == "regression":
+            vocabulary = LabelVocabulary("regression", ())
+        else:
+            if not labels:
+                raise ValueError(f"`labels` must name the classes of a {task} task, received {labels!r}.")
+            vocabulary = LabelVocabulary.from_labels([str(label) for label in labels], task)
+        backbone, preprocessor = load_text_backbone(preset, sequence_length or (stored or {}).get("sequence_length", 128))
+        return cls(backbone, preprocessor, vocabulary, pooling or default_pooling(preset, backbone), strategy,
+                   hidden_dim, dropout)
+
+    # --- Data ---------------------------------------------------------------
+
+    def tokenize(self, texts, verbose=0):
+        """Token ids of raw `texts` (once; on disk when `token_cache_dir`
+        is set), as `TokenizedTexts`."""
+        return tokenize(_as_texts(texts), self.preprocessor, verbose=verbose, cache_dir=self.token_cache_dir)
+
+    def transfer_inputs(self, x, verbose=0):
+        """Raw texts as `TokenizedTexts`, or `None` for what Keras' own
+        `fit`/`predict` take (token dicts, datasets)."""
+        if isinstance(x, TokenizedTexts):
+            return x
+        if isinstance(x, (list, tuple)) or (isinstance(x, np.ndarray) and x.dtype.kind in "UO"):
+            return self.tokenize(x, verbose)
+        return None
+
+    # --- Presets and export ---------------------------------------------------
+
+    def task_config(self):
+        return {"task": self.vocabulary.task, "labels": list(self.vocabulary.names), "pooling": self.pooling,
+                "hidden_dim": self.hidden_dim, "dropout": self.dropout, "strategy": str(self.strategy),
+                "sequence_length": self.preprocessor.sequence_length}
+
+    def write_preset_parts(self, folder):
+        self.backbone.save_to_preset(str(folder))  # LoRA factors are saved merged into the kernels.
+        self.preprocessor.save_to_preset(str(folder))
+        self.get_layer("head").save_weights(str(folder / "head.weights.h5"))
+        if self.pooling in ("mean", "cls"):  # So `default_pooling` reads the choice back for `--backbone`.
+            (folder / "1_Pooling").mkdir()
+            (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+                {"pooling_mode_mean_tokens": self.pooling == "mean", "pooling_mode_cls_token": self.pooling == "cls"}))
+
+    def merged(self):
+        """This classifier, or with LoRA a copy with the LoRA factors merged
+        into the kernels (through a preset), as export wants it."""
+        if self.strategy.kind != "lora":
+            return self
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_to_preset(pathlib.Path(folder) / "merged")
+            return type(self).from_preset(pathlib.Path(folder) / "merged", strategy="frozen")
+
+    def export(self, export_dir, model_name, version=None, warmup_texts=(), card=None):
+        """Writes the TF Serving SavedModel (raw text in, labels out) as
+        `export_dir/model_name/<version>/`; see `tl_keras.export.text`.
+
+        Example:
+        >>> classifier.export("exports", "reviews")
+        PosixPath('exports/reviews/1')
+        """
+        card = {"pooling": self.pooling, "strategy": str(self.strategy),
+                "sequence_length": self.preprocessor.sequence_length, **(card or {})}
+        return export_text_model(self.merged(), self.preprocessor, self.vocabulary, export_dir, model_name, version,
+                                 warmup_texts=warmup_texts, card=card)
+

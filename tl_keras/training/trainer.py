@@ -1,0 +1,230 @@
+"""Training a backbone-plus-head model with a transfer strategy.
+
+`train` runs the strategy's phases with plain `compile` and `fit`:
+- `frozen`: the head trains on cached encoder features (`FeatureCache`),
+  or through the frozen backbone when the inputs are augmented.
+- `partial:N` and `lora:R`: one phase, head and unfrozen weights together.
+- `full`: fastai-style, a head warm-up on cached features with the backbone
+  frozen, then everything at discriminative learning rates.
+"""
+
+import csv
+import dataclasses
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_keras.training.config import TrainingConfig
+from tl_keras.training import multi_worker
+from tl_keras.training.distribution import global_batch_size, pick_distribution, set_precision, worker_name
+from tl_keras.training.runs import check_backups
+from tl_keras.transfer.feature_cache import FeatureCache
+from tl_keras.transfer.strategies import TransferStrategy, apply_trainability, discriminative_optimizer, merge_lora
+
+DEFAULT_BACKBONE_LEARNING_RATES = {"partial": 5e-5, "full": 5e-5, "lora": 5e-4}
+
+
+def prepare_distributed_training(training, output_dir, distribute="auto", precision="float32", resume=True,
+                                 distribution=None, fingerprint=None, fresh=False):
+    """Sets the precision policy, picks the `tf.distribute` strategy (unless
+    `distribution` is given) and prints it.
+
+    With `resume`, the run's `fingerprint` (`tl_keras.training.runs.run_fingerprint`)
+    is kept beside the backups in `output_dir/backup`: unfinished backups of
+    a run with another fingerprint stop this one, naming what changed, or
+    are discarded when `fresh` (see `tl_keras.training.runs.check_backups`).
+
+    Returns:
+        `(distribution, training)`: `training` with, when `resume`, a
+        backup folder of this worker's under `output_dir/backup`.
+
+    Example:
+    >>> distribution, training = prepare_distributed_training(TrainingConfig(batch_size=16), "runs/x")
+    """
+    set_precision(precision)
+    distribution = distribution or pick_distribution(distribute)
+    batch_size = global_batch_size(training.batch_size, distribution)
+    print(f"{type(distribution).__name__}: {distribution.num_replicas_in_sync} replica(s), global batch "
+          f"{batch_size} = {training.batch_size} per replica x {distribution.num_replicas_in_sync}")
+    backup_dir = None
+    if resume:
+        check_backups(pathlib.Path(output_dir) / "backup", fingerprint or {}, fresh)
+        backup_dir = str(pathlib.Path(output_dir) / "backup" / worker_name())
+    return distribution, dataclasses.replace(training, backup_dir=backup_dir)
+
+
+def loss_and_metrics(task):
+    """Returns `(loss, metrics)` for a task; the head outputs probabilities
+    (or raw values for regression)."""
+    if task == "classification":
+        return keras.losses.SparseCategoricalCrossentropy(), [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ]
+    if task == "multilabel":
+        return keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy")]
+    if task == "regression":
+        return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
+    raise ValueError(f"Unknown task {task!r}.")
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """Training and validation inputs (`TokenizedTexts` or `ImageArray`:
+    anything with `arrays`, `dataset(...)` and `predict(...)`) with their
+    numpy targets."""
+
+    train_inputs: object
+    train_targets: np.ndarray
+    validation_inputs: object
+    validation_targets: np.ndarray
+
+
+def _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+         callbacks, phase):
+    with distribution.scope():
+        loss, metrics = loss_and_metrics(task)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=config.jit_compile)
+
+    def fit(backup_callbacks):
+        return multi_worker.fit(
+            model, distribution, train_dataset, validation_dataset, initial_epoch=first_epoch,
+            epochs=first_epoch + epochs, callbacks=[*backup_callbacks, *callbacks], verbose=config.verbose,
+        ).history
+
+    return _resumable(fit, config.backup_dir, phase)
+
+
+def _fit_head_on_cache(model, data, task, config, cache, first_epoch, epochs, distribution, callbacks):
+    encoder, head = model.get_layer("encoder"), model.get_layer("head")
+    train_features = cache.features(encoder, data.train_inputs, verbose=config.verbose)
+    train_dataset = tf.data.Dataset.from_tensor_slices((train_features, data.train_targets))
+    if config.shuffle:
+        train_dataset = train_dataset.shuffle(len(train_features), seed=config.seed, reshuffle_each_iteration=True)
+    train_dataset = train_dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+    validation_dataset = None
+    if data.validation_inputs is not None:
+        validation_features = cache.features(encoder, data.validation_inputs, verbose=config.verbose)
+        validation_dataset = tf.data.Dataset.from_tensor_slices(
+            (validation_features, data.validation_targets)
+        ).batch(config.batch_size)
+    with distribution.scope():
+        optimizer = keras.optimizers.AdamW(config.head_learning_rate)
+    return _fit(head, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+                callbacks, "head")
+
+
+def _datasets(data, config):
+    """The training pipeline (shuffled, augmented where the inputs augment)
+    and the validation pipeline."""
+    train_dataset = data.train_inputs.dataset(data.train_targets, config.batch_size, shuffle=config.shuffle,
+                                              seed=config.seed, training=True)
+    if data.validation_inputs is None:
+        return train_dataset, None
+    return train_dataset, data.validation_inputs.dataset(data.validation_targets, config.batch_size)
+
+
+def _fit_head_through_frozen_backbone(model, data, task, config, cache, first_epoch, epochs, distribution, callbacks):
+    # For augmented inputs (no `cache`: each epoch sees other pixels), the
+    # backbone is frozen but runs on every batch.
+    train_dataset, validation_dataset = _datasets(data, config)
+    with distribution.scope():
+        optimizer = keras.optimizers.AdamW(config.head_learning_rate)
+    return _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+                callbacks, "head")
+
+
+def _resumable(fit, backup_dir, phase):
+    """Runs `fit(callbacks)` so that a killed run, started again with the
+    same `backup_dir`, resumes from the phase's last completed epoch.
+
+    `keras.callbacks.BackupAndRestore` keeps the weights, optimizer state and
+    epoch; a CSV log keeps the per-epoch metrics of the earlier attempts,
+    which a resumed `fit` would not return. Returns the whole phase's history.
+    """
+    if backup_dir is None:
+        return fit([])
+    folder = pathlib.Path(backup_dir) / phase
+    log = pathlib.Path(backup_dir) / f"{phase}.csv"
+    if log.exists() and not (folder / "training_metadata.json").exists():
+        log.unlink()  # From an attempt whose phase had already finished.
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fit([keras.callbacks.CSVLogger(str(log), append=True), keras.callbacks.BackupAndRestore(str(folder))])
+    with open(log, newline="") as file:
+        rows = {int(row.pop("epoch")): row for row in csv.DictReader(file)}  # A redone epoch wins.
+    log.unlink()
+    return {key: [float(rows[epoch][key]) for epoch in sorted(rows)] for key in next(iter(rows.values()))}
+
+
+def _append(history, new, phase):
+    for key, values in new.items():
+        history.setdefault(key, []).extend(values)
+    history.setdefault("phase", []).extend([phase] * len(next(iter(new.values()))))
+
+
+def train(model, strategy, data, task, config=None, cache=None, distribution=None, callbacks=()):
+    """Trains `model` (from `build_text_model` or `build_image_model`) with a
+    transfer strategy.
+
+    Args:
+        model: a functional model with `"encoder"` and `"head"` layers
+            (`build_text_model`, `build_image_model`); built under
+            `distribution.scope()`.
+        strategy: a `TransferStrategy`.
+        data: a `TrainingData`.
+        task: `"classification"`, `"multilabel"` or `"regression"`.
+        config: a `TrainingConfig`.
+        cache: a `FeatureCache` for `frozen` and the `full` warm-up; a fresh
+            in-memory one if `None`.
+        distribution: a `tf.distribute.Strategy`; the current one if `None`.
+        callbacks: Keras callbacks for every `fit` call.
+
+    Returns:
+        `(model, history)`: the trained full model (LoRA merged into the
+        kernels) and a dict of per-epoch metric lists, with a `"phase"` list
+        naming each epoch's phase.
+
+    Example:
+    >>> model, history = train(model, parse_strategy("partial:2"), data,
+    ...                        "classification", TrainingConfig(epochs=3))
+    """
+    config = config or TrainingConfig()
+    cache = cache or FeatureCache()
+    distribution = distribution or tf.distribute.get_strategy()
+    # `batch_size` is per replica; the pipelines batch globally.
+    config = dataclasses.replace(config, batch_size=global_batch_size(config.batch_size, distribution))
+    keras.utils.set_random_seed(config.seed)
+    history = {}
+    if strategy.kind in ("frozen", "full"):
+        apply_trainability(model, TransferStrategy("frozen"))
+        head_epochs = config.epochs if strategy.kind == "frozen" else config.warmup_epochs
+        if head_epochs:
+            fit_head = _fit_head_on_cache if data.train_inputs.cacheable else _fit_head_through_frozen_backbone
+            _append(history, fit_head(model, data, task, config, cache, 0, head_epochs, distribution, callbacks),
+                    "head")
+        if strategy.kind == "frozen":
+            return model, history
+    apply_trainability(model, strategy)
+    backbone_rate = config.backbone_learning_rate or DEFAULT_BACKBONE_LEARNING_RATES[strategy.kind]
+    layer_decay = config.layer_decay if strategy.kind == "full" else 1.0
+    with distribution.scope():
+        optimizer = discriminative_optimizer(model, config.head_learning_rate, backbone_rate, layer_decay)
+    train_dataset, validation_dataset = _datasets(data, config)
+    first_epoch = len(history.get("phase", []))
+    _append(history, _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, config.epochs,
+                          config, distribution, callbacks, strategy.kind), strategy.kind)
+    return merge_lora(model), history
+
+
+def predict_through_cache(model, inputs, cache, batch_size=64):
+    """`model`'s outputs for `inputs` as the head applied to the encoder's
+    features from `cache`: after frozen training the validation features are
+    already there, so the backbone does not run again; after fine-tuning the
+    encoder's weights differ and the features are computed afresh.
+
+    Example:
+    >>> probabilities = predict_through_cache(model, data.validation_inputs, cache)
+    """
+    features = cache.features(model.get_layer("encoder"), inputs, batch_size, verbose=0)
+    return model.get_layer("head").predict(features, batch_size=batch_size, verbose=0)

@@ -1,0 +1,188 @@
+"""Unsupervised domain adaptation on top of a frozen encoder: DANN and CORAL.
+
+The backbone stays frozen and its features are computed once (the feature
+cache); a trainable adapter layer then learns features that classify the
+labelled source domain and, at the same time, cannot tell source from the
+unlabelled target domain:
+
+- DANN (Ganin et al. 2016): a domain classifier behind a gradient-reversal
+  layer; the loss is L = L_task(source) + L_domain, and the reversal passes
+  -λ times the domain gradient to the adapter, with λ ramped by
+  2 / (1 + exp(-α p)) - 1 over training progress p.
+- Deep CORAL (Sun & Saenko 2016): L = L_task(source) + w · ||C_s - C_t||² /
+  (4 d²), aligning the feature covariances of the two domains.
+- Source only: the same adapter and classifier, trained on the source alone
+  with the same batches, as the baseline.
+
+Each returns a head (features → probabilities) that `heads.build_text_model`
+puts behind the encoder, so the adapted model exports like any other.
+"""
+
+import math
+
+import keras
+from keras import ops
+import numpy as np
+import tensorflow as tf
+
+from tl_keras.core.choices import ADAPTATION_METHODS
+
+
+def dann_lambda(progress, alpha=10.0):
+    """The DANN warm-start schedule 2 / (1 + exp(-α p)) - 1, for p in [0, 1].
+
+    Example:
+    >>> round(dann_lambda(0.0), 3), round(dann_lambda(1.0), 3)
+    (0.0, 1.0)
+    """
+    return 2.0 / (1.0 + math.exp(-alpha * progress)) - 1.0
+
+
+@tf.custom_gradient
+def _reverse_gradient(x, scale):
+    def gradient(upstream):
+        return -scale * upstream, tf.zeros_like(scale)
+
+    return tf.identity(x), gradient
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class GradientReversal(keras.layers.Layer):
+    """Identity on the way forward; multiplies the gradient by `-scale` on the
+    way back. `scale` (λ) is a non-trainable weight that `DannSchedule` sets.
+
+    Example:
+    >>> reversed_features = GradientReversal()(features)
+    """
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), initializer="zeros", trainable=False, name="scale")
+
+    def call(self, inputs):
+        return _reverse_gradient(inputs, ops.cast(self.scale, inputs.dtype))
+
+
+class DannSchedule(keras.callbacks.Callback):
+    """Sets the gradient reversal's λ before every batch from the progress
+    through all `epochs * steps_per_epoch` batches."""
+
+    def __init__(self, reversal, epochs, steps_per_epoch, alpha=10.0):
+        super().__init__()
+        self.reversal = reversal
+        self.total = epochs * steps_per_epoch
+        self.steps_per_epoch = steps_per_epoch
+        self.alpha = alpha
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        progress = (self._epoch * self.steps_per_epoch + batch) / self.total
+        self.reversal.scale.assign(dann_lambda(progress, self.alpha))
+
+
+def coral_loss(source, target):
+    """Deep CORAL: squared Frobenius distance of the two feature covariance
+    matrices, divided by 4 d²."""
+    def covariance(x):
+        centred = x - ops.mean(x, axis=0, keepdims=True)
+        count = ops.cast(ops.shape(x)[0], x.dtype)
+        return ops.matmul(ops.transpose(centred), centred) / ops.maximum(count - 1.0, 1.0)
+
+    dimension = ops.cast(ops.shape(source)[-1], source.dtype)
+    return ops.sum(ops.square(covariance(source) - covariance(target))) / (4.0 * dimension**2)
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class CoralPenalty(keras.layers.Layer):
+    """Adds `weight * coral_loss(source, target)` to the model's losses and
+    passes `source` through."""
+
+    def __init__(self, weight=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = weight
+
+    def call(self, source, target):
+        self.add_loss(self.weight * coral_loss(source, target))
+        return source
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
+def build_adaptation_models(feature_dim, num_classes, method, hidden_dim=128, coral_weight=1.0):
+    """Builds `(trainer, head, reversal)`.
+
+    `trainer` takes `{"source": features, "target": features}` and outputs
+    `{"label": source probabilities}` (plus `"domain"` logits for DANN);
+    `head` maps features to probabilities with the same layers; `reversal`
+    is DANN's `GradientReversal` layer (`None` otherwise).
+    """
+    if method not in ADAPTATION_METHODS:
+        raise ValueError(f"`method` must be one of {ADAPTATION_METHODS}, received {method!r}.")
+    adapter = keras.layers.Dense(hidden_dim, activation="gelu", name="adapter")
+    classifier = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")
+    source = keras.Input(shape=(feature_dim,), name="source")
+    target = keras.Input(shape=(feature_dim,), name="target")
+    source_features, target_features = adapter(source), adapter(target)
+    reversal = None
+    outputs = {}
+    if method == "coral":
+        source_features = CoralPenalty(coral_weight, name="coral")(source_features, target_features)
+    if method == "dann":
+        reversal = GradientReversal(name="gradient_reversal")
+        domain_classifier = keras.Sequential(
+            [keras.layers.Dense(hidden_dim, activation="relu"), keras.layers.Dense(1, dtype="float32")],
+            name="domain_classifier",
+        )
+        outputs["domain"] = keras.layers.Concatenate(axis=0, name="domain")(
+            [domain_classifier(reversal(source_features)), domain_classifier(reversal(target_features))]
+        )
+    outputs["label"] = classifier(source_features)
+    trainer = keras.Model({"source": source, "target": target}, outputs, name=f"{method}_trainer")
+    features = keras.Input(shape=(feature_dim,), name="features")
+    head = keras.Model(features, classifier(adapter(features)), name="head")
+    return trainer, head, reversal
+
+
+def adapt(source_features, source_targets, target_features, num_classes, method, epochs=10, batch_size=32,
+          learning_rate=1e-3, hidden_dim=128, alpha=10.0, coral_weight=1.0, seed=1234, verbose=0):
+    """Trains an adapter and classifier on labelled source features and
+    unlabelled target features with `method`; returns `(head, history)`.
+
+    Every step takes `batch_size` source and `batch_size` target rows (the
+    balanced batches DANN expects); an epoch is one pass over the source.
+
+    Example:
+    >>> head, history = adapt(amazon_features, amazon_targets, yelp_features,
+    ...                       num_classes=2, method="dann")
+    """
+    keras.utils.set_random_seed(seed)
+    trainer, head, reversal = build_adaptation_models(
+        source_features.shape[-1], num_classes, method, hidden_dim, coral_weight
+    )
+    batch_size = min(batch_size, len(source_features), len(target_features))
+    steps = int(np.ceil(len(source_features) / batch_size))
+    source = tf.data.Dataset.from_tensor_slices((source_features, source_targets))
+    target = tf.data.Dataset.from_tensor_slices(target_features)
+    pairs = tf.data.Dataset.zip(
+        source.shuffle(len(source_features), seed=seed).repeat(),
+        target.shuffle(len(target_features), seed=seed + 1).repeat(),
+    ).batch(batch_size, drop_remainder=True)
+    domain = np.concatenate([np.zeros((batch_size, 1)), np.ones((batch_size, 1))]).astype("float32")
+
+    def arrange(source_batch, target_batch):
+        targets = {"label": source_batch[1]}
+        if method == "dann":
+            targets["domain"] = tf.constant(domain)
+        return {"source": source_batch[0], "target": target_batch}, targets
+
+    losses = {"label": keras.losses.SparseCategoricalCrossentropy()}
+    if method == "dann":
+        losses["domain"] = keras.losses.BinaryCrossentropy(from_logits=True)
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses)
+    callbacks = [DannSchedule(reversal, epochs, steps, alpha)] if reversal is not None else []
+    history = trainer.fit(pairs.map(arrange).prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps,
+                          callbacks=callbacks, verbose=verbose)
+    return head, history.history

@@ -1,0 +1,150 @@
+"""What every workflow shares: one result type and one ending (reports,
+model card, preset and export, written by the chief worker only, with the
+trained model kept if a late step fails)."""
+
+import dataclasses
+import pathlib
+
+import keras
+import tensorflow as tf
+
+from tl_keras.core.files import write_json
+from tl_keras.data.texts import stratified_split
+from tl_keras.evaluation.classification import write_report
+from tl_keras.export.saved_model import keep_model_if_export_fails
+from tl_keras.training.distribution import WorkerOutput, is_chief
+from tl_keras.training.runs import run_fingerprint
+from tl_keras.training.trainer import prepare_distributed_training
+from tl_keras.transfer.feature_cache import FeatureCache
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a workflow produced.
+
+    Args:
+        task: the trained task (`TextClassifier`, `ImageClassifier`,
+            `Retrieval`) or model.
+        metrics: figures by split (`"validation"`, `"test"`) or by method,
+            as written to `metrics.json`.
+        history: per-epoch training metrics (with a `"phase"` list).
+        report_paths: the files written to the output folder.
+        export_path: the SavedModel version folder, or `None`.
+        preset_path: the saved task preset, or `None`.
+        alternatives: other models the run made, by name (the fusions).
+    """
+
+    task: object
+    metrics: dict
+    history: dict = dataclasses.field(default_factory=dict)
+    report_paths: list = dataclasses.field(default_factory=list)
+    export_path: pathlib.Path = None
+    preset_path: pathlib.Path = None
+    alternatives: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def model(self):
+        return self.task
+
+    @property
+    def vocabulary(self):
+        return self.task.vocabulary
+
+    @property
+    def preprocessor(self):
+        return self.task.preprocessor
+
+
+def three_way_split(train_rows, validation_rows, test_rows, validation_fraction, test_fraction, seed, stratify):
+    """`(train, validation, test)` rows: files given for validation or test
+    are used as they are; the rest is held out of `train_rows` (stratified
+    by label when `stratify`), the test part first. Validation picks epochs
+    and settings; test is scored once at the end."""
+    if test_rows is None:
+        train_rows, test_rows = stratified_split(train_rows, test_fraction, seed, stratify=stratify)
+    if validation_rows is None:
+        train_rows, validation_rows = stratified_split(train_rows, validation_fraction, seed, stratify=stratify)
+    return train_rows, validation_rows, test_rows
+
+
+def finish(result, config, write_reports, export=None, card=None):
+    """Ends a run the same way in every workflow: `write_reports(folder)`
+    writes the reports (and returns their paths), `export(folder, card)`
+    exports the task; `metrics.json` gets the metrics and history. Only the
+    chief keeps what it writes; the other workers write to removed
+    temporary folders. If exporting or saving the preset fails, the trained
+    model is saved to the output folder first.
+
+    Returns:
+        `result` with `report_paths`, `export_path` and `preset_path` set.
+    """
+    output_dir = pathlib.Path(config.output_dir)
+    with WorkerOutput(output_dir) as folder:
+        folder = pathlib.Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "metrics.json", {"metrics": result.metrics, "history": result.history})
+        result.report_paths = [folder / "metrics.json", *write_reports(folder)]
+    card = {"config": _settings(config), "metrics": result.metrics, **(card or {})}
+    if getattr(config, "save_preset", None):
+        with WorkerOutput(pathlib.Path(config.save_preset).parent) as folder:
+            result.preset_path = keep_model_if_export_fails(
+                result.task, output_dir,
+                lambda: result.task.save_to_preset(pathlib.Path(folder) / pathlib.Path(config.save_preset).name))
+    if export is not None and getattr(config, "export_dir", None):
+        with WorkerOutput(config.export_dir) as folder:
+            result.export_path = keep_model_if_export_fails(result.task, output_dir, lambda: export(folder, card))
+    if not is_chief():
+        result.report_paths, result.export_path, result.preset_path = [], None, None
+    return result
+
+
+def train_classifier(config, make_classifier, split_inputs, export, distribution=None, callbacks=(),
+                     extra_metrics=None):
+    """The classifier workflows' shared middle: distribution and precision,
+    seeded weights, the classifier built under the distribution scope, `fit`
+    with the transfer strategy (validation each epoch), validation and test
+    metrics, then `finish`.
+
+    Args:
+        config: a text or image workflow config.
+        make_classifier: `() -> Classifier`, called in the scope.
+        split_inputs: `classifier -> ((x, y) train, (x, y) validation,
+            (x, y) test)`, the inputs prepared once.
+        export: `(classifier, folder, card) -> version folder`.
+        distribution: a `tf.distribute.Strategy`, or `None` to pick one
+            from `config.distribute`.
+        callbacks: Keras callbacks for every `fit`.
+        extra_metrics: other figures for `metrics.json` (skipped images).
+
+    Returns:
+        A `RunResult` with `{"validation": ..., "test": ...}` metrics.
+    """
+    output_dir = pathlib.Path(config.output_dir)
+    distribution, training = prepare_distributed_training(
+        config.training, output_dir, config.distribute, config.precision, config.resume, distribution,
+        fingerprint=run_fingerprint(config), fresh=config.fresh)
+    keras.utils.set_random_seed(config.training.seed)  # The head's initial weights too.
+    with distribution.scope():
+        classifier = make_classifier()
+    classifier.feature_cache = FeatureCache(output_dir / "feature_cache")
+    (train_x, train_y), validation, test = split_inputs(classifier)
+    history = classifier.fit(train_x, train_y, validation_data=validation, distribution=distribution,
+                             callbacks=callbacks, **dataclasses.asdict(training)).history
+    metrics = {"validation": classifier.evaluate_report(*validation, split="validation"),
+               "test": classifier.evaluate_report(*test, split="test"), **(extra_metrics or {})}
+    return finish(RunResult(classifier, metrics, history), config,
+                  lambda folder: write_report(metrics["test"], history, folder, write_metrics=False),
+                  lambda folder, card: export(classifier, folder, {"backbone": str(config.backbone), **card}),
+                  distribution_card(distribution))
+
+
+def distribution_card(distribution):
+    """The `tf.distribute` facts a model card records."""
+    distribution = distribution or tf.distribute.get_strategy()
+    return {"distribution": {"strategy": type(distribution).__name__,
+                             "replicas": distribution.num_replicas_in_sync}}
+
+
+def _settings(config):
+    return {field.name: (_settings(value) if dataclasses.is_dataclass(value) else value)
+            for field in dataclasses.fields(config) for value in [getattr(config, field.name)]}

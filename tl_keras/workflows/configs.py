@@ -1,0 +1,325 @@
+"""The settings of every workflow, one dataclass a job, with no TensorFlow
+import: the command line builds its flags and help from these fields and
+their `Args:` docstrings."""
+
+import dataclasses
+
+from tl_keras.core.choices import ADAPTATION_METHODS, FUSIONS
+from tl_keras.core.ranges import check_settings
+from tl_keras.training.config import TrainingConfig
+
+
+@dataclasses.dataclass
+class TextClassificationConfig:
+    """Everything a text transfer run needs; `recipes/text_classification.py`
+    fills it from flags or YAML.
+
+    Args:
+        train: training file (`.tsv`/`.txt`, `.csv`, `.jsonl`).
+        backbone: a KerasHub preset (Kaggle handle or local folder).
+        output_dir: where `metrics.json` and the plots go.
+        validation: validation file (scored each epoch; the split to choose
+            settings on); `None` holds out a stratified `validation_fraction`
+            of `train`.
+        test: test file, scored once at the end and reported apart; `None`
+            holds out a stratified `test_fraction` of `train` first.
+        validation_fraction: the share of `train` (after the test share)
+            held out for validation.
+        test_fraction: the share of `train` held out for testing.
+        strategy: `"frozen"`, `"partial:N"`, `"full"` or `"lora:R"`.
+        task: `"classification"`, `"multilabel"` or `"regression"`.
+        pooling: `"mean"`, `"cls"`, `"pooled"`, or `None` for the backbone's
+            default.
+        export_dir, model_name: write a TF Serving SavedModel to
+            `export_dir/model_name/<version>/` when `export_dir` is set.
+        save_preset: a new folder to save the trained classifier in as a
+            preset (`from_preset` and `--backbone` load it), or `None`.
+        distribute: `"auto"`, `"none"`, `"mirrored"` or `"multi_worker"`
+            (see `tl_keras.training.distribution.pick_distribution`).
+        precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`
+            (GPU only; float32 on a CPU).
+        resume: keep per-epoch backups in `output_dir/backup` so a killed run
+            started again resumes where it stopped; a restart with other
+            data or settings stops, naming what changed.
+        fresh: discard backups of an earlier run with other settings and
+            start again.
+        training: the `TrainingConfig`; its `batch_size` is per replica.
+
+    Example:
+    >>> run(TextClassificationConfig(train="reviews.tsv", backbone=
+    ...     minilm_l6_offline_path(), output_dir="runs/reviews"))
+    """
+
+    train: str
+    backbone: str
+    output_dir: str
+    validation: str = None
+    test: str = None
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+    strategy: str = "frozen"
+    task: str = "classification"
+    text_column: str = "text"
+    label_column: str = "label"
+    sequence_length: int = 128
+    pooling: str = None
+    hidden_dim: int = 0
+    dropout: float = 0.1
+    export_dir: str = None
+    model_name: str = "text_classifier"
+    save_preset: str = None
+    distribute: str = "auto"
+    precision: str = "float32"
+    resume: bool = True
+    fresh: bool = False
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+@dataclasses.dataclass
+class ImageClassificationConfig:
+    """Everything an image transfer run needs; `recipes/image_classification.py`
+    fills it from flags or YAML.
+
+    Args:
+        train: a folder with one sub-folder of images per class, or a
+            `path,label` CSV.
+        backbone: a KerasHub image preset (Kaggle handle, local preset
+            folder, local timm folder, or one made by
+            `tl-keras convert-efficientnet-lite`).
+        output_dir: where `metrics.json` and the plots go.
+        validation: validation images (scored each epoch); `None` holds out
+            a stratified `validation_fraction` of `train`.
+        test: test images, scored once at the end and reported apart;
+            `None` holds out a stratified `test_fraction` of `train` first.
+        validation_fraction, test_fraction: the shares held out of `train`.
+        strategy: `"frozen"`, `"partial:N"` (top N stages) or `"full"`.
+        image_size: images are resized to `image_size` x `image_size`.
+        augmentation: comma-separated `flip`, `rotation`, `zoom`,
+            `contrast`, `randaugment`, or `none`; training batches only. The
+            frozen strategy's feature cache is used only without it.
+        skip_bad_images: leave out unreadable or non-RGB images and report
+            how many, instead of stopping at the first.
+        export_dir, model_name: write a TF Serving SavedModel to
+            `export_dir/model_name/<version>/` when `export_dir` is set.
+        save_preset: a new folder to save the trained classifier in as a
+            preset, or `None`.
+        distribute, precision, resume, fresh, training: as for text
+            (`TextClassificationConfig`).
+
+    Example:
+    >>> run(ImageClassificationConfig(train="photos", backbone="presets/efficientnet_lite0",
+    ...     output_dir="runs/photos"))
+    """
+
+    train: str
+    backbone: str
+    output_dir: str
+    validation: str = None
+    test: str = None
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+    strategy: str = "frozen"
+    image_size: int = 224
+    augmentation: str = "flip,rotation,zoom,contrast"
+    skip_bad_images: bool = False
+    hidden_dim: int = 0
+    dropout: float = 0.1
+    export_dir: str = None
+    model_name: str = "image_classifier"
+    save_preset: str = None
+    distribute: str = "auto"
+    precision: str = "float32"
+    resume: bool = True
+    fresh: bool = False
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+    def __post_init__(self):
+        check_settings(self)
+        if str(self.strategy).startswith("lora"):
+            raise ValueError(f"Strategy {self.strategy!r} needs a transformer backbone; use frozen, partial:N or "
+                             "full.")
+
+
+@dataclasses.dataclass
+class RecommendationConfig:
+    """Everything a recommendation run needs; `recipes/recommendation.py`
+    fills it from flags or YAML.
+
+    Args:
+        interactions: `user_id,item_id[,timestamp][,rating]` CSV.
+        items: `item_id,text` CSV.
+        backbone: a KerasHub text preset for the item tower.
+        output_dir: where `metrics.json`, the table and the plot go.
+        users: optional `user_id,<feature>,...` CSV.
+        holdout: each user's most recent interactions held out for testing.
+        history_length: recent items the user tower pools.
+        embedding_dim: the towers' output size.
+        item_id_embedding: add a learned id vector to the text tower (items
+            unseen in training fall back to text alone).
+        user_id_embedding: learn a vector per user id.
+        temperature: the initial softmax temperature (learned).
+        remove_accidental_hits: mask duplicates of a positive among its
+            in-batch negatives.
+        logq_correction: subtract log sampling probability from the logits.
+        ks: the cut-offs for recall and NDCG, comma-separated.
+        export_dir, model_name, top_k: export the text model's retrieval
+            SavedModel returning `top_k` items when `export_dir` is set.
+        distribute: `"auto"`, `"none"`, `"mirrored"` or `"multi_worker"`.
+
+    Example:
+    >>> run(RecommendationConfig(interactions="clicks.csv", items="items.csv",
+    ...     backbone=minilm_l6_offline_path(), output_dir="runs/shop"))
+    """
+
+    interactions: str
+    items: str
+    backbone: str
+    output_dir: str
+    users: str = None
+    holdout: int = 2
+    history_length: int = 10
+    sequence_length: int = 32
+    pooling: str = None
+    embedding_dim: int = 64
+    item_id_embedding: bool = False
+    user_id_embedding: bool = True
+    temperature: float = 0.1
+    remove_accidental_hits: bool = True
+    logq_correction: bool = False
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    ks: str = "10,50"
+    seed: int = 1234
+    verbose: int = 1
+    export_dir: str = None
+    model_name: str = "retrieval"
+    top_k: int = 10
+    distribute: str = "auto"
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+@dataclasses.dataclass
+class DomainAdaptationConfig:
+    """A domain-adaptation run; `recipes/domain_adaptation.py` fills it.
+
+    Args:
+        source: labelled source-domain file.
+        target: target-domain file; only its texts are used for training.
+        backbone: a KerasHub preset; it stays frozen.
+        output_dir: where `metrics.json` (both methods side by side) goes.
+        target_validation: labelled target file for the target metrics
+            (`None`: no target metrics).
+        method: `"dann"` or `"coral"`; `"source_only"` runs the baseline alone.
+        export_dir, model_name: export the adapted text model.
+    """
+
+    source: str
+    target: str
+    backbone: str
+    output_dir: str
+    target_validation: str = None
+    method: str = "dann"
+    sequence_length: int = 128
+    pooling: str = None
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    hidden_dim: int = 128
+    alpha: float = 10.0
+    coral_weight: float = 1.0
+    seed: int = 1234
+    text_column: str = "text"
+    label_column: str = "label"
+    export_dir: str = None
+    model_name: str = "adapted_classifier"
+    verbose: int = 1
+
+    def __post_init__(self):
+        check_settings(self)
+        if self.method not in ADAPTATION_METHODS:
+            raise ValueError(f"`method` must be one of {ADAPTATION_METHODS}, received {self.method!r}.")
+
+
+@dataclasses.dataclass
+class ModelFusionConfig:
+    """A model-fusion run; `recipes/model_fusion.py` fills it.
+
+    Args:
+        train: labelled file; split (stratified) into ingredient training,
+            validation (greedy-soup scores) and held-out test rows.
+        backbone: the KerasHub preset every ingredient starts from.
+        output_dir: ingredient runs, splits and `metrics.json`.
+        ingredients: how many models to fine-tune, with seeds `seed`,
+            `seed + 1`, ...
+        export: `"uniform"`, `"greedy"` or `"ensemble"`: what to export when
+            `export_dir` is set.
+    """
+
+    train: str
+    backbone: str
+    output_dir: str
+    ingredients: int = 3
+    strategy: str = "partial:2"
+    sequence_length: int = 64
+    epochs: int = 2
+    batch_size: int = 16
+    seed: int = 1234
+    distribute: str = "auto"
+    export: str = "greedy"
+    export_dir: str = None
+    model_name: str = "fused_classifier"
+    verbose: int = 0
+
+    def __post_init__(self):
+        check_settings(self)
+        if self.export not in FUSIONS:
+            raise ValueError(f"`export` must be one of {FUSIONS}, received {self.export!r}.")
+
+
+@dataclasses.dataclass
+class ContinuedPretrainingConfig:
+    """A continued masked-LM pretraining run.
+
+    Args:
+        texts: unlabelled in-domain texts (`.tsv`/`.txt` first field,
+            `.csv` or `.jsonl` with `text_column`).
+        output_preset: a new folder for the adapted backbone preset.
+        backbone: the KerasHub preset to start from.
+        output_dir: where `metrics.json` (the masked-LM loss) goes.
+        text_column: the text column of a `.csv`/`.jsonl`.
+        sequence_length: token positions a text.
+        epochs: passes over the texts, a new mask each.
+        batch_size: texts a replica takes a step.
+        learning_rate: AdamW's learning rate.
+        mask_rate: the share of tokens chosen for masking, in (0, 1).
+        seed: seeds weights, masks and shuffling.
+        distribute: `"auto"`, `"none"`, `"mirrored"` or `"multi_worker"`.
+        verbose: progress bars (1) or none (0).
+
+    Example:
+    >>> run(ContinuedPretrainingConfig(texts="yelp.txt", output_preset="presets/minilm_yelp",
+    ...     backbone=minilm_l6_offline_path(), output_dir="runs/pretrain"))
+    """
+
+    texts: str
+    output_preset: str
+    backbone: str
+    output_dir: str = "runs/continued_pretraining"
+    text_column: str = "text"
+    sequence_length: int = 128
+    epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    mask_rate: float = 0.15
+    seed: int = 1234
+    distribute: str = "auto"
+    verbose: int = 1
+
+    def __post_init__(self):
+        check_settings(self)

@@ -1,0 +1,58 @@
+"""The image transfer job end to end: labelled images in, report, preset and
+SavedModel out, over `ImageClassifier`.
+
+Data flows one way: read (folder per class or CSV) → train / validation /
+test split → decode and resize once → classifier from the preset → fit with
+the transfer strategy (augmentation in the training pipeline only) →
+validation and test metrics → report → export answering encoded image bytes.
+"""
+
+import pathlib
+
+from tl_keras.data.images import ImageArray, build_augmentation, load_images, read_labelled_images
+from tl_keras.data.texts import LabelVocabulary
+from tl_keras.tasks.image_classifier import ImageClassifier
+from tl_keras.training.runs import holding_run_folder
+from tl_keras.workflows.common import three_way_split, train_classifier
+from tl_keras.workflows.configs import ImageClassificationConfig  # noqa: F401  (the config of `run`)
+
+
+@holding_run_folder
+def run(config, distribution=None, callbacks=()):
+    """Trains, evaluates and (optionally) saves and exports an image
+    classifier; see `ImageClassificationConfig`. Returns a `RunResult`
+    whose `metrics` are `{"validation": ..., "test": ...}`."""
+    image_size = (config.image_size, config.image_size)
+    build_augmentation(config.augmentation)  # Checks the names before anything is read.
+
+    def read(source):
+        return read_labelled_images(source) if source else None
+
+    splits = three_way_split(read(config.train), read(config.validation), read(config.test),
+                             config.validation_fraction, config.test_fraction, config.training.seed, stratify=True)
+    loaded = [load_images(rows, image_size, config.skip_bad_images, config.training.verbose) for rows in splits]
+    skipped = [entry for _, _, entries in loaded for entry in entries]
+    for origin, reason in skipped:
+        print(f"skipped {reason}")
+    if skipped:
+        print(f"skipped {len(skipped)} bad image(s) of {sum(len(rows) for rows in splits)}")
+    vocabulary = LabelVocabulary.from_labels(loaded[0][1].labels, "classification", loaded[0][1].origins)
+    for _, rows, _ in loaded[1:]:
+        vocabulary.encode(rows.labels, rows.origins)
+
+    def make_classifier():
+        return ImageClassifier.from_preset(
+            config.backbone, labels=vocabulary.names, image_size=image_size, strategy=config.strategy,
+            augmentation=config.augmentation, hidden_dim=config.hidden_dim, dropout=config.dropout,
+            seed=config.training.seed)
+
+    def split_inputs(classifier):
+        return [(ImageArray(pixels), rows.labels) for pixels, rows, _ in loaded]
+
+    def export(classifier, folder, card):
+        warmup = [pathlib.Path(path).read_bytes() for path in loaded[1][1].texts[:3]]
+        return classifier.export(folder, config.model_name, warmup_images=warmup,
+                                 card={"skipped_images": len(skipped), **card})
+
+    return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks,
+                            {"skipped_images": len(skipped)})

@@ -1,0 +1,84 @@
+"""The model fusion job: several fine-tunes of one backbone, fused as a
+uniform soup, a greedy soup and an ensemble, each reported."""
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+
+from tl_keras.data.texts import read_labelled_texts, stratified_split
+from tl_keras.data.tokens import predict_in_length_order, tokenize
+from tl_keras.export.text import export_text_model
+from tl_keras.training.runs import holding_run_folder
+from tl_keras.training.config import TrainingConfig
+from tl_keras.transfer.fusion import ensemble, greedy_soup, uniform_soup
+from tl_keras.workflows.common import RunResult, finish
+from tl_keras.workflows.configs import ModelFusionConfig, TextClassificationConfig  # noqa: F401
+from tl_keras.workflows.text_classification import run as train_text
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(rows.texts, rows.labels)))
+    return str(path)
+
+
+@holding_run_folder
+def run(config):
+    """Fine-tunes `config.ingredients` classifiers from one backbone with
+    different seeds, fuses them three ways, and reports validation and test
+    accuracy for every ingredient and fusion (the greedy soup picks its
+    ingredients on validation). Returns a `RunResult` whose `task` is the
+    fused model `config.export` names, whose `metrics` are by model and
+    whose `alternatives` are all three fused models."""
+    rows = read_labelled_texts(config.train)
+    rest, test = stratified_split(rows, 0.2, config.seed)
+    train, validation = stratified_split(rest, 0.2, config.seed)
+    folder = pathlib.Path(config.output_dir)
+    (folder / "splits").mkdir(parents=True, exist_ok=True)
+    files = {name: _write_jsonl(folder / "splits" / f"{name}.jsonl", part)
+             for name, part in (("train", train), ("validation", validation), ("test", test))}
+    ingredients = []
+    for index in range(config.ingredients):
+        training = TrainingConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed + index,
+                                  verbose=config.verbose)
+        ingredients.append(train_text(TextClassificationConfig(
+            train=files["train"], validation=files["validation"], test=files["test"], backbone=config.backbone,
+            output_dir=str(folder / f"ingredient_{index}"), strategy=config.strategy,
+            sequence_length=config.sequence_length, distribute=config.distribute, resume=False,
+            training=training)).task)
+    vocabulary, preprocessor = ingredients[0].vocabulary, ingredients[0].preprocessor
+    # Plain functional views of the classifiers, which the soups copy.
+    models = [keras.Model(task.input, task.output, name=f"ingredient_{i}") for i, task in enumerate(ingredients)]
+    vocabularies = [task.vocabulary for task in ingredients]
+    parts = {name: (tokenize(part.texts, preprocessor, verbose=0), vocabulary.encode(part.labels, part.origins))
+             for name, part in (("validation", validation), ("test", test))}
+
+    def accuracy(model, part="validation"):
+        tokens, targets = parts[part]
+        return float(np.mean(predict_in_length_order(model, tokens).argmax(axis=1) == targets))
+
+    greedy, kept = greedy_soup(models, accuracy, vocabularies)
+    fused = {"uniform": uniform_soup(models, vocabularies), "greedy": greedy,
+             "ensemble": ensemble(models, vocabularies)}
+    candidates = {f"ingredient_{i}": m for i, m in enumerate(models)} | {f"{k}_soup" if k != "ensemble" else k: m
+                                                                          for k, m in fused.items()}
+    metrics = {name: {"validation_accuracy": accuracy(m), "test_accuracy": accuracy(m, "test"),
+                      "parameters": int(m.count_params())} for name, m in candidates.items()}
+    metrics["greedy_soup"]["ingredients_kept"] = kept
+
+    def export(output, card):
+        return export_text_model(fused[config.export], preprocessor, vocabulary, output, config.model_name,
+                                 warmup_texts=validation.texts[:5],
+                                 card={"backbone": str(config.backbone), "fusion": config.export, **card})
+
+    result = RunResult(fused[config.export], metrics, alternatives=fused)
+    return finish(result, config, lambda output: [], export)
+
+
+def describe(result):
+    """The run's closing lines: every ingredient's and fusion's accuracy."""
+    lines = [f"{name:14s} validation {figures['validation_accuracy']:.4f}  test {figures['test_accuracy']:.4f}"
+             f"  parameters {figures['parameters']:,}" for name, figures in result.metrics.items()]
+    if result.export_path:
+        lines.append(f"SavedModel: {result.export_path}")
+    return "\n".join(lines)
