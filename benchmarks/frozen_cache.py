@@ -41,11 +41,11 @@ def main():
 
     with tempfile.TemporaryDirectory() as folder, Timer() as ours_time:
         result = run(TextClassificationConfig(
-            train=write_rows(folder, "train.tsv", train), validation=write_rows(folder, "validation.tsv", validation),
+            train=write_rows(folder, "train.tsv", train), validation=write_rows(folder, "validation.tsv", validation), test=f"{folder}/validation.tsv",
             backbone=minilm_l6_offline_path(), output_dir=folder, strategy="frozen", resume=False,
             sequence_length=args.sequence_length, pooling=args.pooling,
             training=TrainingConfig(epochs=args.epochs, batch_size=16, verbose=0)))
-    ours_accuracy = result.metrics["accuracy"]
+    ours_accuracy = result.metrics["test"]["accuracy"]
 
     print(f"frozen, {args.epochs} epochs, MiniLM-L6, {len(train)} train / {len(validation)} validation, "
           f"sequence length {args.sequence_length}, tl_keras pooling {result.model.get_layer('encoder').layers[-1].name}")

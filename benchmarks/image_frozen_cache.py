@@ -58,10 +58,10 @@ def main():
 
         with Timer() as ours_time:
             result = run(ImageClassificationConfig(
-                train=f"{folder}/train.csv", validation=f"{folder}/validation.csv", backbone=str(preset),
+                train=f"{folder}/train.csv", validation=f"{folder}/validation.csv", test=f"{folder}/validation.csv", backbone=str(preset),
                 output_dir=f"{folder}/run", strategy="frozen", augmentation="none", dropout=0.0, resume=False,
                 training=TrainingConfig(epochs=args.epochs, batch_size=16, verbose=0)))
-    ours_accuracy = result.metrics["accuracy"]
+    ours_accuracy = result.metrics["test"]["accuracy"]
     print(f"frozen, {args.epochs} epochs, EfficientNet-Lite0 224x224, {len(train)} train / {len(validation)} "
           f"validation images, {vocabulary.num_outputs} classes")
     print(f"KerasHub-only (fit on pixels): {hub_time.seconds:7.1f} s   validation accuracy {hub_accuracy:.4f}")

@@ -10,13 +10,13 @@ import tempfile
 
 from common import REVIEWS
 from tl_keras.models.backbones import minilm_l6_offline_path
-from tl_keras.workflows.model_fusion import ModelFusionConfig, run_model_fusion
+from tl_keras.workflows.model_fusion import ModelFusionConfig, run
 
 
 def main():
     with tempfile.TemporaryDirectory() as folder:
-        _, metrics = run_model_fusion(ModelFusionConfig(train=str(REVIEWS), backbone=minilm_l6_offline_path(),
-                                                        output_dir=folder, ingredients=3, epochs=2))
+        metrics = run(ModelFusionConfig(train=str(REVIEWS), backbone=minilm_l6_offline_path(), output_dir=folder,
+                                        ingredients=3, epochs=2)).metrics
     print(f"{'model':14s}{'validation':>12s}{'held-out':>10s}{'parameters':>13s}")
     for name, result in metrics.items():
         print(f"{name:14s}{result['validation_accuracy']:12.4f}{result['test_accuracy']:10.4f}"

@@ -1,19 +1,13 @@
-"""SavedModel export for TensorFlow Serving, raw text in, labels out.
+"""SavedModels in TF Serving's layout, for any `tf.Module`: text, image and
+retrieval exports all go through `export_module`.
 
-The export is a `tf.Module` holding the preprocessor (tokeniser) and the
-trained model, saved with `tf.saved_model.save`. Each variable is stored once
-(Keras' own `model.export` stores them twice). Layout: `<base>/<name>/<version>/`
-with `saved_model.pb`, `variables/`, `assets.extra/tf_serving_warmup_requests`
-and `model_card.json`, written into a temporary sibling folder and renamed into
-place, so a version folder is either complete or absent.
-
-Signatures:
-- `serving_default`: `text` (DT_STRING, [-1]) to `probabilities` [-1, C],
-  `label_id` (int64, [-1]) and `label` (DT_STRING, [-1]); for regression
-  `prediction` [-1]; for multi-label, `label` joins the names over 0.5
-  with commas.
-- `serve_tokens`: the backbone's token inputs (int32 [-1, -1] each) to the
-  same outputs, for clients that tokenise themselves.
+Layout: `<base>/<name>/<version>/` with `saved_model.pb`, `variables/`,
+`assets.extra/tf_serving_warmup_requests` and `model_card.json`, written into
+a hidden staging folder and renamed into place, so a version folder is
+complete or absent; the rename also claims the version number, so two
+processes exporting at once get two versions. Modules track the models'
+underlying variables (`raw_variables`), so each is stored once (Keras' own
+`model.export` stores them twice).
 """
 
 import errno

@@ -65,7 +65,7 @@ def run(config, distribution=None, callbacks=()):
 def describe(result):
     """The run's closing lines: validation and test metrics and where
     everything is."""
-    lines = [f"{split:>10}: {summary_line(figures)}" for split, figures in result.metrics.items()]
+    lines = [summary_line(figures) for figures in result.metrics.values()]
     lines += [f"wrote {path}" for path in result.report_paths]
     if result.preset_path:
         lines.append(f"preset: {result.preset_path}")
