@@ -73,10 +73,10 @@ def test_newest_version_is_picked_up_when_it_appears(server):
         for client in _clients(server):
             assert client.metadata()["version"] == 2
             np.testing.assert_allclose(client.predict(TEXTS)["probabilities"], expected["probabilities"].numpy(), atol=1e-6)
-            assert [s["version"] for s in client.status()] == [1, 2]
-        for client in _clients(server, version=1):  # A pinned version still answers.
-            np.testing.assert_allclose(client.predict(TEXTS)["probabilities"],
-                                       _expected(base, 1)["probabilities"].numpy(), atol=1e-6)
+            assert [s["version"] for s in client.status()] == [2]  # TF Serving's default policy: latest 1.
+        for client in _clients(server, version=1):  # Version 1 is unloaded, as TF Serving unloads it.
+            with pytest.raises(ServingError, match=r"Specific\(reviews, 1\)"):
+                client.predict(TEXTS)
     finally:
         import shutil
         shutil.rmtree(base / "reviews" / "2")
@@ -97,8 +97,8 @@ def test_server_down_fails_fast_naming_the_address():
 
 
 @pytest.mark.parametrize("kwargs, predict_kwargs, pattern", [
-    ({"model_name": "nope"}, {}, r"model 'nope'.*(NOT_FOUND|HTTP 404).*'nope' is not under"),
-    ({"model_name": "reviews", "version": 9}, {}, r"model 'reviews' version 9.*version 9 \(have \[1\]\)"),
+    ({"model_name": "nope"}, {}, r"model 'nope'.*(NOT_FOUND|HTTP 404).*Latest\(nope\).*'nope' is not under"),
+    ({"model_name": "reviews", "version": 9}, {}, r"model 'reviews' version 9.*Specific\(reviews, 9\).*have \[1\]"),
     ({"model_name": "reviews", "signature": "serve_pictures"}, {}, r"signature 'serve_pictures'.*not found"),
     ({"model_name": "reviews"}, {"input_name": "sentence"}, r"input names \['sentence'\] do not match.*\['text'\]"),
 ])

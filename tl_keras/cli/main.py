@@ -45,13 +45,22 @@ def _predict(args):
 
 def _serve_local(args):
     from tl_keras.serving.local_server import LocalServer, RequestLimits
+    from tl_keras.serving.model_repository import ServedModel, read_model_config
 
     limits = RequestLimits(max_bytes=args.max_request_bytes, max_tensor_bytes=args.max_tensor_bytes,
                            max_rows=args.max_rows, read_timeout=args.read_timeout)
-    server = LocalServer(args.model_base_path, grpc_port=args.grpc_port, rest_port=args.rest_port, host=args.host,
-                         limits=limits)
+    base, models = args.exports, None
+    if args.model_config_file:
+        base, models = None, read_model_config(args.model_config_file)
+    elif args.model_name:
+        base, models = None, [ServedModel(args.model_name, pathlib.Path(args.model_base_path).resolve())]
+    elif base is None:
+        raise ValueError("give an export folder, --model_config_file, or --model_name with --model_base_path")
+    server = LocalServer(base, grpc_port=args.grpc_port, rest_port=args.rest_port, host=args.host, limits=limits,
+                         models=models)
     server.start()
-    print(f"serving {args.model_base_path} (local stand-in for TF Serving, not for production): "
+    what = base or ", ".join(f"{m.name} ({m.base_path})" for m in models)
+    print(f"serving {what} (local stand-in for TF Serving, not for production): "
           f"gRPC {args.host}:{server.grpc_port}, REST http://{args.host}:{server.rest_port}", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
@@ -98,7 +107,12 @@ def _main(argv):
     predict.set_defaults(run=_predict)
     serve = commands.add_parser("serve-local", help="serve an export folder without Docker (dev stand-in)",
                                 formatter_class=defaults_shown)
-    serve.add_argument("model_base_path", help="the TF Serving base folder, <name>/<version>/ inside")
+    serve.add_argument("exports", nargs="?", help="a folder of <name>/<version>/ SavedModels (every sub-folder a "
+                       "model, its newest version served)")
+    serve.add_argument("--model_config_file", "--model-config-file", help="a TF Serving ModelServerConfig (text "
+                       "format): models, base paths, model_version_policy, version_labels")
+    serve.add_argument("--model_name", "--model-name", help="one model's name (with --model_base_path)")
+    serve.add_argument("--model_base_path", "--model-base-path", help="one model's folder of <version>/ folders")
     serve.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (0 picks a free one)")
     serve.add_argument("--rest-port", type=int, default=8501, help="REST port (0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="the address to bind (loopback by default)")

@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tl_keras.serving.rest_json import holds_text, to_json_values
+from tl_keras.serving.rest_json import from_json_values, holds_text, to_json_values
 
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # gRPC's default message limit.
 DEFAULT_MAX_BATCH_SIZE = 256  # Rows a request; more go as several requests.
@@ -244,8 +244,10 @@ class RestClient(_Client):
         inputs = {name: to_json_values(value) for name, value in inputs.items()}
         body = {"signature_name": self.signature, "inputs": inputs}
         outputs = self._request(self._url(":predict"), body)["outputs"]
-        if not isinstance(outputs, dict):
-            outputs = {"output": outputs}
+        if not isinstance(outputs, dict):  # TF Serving leaves a single output unnamed.
+            signatures = self.metadata()["signatures"]
+            outputs = {next(iter(signatures[self.signature]["outputs"])): outputs}
+        outputs = {name: from_json_values(value) for name, value in outputs.items()}
         return {name: np.asarray(value, dtype=object if holds_text(value) else None) for name, value in outputs.items()}
 
     def metadata(self):

@@ -1,0 +1,228 @@
+"""The models `serve-local` serves, as TF Serving decides them: version
+folders read as TF Serving reads them, a `model_version_policy` per model
+(`latest` N, the default 1; `all`; `specific`), version labels, a
+`--model_config_file` in `ModelServerConfig` text format, and reloads.
+
+A version that fails to load is logged and skipped: under `latest`, the
+newest versions that load are served, so a broken new export leaves the one
+before it serving.
+"""
+
+import dataclasses
+import pathlib
+import sys
+import threading
+
+import grpc
+from google.protobuf import text_format
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from tl_keras.core.files import SAFE_NAME
+
+
+class ModelError(LookupError):
+    """A request for a model, version or signature the server does not have,
+    or with inputs the signature does not take. `status` is the gRPC code."""
+
+    def __init__(self, message, status=grpc.StatusCode.NOT_FOUND):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedModel:
+    """One model: its base folder (holding `<version>/` SavedModels), its
+    version policy and labels.
+
+    Args:
+        name: the model's name in requests.
+        base_path: the folder of its version folders.
+        policy: `"latest"`, `"all"` or `"specific"`.
+        num_versions: how many versions `latest` serves.
+        versions: the versions `specific` serves.
+        labels: `{label: version}`.
+    """
+
+    name: str
+    base_path: pathlib.Path
+    policy: str = "latest"
+    num_versions: int = 1
+    versions: tuple = ()
+    labels: dict = dataclasses.field(default_factory=dict)
+
+
+def read_model_config(path):
+    """The `ServedModel`s of a TF Serving `--model_config_file`
+    (`ModelServerConfig` in protobuf text format); relative base paths are
+    taken from the file's folder.
+
+    Example:
+    >>> read_model_config("models.config")
+    [ServedModel(name='reviews', base_path=PosixPath('/models/reviews'), ...)]
+    """
+    path = pathlib.Path(path)
+    try:
+        config = text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
+    except (OSError, text_format.ParseError) as error:
+        raise ValueError(f"{path}: not a readable ModelServerConfig ({error}).") from None
+    return models_from_config(config, path.parent)
+
+
+def models_from_config(config, folder=pathlib.Path(".")):
+    """`ServedModel`s from a `ModelServerConfig` proto."""
+    models = []
+    for entry in config.model_config_list.config:
+        if not SAFE_NAME.fullmatch(entry.name):
+            raise ValueError(f"model name {entry.name!r} is not a plain name")
+        policy = entry.model_version_policy.WhichOneof("policy_choice") or "latest"
+        models.append(ServedModel(
+            entry.name, (folder / entry.base_path).resolve(), policy,
+            entry.model_version_policy.latest.num_versions or 1,
+            tuple(entry.model_version_policy.specific.versions), dict(entry.version_labels)))
+    return models
+
+
+class ModelRepository:
+    """The served models, loaded on first use.
+
+    Args:
+        base_path: a folder holding `<name>/<version>/` (every sub-folder a
+            model, served with the `latest` 1 policy; new ones are found as
+            they appear), or `None`.
+        models: `ServedModel`s (from a config file) instead.
+        version_labels: optional `{name: {label: version}}` for `base_path`.
+    """
+
+    def __init__(self, base_path=None, models=None, version_labels=None):
+        import tensorflow_text  # noqa: F401  (registers the TF Text ops, as TF Serving links them)
+
+        self.base_path = pathlib.Path(base_path) if base_path is not None else None
+        self.version_labels = version_labels or {}
+        self._models = {model.name: model for model in models or ()}
+        self._loaded, self._broken = {}, {}
+        self._lock = threading.Lock()
+
+    def reload(self, models):
+        """Serves `models` from now on (TF Serving's
+        `HandleReloadConfigRequest`); models left out are unloaded."""
+        with self._lock:
+            self._models = {model.name: model for model in models}
+            self.base_path = None
+            self._loaded = {key: value for key, value in self._loaded.items() if key[0] in self._models}
+
+    def names(self):
+        if self.base_path is not None:
+            return sorted(p.name for p in self.base_path.iterdir() if p.is_dir() and SAFE_NAME.fullmatch(p.name))
+        return sorted(self._models)
+
+    def model(self, name):
+        """The `ServedModel` called `name`; `ModelError` NOT_FOUND otherwise."""
+        if isinstance(name, str) and SAFE_NAME.fullmatch(name):
+            if name in self._models:
+                return self._models[name]
+            if self.base_path is not None and (self.base_path / name).is_dir():
+                labels = self.version_labels.get(name, {})
+                return ServedModel(name, self.base_path / name, labels=labels)
+        where = f" under {self.base_path}" if self.base_path is not None else ""
+        raise ModelError(f"Servable not found for request: Latest({name}) (model {name!r} is not{where} served)")
+
+    def version_folders(self, name):
+        """`{version: folder}`: every all-digit folder name, as TF Serving
+        reads them (`00000123` is version 123)."""
+        folders = {}
+        base = self.model(name).base_path
+        if base.is_dir():
+            for folder in base.iterdir():
+                if folder.is_dir() and folder.name.isdigit() and folder.name.isascii():
+                    folders.setdefault(int(folder.name), folder)
+        return dict(sorted(folders.items()))
+
+    def broken(self, name, version):
+        """The load error of a version that failed to load, or `None`."""
+        entry = self._broken.get((name, version))
+        return entry[1] if entry else None
+
+    def _load(self, name, version, folder):
+        import tensorflow as tf
+
+        key = (name, version)
+        with self._lock:
+            if key in self._loaded:
+                return self._loaded[key]
+            stamp = folder.stat().st_mtime_ns
+            if key not in self._broken or self._broken[key][0] != stamp:
+                try:
+                    self._loaded[key] = tf.saved_model.load(str(folder))
+                    self._broken.pop(key, None)
+                    return self._loaded[key]
+                except Exception as error:  # noqa: BLE001  (a broken folder must leave the server up)
+                    self._broken[key] = (stamp, first_line(error))
+                    print(f"serve-local: skipping {folder}: cannot load it ({self._broken[key][1]})",
+                          file=sys.stderr, flush=True)
+            raise ModelError(f"model {name!r} version {version} failed to load: {self._broken[key][1]}",
+                             grpc.StatusCode.FAILED_PRECONDITION)
+
+    def served_versions(self, name):
+        """The versions the model's policy serves, newest first, among those
+        that load."""
+        model, folders = self.model(name), self.version_folders(name)
+        if model.policy == "specific":
+            candidates = [v for v in sorted(model.versions, reverse=True) if v in folders]
+        else:
+            candidates = sorted(folders, reverse=True)
+        served = []
+        for version in candidates:
+            try:
+                self._load(name, version, folders[version])
+            except ModelError:
+                continue
+            served.append(version)
+            if model.policy == "latest" and len(served) == model.num_versions:
+                break
+        return served
+
+    def resolve(self, name, version=None, label=None):
+        """`(version, loaded SavedModel)` for a request: the label's version,
+        the given one, or the newest served; TF Serving's errors otherwise."""
+        model = self.model(name)
+        if label:
+            if label not in model.labels:
+                raise ModelError(f"Unrecognized servable version label: {label}", grpc.StatusCode.INVALID_ARGUMENT)
+            version = model.labels[label]
+        served = self.served_versions(name)
+        if version is None:
+            if not served:
+                raise ModelError(f"Servable not found for request: Latest({name}) (no loadable version yet)")
+            version = served[0]
+        elif version not in served:
+            raise ModelError(f"Servable not found for request: Specific({name}, {version}) "
+                             f"(version {version} is not served; have {sorted(served)})")
+        return version, self._load(name, version, self.version_folders(name)[version])
+
+    def statuses(self, name, version=None, label=None):
+        """`[(version, error or None)]`: the served versions (or the one
+        asked for) and those that failed to load."""
+        if version is not None or label:
+            return [(self.resolve(name, version, label)[0], None)]
+        served = self.served_versions(name)
+        failed = [v for v in self.version_folders(name) if self.broken(name, v) and v not in served]
+        return [(v, None) for v in sorted(served)] + [(v, self.broken(name, v)) for v in failed]
+
+    def signature_defs(self, name, version):
+        """The `SignatureDefMap` as written in `saved_model.pb` (what TF
+        Serving reports), without the internal `__saved_model_init_op`."""
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((self.version_folders(name)[version] / "saved_model.pb").read_bytes())
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        for key, value in proto.meta_graphs[0].signature_def.items():
+            if not key.startswith("__"):
+                signatures.signature_def[key].CopyFrom(value)
+        return signatures
+
+
+def first_line(error):
+    """The first line of an error: the cause, without the graph trace."""
+    message = getattr(error, "message", None) or str(error)
+    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
