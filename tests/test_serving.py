@@ -134,3 +134,25 @@ def test_cli_predict_prints_one_json_line_a_text(server, capsys):
     assert [line["label"] for line in lines] == [l.decode() for l in _expected(base, 1)["label"].numpy()]
     assert cli(["predict", "--rest", f"127.0.0.1:{running.rest_port}", "--model", "nope", "x"]) == 2
     assert "REST 127.0.0.1" in capsys.readouterr().err
+
+
+def test_generated_config_serves_what_was_exported(server, tmp_path):
+    import http.client
+
+    from tl_keras.serving.kit import serving_config
+    from tl_keras.serving.model_repository import read_model_config
+
+    running, base = server
+    config = serving_config(base, base=str(base))
+    assert config.count("config {") == 1 and f'base_path: "{base}/reviews"' in config
+    assert "per-model batching" in config
+    assert (base / "reviews" / "1" / "batching_params.pbtxt").read_text().startswith("max_batch_size")
+    (tmp_path / "models.config").write_text(config)
+    with LocalServer(models=read_model_config(tmp_path / "models.config"), grpc_port=0, rest_port=0) as local:
+        connection = http.client.HTTPConnection("127.0.0.1", local.rest_port, timeout=30)
+        connection.request("POST", "/v1/models/reviews:predict", body=json.dumps({"instances": ["Great phone"]}))
+        answer = json.loads(connection.getresponse().read())  # The README's curl example.
+        assert set(answer["predictions"][0]) == {"probabilities", "label_id", "label"}
+        grpc_labels = GrpcClient(f"127.0.0.1:{local.grpc_port}", "reviews").predict(["Great phone"])["label"]
+        assert list(grpc_labels) == [answer["predictions"][0]["label"]]
+    assert cli(["serving-config", str(tmp_path / "empty")]) == 2

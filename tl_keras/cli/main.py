@@ -5,6 +5,7 @@
     tl-keras train-text --train reviews.csv --text-column review --label-column stars --export-dir exports
 
     tl-keras serve-local exports            # gRPC :8500, REST :8501 (a stand-in, not production)
+    tl-keras serving-config exports --output serving_kit/models.config
     tl-keras predict --model reviews "great phone" "broke in a week"
     tl-keras predict --rest localhost:8501 --model reviews --version 2 "great phone"
     tl-keras predict --model products --images shoe.jpg bag.png
@@ -72,6 +73,18 @@ def _serve_local(args):
     return 0
 
 
+def _serving_config(args):
+    from tl_keras.core.files import write_atomically
+    from tl_keras.serving.kit import serving_config
+
+    text = serving_config(args.export_dir, args.base)
+    if args.output:
+        print(f"wrote {write_atomically(args.output, text)}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def _convert_efficientnet_lite(args):
     from tl_keras.models.efficientnet_lite import convert_efficientnet_lite
 
@@ -124,6 +137,12 @@ def _main(argv):
     serve.add_argument("--read-timeout", type=float, default=10.0,
                        help="seconds a REST client may take to send its request")
     serve.set_defaults(run=_serve_local)
+    kit = commands.add_parser("serving-config", formatter_class=defaults_shown,
+                              help="write TF Serving's models.config for the models an export folder holds")
+    kit.add_argument("export_dir", help="the export folder (<name>/<version>/ inside)")
+    kit.add_argument("--base", default="/models", help="where TF Serving's container mounts the export folder")
+    kit.add_argument("--output", help="the file to write (default: print it)")
+    kit.set_defaults(run=_serving_config)
     convert = commands.add_parser("convert-efficientnet-lite", formatter_class=defaults_shown,
                                   help="EfficientNet-PyTorch Lite0 .pth to a KerasHub preset folder, without torch")
     convert.add_argument("checkpoint", help="the .pth file")

@@ -78,4 +78,4 @@ def export_image_model(model, vocabulary, image_size, export_dir, model_name, ve
     return export_module(
         module, {"serving_default": module.serve_bytes, "serve_pixels": module.serve_pixels},
         export_dir, model_name, version,
-        warmup_requests=[{"image_bytes": [encoded]} for encoded in warmup_images], card=card)
+        warmup_requests=[{"image_bytes": [encoded]} for encoded in warmup_images], card=card, batching=True)

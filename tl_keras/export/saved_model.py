@@ -79,7 +79,25 @@ def write_warmup_requests(path, model_name, requests):
             writer.write(log.SerializeToString())
 
 
-def export_module(module, signatures, export_dir, model_name, version=None, warmup_requests=(), card=None):
+# TF Serving's per-model batching (`--enable_per_model_batching_parameters`
+# reads `batching_params.pbtxt` beside `saved_model.pb`),
+# written only into exports whose every signature may be batched: requests
+# are split into batches of at most 32 rows, any size is accepted, and
+# variable-length dimensions are padded (token ids with 0, which the padding
+# mask ignores).
+BATCHING_FILE = "batching_params.pbtxt"
+BATCHING_PARAMETERS = """max_batch_size { value: 1024 }
+max_execution_batch_size { value: 32 }
+enable_large_batch_splitting { value: true }
+batch_timeout_micros { value: 1000 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 2 }
+pad_variable_length_inputs { value: true }
+"""
+
+
+def export_module(module, signatures, export_dir, model_name, version=None, warmup_requests=(), card=None,
+                  batching=False):
     """Saves a `tf.Module` as version `version` of `model_name` under
     `export_dir`, atomically: it is written to a hidden staging folder and
     renamed into place, so the version folder is complete or absent.
@@ -99,6 +117,9 @@ def export_module(module, signatures, export_dir, model_name, version=None, warm
             Serving warm-up requests.
         card: JSON-ready facts for `model_card.json`; the signatures'
             input and output specs and the TF versions are added.
+        batching: write `batching_params.pbtxt` beside `saved_model.pb`
+            (TF Serving's per-model batching): only for models whose
+            signatures batch safely.
 
     Returns:
         The version folder, a `pathlib.Path`.
@@ -118,6 +139,8 @@ def export_module(module, signatures, export_dir, model_name, version=None, warm
         (staging / "assets.extra").mkdir(exist_ok=True)
         if warmup_requests:
             write_warmup_requests(staging / "assets.extra" / WARMUP_FILE, model_name, list(warmup_requests))
+        if batching:
+            (staging / BATCHING_FILE).write_text(BATCHING_PARAMETERS)
         import tensorflow_text
 
         model_card = {
@@ -125,6 +148,7 @@ def export_module(module, signatures, export_dir, model_name, version=None, warm
             "tensorflow_version": tf.__version__,
             "tensorflow_text_version": tensorflow_text.__version__,
             "signatures": {name: _signature_card(function) for name, function in signatures.items()},
+            "server_batching": bool(batching),
             **(card or {}),
         }
         return _claim_version(staging, model_dir, version, model_card)

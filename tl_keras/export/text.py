@@ -120,5 +120,5 @@ def export_text_model(
         {"serving_default": module.serve_text, "serve_tokens": module.serve_tokens},
         export_dir, model_name, version,
         warmup_requests=[{"text": [text]} for text in warmup_texts],
-        card=card,
+        card=card, batching=True,
     )
