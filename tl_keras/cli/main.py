@@ -21,6 +21,7 @@ import threading
 
 import tl_keras  # noqa: F401  (selects the TensorFlow backend first; imports no TensorFlow)
 from tl_keras.cli.flags import main_with_error_line
+from tl_keras.core.quiet import import_tensorflow_quietly
 from tl_keras.cli.workflows import COMMANDS
 
 
@@ -150,6 +151,7 @@ def _main(argv):
     convert.add_argument("--image-size", type=int, default=224, help="the image converter's square size")
     convert.set_defaults(run=_convert_efficientnet_lite)
     args = parser.parse_args(argv)
+    import_tensorflow_quietly()
     return args.run(args)
 
 

@@ -13,6 +13,7 @@ import pathlib
 
 from tl_keras.cli.flags import add_config_flags, build, settings_from
 from tl_keras.core.offline import minilm_l6_offline_path
+from tl_keras.core.quiet import import_tensorflow_quietly
 from tl_keras.training.config import TrainingConfig
 from tl_keras.workflows import configs
 
@@ -149,4 +150,6 @@ def run_recipe(name, argv=None, defaults=None, description=None):
     parser = argparse.ArgumentParser(description=description or workflow.summary,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, workflow.config_types, defaults, workflow.help)
-    return workflow.run(parser.parse_args(argv), defaults)
+    args = parser.parse_args(argv)
+    import_tensorflow_quietly()
+    return workflow.run(args, defaults)

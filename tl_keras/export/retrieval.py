@@ -66,9 +66,11 @@ class RetrievalServingModule(tf.Module):
         numbers = self.item_numbers.lookup(recent_item_ids)
         numbers = tf.where(recent_item_ids == "", 0, numbers)
         unknown = numbers < 0
-        tf.debugging.Assert(tf.logical_not(tf.reduce_any(unknown)),
-                            ["Unknown item ids in recent_item_ids:", tf.boolean_mask(recent_item_ids, unknown)],
-                            summarize=10)
+        check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(unknown)),
+                                    ["Unknown item ids in recent_item_ids:", tf.boolean_mask(recent_item_ids, unknown)],
+                                    summarize=10)
+        with tf.control_dependencies([check]):  # Before any op indexes with an unknown (-1) number.
+            numbers = tf.identity(numbers)
         # The user tower pools its items without regard to order, so keeping
         # each row's last `history_length` real items is all it needs.
         recent = tf.ragged.boolean_mask(numbers, numbers > 0)[:, -self.history_length:]

@@ -44,8 +44,8 @@ def pick_distribution(choice="auto"):
             `TF_CONFIG`).
 
     Example:
-    >>> strategy = pick_distribution("auto")
-    >>> with strategy.scope():
+    >>> distribution = pick_distribution("auto")
+    >>> with distribution.scope():
     ...     model = build_text_model(...)
     """
     if choice not in DISTRIBUTIONS:
@@ -77,9 +77,9 @@ def _mirrored_strategy(devices):
     return tf.distribute.MirroredStrategy(list(devices))
 
 
-def is_multi_worker(strategy):
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
-        strategy.extended._in_multi_worker_mode()
+def is_multi_worker(distribution):
+    return isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy) and \
+        distribution.extended._in_multi_worker_mode()
 
 
 def is_chief():
@@ -128,11 +128,11 @@ class WorkerOutput:
             shutil.rmtree(self._temporary, ignore_errors=True)
 
 
-def global_batch_size(per_replica_batch_size, strategy):
+def global_batch_size(per_replica_batch_size, distribution):
     """The global batch: per-replica batch times the replicas in sync."""
     if per_replica_batch_size < 1:
         raise ValueError(f"The per-replica batch size must be >= 1, received {per_replica_batch_size!r}.")
-    return per_replica_batch_size * strategy.num_replicas_in_sync
+    return per_replica_batch_size * distribution.num_replicas_in_sync
 
 
 def set_precision(policy="float32"):

@@ -29,50 +29,50 @@ import tensorflow as tf
 from tl_keras.training.distribution import is_multi_worker
 
 
-def _distributed_step(strategy, step_function):
+def _distributed_step(distribution, step_function):
     @tf.function
     def run(iterator):
-        logs = strategy.run(step_function, args=(next(iterator),))
-        return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
+        logs = distribution.run(step_function, args=(next(iterator),))
+        return {name: distribution.reduce("MEAN", value, axis=None) for name, value in logs.items()}
 
     return run
 
 
-def fit(model, strategy, train_dataset, validation_dataset=None, initial_epoch=0, epochs=1, callbacks=(),
+def fit(model, distribution, train_dataset, validation_dataset=None, initial_epoch=0, epochs=1, callbacks=(),
         verbose=1):
     """Trains `model` like `model.fit(train_dataset, validation_data=...,
     initial_epoch=..., epochs=..., callbacks=...)`; returns its `History`.
 
-    Under a multi-worker `strategy` it runs the loop of this module (both
+    Under a multi-worker `distribution` it runs the loop of this module (both
     datasets then need a known cardinality, which
     `tl_keras.data.tokens.make_dataset` sets); under any other it is
     Keras' own `model.fit`, with `shuffle=False` because the datasets
     shuffle themselves.
 
     Example:
-    >>> with strategy.scope():
+    >>> with distribution.scope():
     ...     model.compile(optimizer, loss, metrics)
-    >>> history = fit(model, strategy, train_dataset, validation_dataset, epochs=3)
+    >>> history = fit(model, distribution, train_dataset, validation_dataset, epochs=3)
     """
     arguments = dict(initial_epoch=initial_epoch, epochs=epochs, callbacks=list(callbacks), verbose=verbose)
-    if not is_multi_worker(strategy):
+    if not is_multi_worker(distribution):
         return model.fit(train_dataset, validation_data=validation_dataset, shuffle=False, **arguments)
     return _fit_multi_worker(model, train_dataset, validation_dataset, **arguments)
 
 
 def _fit_multi_worker(model, train_dataset, validation_dataset, initial_epoch, epochs, callbacks, verbose):
-    strategy = model.distribute_strategy
+    distribution = model.distribute_strategy
     steps = int(train_dataset.cardinality())
     if steps < 1:
         raise ValueError(f"The training dataset needs a known, positive cardinality; received {steps}.")
-    with strategy.scope():
+    with distribution.scope():
         model.optimizer.build(model.trainable_variables)
-    train_step = _distributed_step(strategy, model.train_step)
-    test_step = _distributed_step(strategy, model.test_step)
-    train_data = strategy.experimental_distribute_dataset(train_dataset)
+    train_step = _distributed_step(distribution, model.train_step)
+    test_step = _distributed_step(distribution, model.test_step)
+    train_data = distribution.experimental_distribute_dataset(train_dataset)
     validation_data = None
     if validation_dataset is not None:
-        validation_data = strategy.experimental_distribute_dataset(validation_dataset)
+        validation_data = distribution.experimental_distribute_dataset(validation_dataset)
     callback_list = keras.callbacks.CallbackList(
         callbacks, add_history=True, add_progbar=verbose != 0, model=model,
         verbose=verbose, epochs=epochs, steps=steps,

@@ -1,0 +1,38 @@
+"""Importing TensorFlow without its C++ start-up lines.
+
+TensorFlow's native libraries log (CUDA probing, oneDNN) to file descriptor
+2 before they read `TF_CPP_MIN_LOG_LEVEL`, so the variable alone cannot
+quiet them; the command line imports TensorFlow with that descriptor pointed
+at /dev/null, unless `TF_CPP_MIN_LOG_LEVEL` is 0.
+"""
+
+import contextlib
+import os
+import sys
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow (and TF Text), its native start-up logging
+    silenced; a failed import still raises its error.
+
+    Example:
+    >>> import_tensorflow_quietly()
+    """
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
+        return
+    with _native_stderr_silenced():
+        import tensorflow  # noqa: F401
+        import keras  # noqa: F401
