@@ -99,6 +99,18 @@ class _Calls:
         return version, run(function, spec.signature_name or "serving_default", method_name, examples)
 
 
+def _fill_classifications(result, rows):
+    for pairs in rows:
+        row = result.classifications.add()
+        for label, score in pairs:
+            row.classes.add(label=label, score=score or 0.0)
+
+
+def _fill_regressions(result, values):
+    for value in values:
+        result.regressions.add(value=value)
+
+
 def _response_spec(response_spec, spec, version):
     response_spec.CopyFrom(spec)
     response_spec.version.value = version
@@ -125,10 +137,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                                                inference.CLASSIFY)
         response = classification_pb2.ClassificationResponse()
         _response_spec(response.model_spec, request.model_spec, version)
-        for pairs in results:
-            row = response.result.classifications.add()
-            for label, score in pairs:
-                row.classes.add(label=label, score=score or 0.0)
+        _fill_classifications(response.result, results)
         return response
 
     def _Regress(self, request, context):
@@ -136,8 +145,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                                                inference.REGRESS)
         response = regression_pb2.RegressionResponse()
         _response_spec(response.model_spec, request.model_spec, version)
-        for value in results:
-            response.result.regressions.add(value=value)
+        _fill_regressions(response.result, results)
         return response
 
     def _MultiInference(self, request, context):
@@ -151,13 +159,9 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             result = response.results.add()
             _response_spec(result.model_spec, task.model_spec, version)
             if task.method_name == inference.CLASSIFY:
-                for pairs in results:
-                    row = result.classification_result.classifications.add()
-                    for label, score in pairs:
-                        row.classes.add(label=label, score=score or 0.0)
+                _fill_classifications(result.classification_result, results)
             else:
-                for value in results:
-                    result.regression_result.regressions.add(value=value)
+                _fill_regressions(result.regression_result, results)
         return response
 
     def _GetModelMetadata(self, request, context):
