@@ -6,6 +6,7 @@
 
     tl-keras serve-local exports            # gRPC :8500, REST :8501 (a stand-in, not production)
     tl-keras serving-config exports --output serving_kit/models.config
+    tl-keras explain --preset presets/reviews "broke in a week"
     tl-keras predict --model reviews "great phone" "broke in a week"
     tl-keras predict --rest localhost:8501 --model reviews --version 2 "great phone"
     tl-keras predict --model products --images shoe.jpg bag.png
@@ -74,6 +75,35 @@ def _serve_local(args):
     return 0
 
 
+def _explain(args):
+    import json
+
+    from tl_keras.evaluation.explanations import write_explanations
+    from tl_keras.tasks.base import TASK_FILE
+    from tl_keras.tasks.image_classifier import ImageClassifier
+    from tl_keras.tasks.text_classifier import TextClassifier
+
+    task_file = pathlib.Path(args.preset) / TASK_FILE
+    if not task_file.is_file():
+        raise ValueError(f"{args.preset} is not a saved classifier (no {TASK_FILE}); save one with --save-preset.")
+    kind = json.loads(task_file.read_text()).get("class")
+    classes = {"TextClassifier": TextClassifier, "ImageClassifier": ImageClassifier}
+    if kind not in classes:
+        raise ValueError(f"{args.preset} holds a {kind!r} task; explanations are for TextClassifier and "
+                         "ImageClassifier.")
+    classifier = classes[kind].from_preset(args.preset)
+    explanations = classifier.explain(args.inputs, steps=args.steps)
+    for path in write_explanations(explanations, args.output, captions=args.inputs if kind == "TextClassifier"
+                                   else [pathlib.Path(p).name for p in args.inputs]):
+        print(f"wrote {path}")
+    for explanation in explanations:
+        top = sorted(zip(explanation.tokens or [], explanation.attributions), key=lambda pair: -abs(pair[1]))[:3]
+        print(json.dumps({"label": explanation.label, "probability": round(explanation.probability, 4),
+                          "completeness_gap": explanation.completeness_gap,
+                          "top_tokens": [[token, round(float(value), 4)] for token, value in top]}))
+    return 0
+
+
 def _serving_config(args):
     from tl_keras.core.files import write_atomically
     from tl_keras.serving.kit import serving_config
@@ -138,6 +168,13 @@ def _main(argv):
     serve.add_argument("--read-timeout", type=float, default=10.0,
                        help="seconds a REST client may take to send its request")
     serve.set_defaults(run=_serve_local)
+    explain = commands.add_parser("explain", formatter_class=defaults_shown,
+                                  help="why a saved classifier decided: integrated gradients, as HTML and PNG")
+    explain.add_argument("inputs", nargs="+", help="texts, or image files for an image classifier")
+    explain.add_argument("--preset", required=True, help="a saved classifier (--save-preset, save_to_preset)")
+    explain.add_argument("--output", default="runs/explanations", help="the folder for explanations.html and PNGs")
+    explain.add_argument("--steps", type=int, default=64, help="integration steps")
+    explain.set_defaults(run=_explain)
     kit = commands.add_parser("serving-config", formatter_class=defaults_shown,
                               help="write TF Serving's models.config for the models an export folder holds")
     kit.add_argument("export_dir", help="the export folder (<name>/<version>/ inside)")

@@ -92,7 +92,7 @@ class WorkflowCommand:
         extra = {"training": build(TrainingConfig, settings)} if TrainingConfig in self.config_types else {}
         config = build(self.config, settings, **extra)
         workflow = importlib.import_module(f"tl_keras.workflows.{self.module}")
-        print(f"{self.name}: backbone {config.backbone}")
+        print(f"{self.name}: {getattr(config, 'backbone', None) or getattr(config, 'teacher', '')}")
         result = workflow.run(config)
         if hasattr(workflow, "describe"):
             print(workflow.describe(result))
@@ -126,6 +126,9 @@ COMMANDS = (
                     help={"backbone": BACKBONE_HELP}),
     WorkflowCommand("pretrain", "continue masked-LM pretraining of a backbone on in-domain texts",
                     configs.ContinuedPretrainingConfig, "continued_pretraining", help={"backbone": BACKBONE_HELP}),
+    WorkflowCommand("distill", "distil a saved text classifier into a student with fewer blocks",
+                    configs.DistillationConfig, "distillation", {"output_dir": "runs/distillation"},
+                    fill=lambda settings: None),
 )
 
 

@@ -67,6 +67,8 @@ SETTING_RANGES = {
     "temperature": POSITIVE,
     "alpha": POSITIVE,
     "coral_weight": POSITIVE,
+    "num_blocks": _count(),
+    "hard_weight": Range(0),
 }
 
 

@@ -18,6 +18,7 @@ import uuid
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tl_keras.data.texts import MULTILABEL_SEPARATOR, MULTILABEL_THRESHOLD
 from tl_keras.evaluation.classification import evaluate_predictions, write_report
@@ -123,7 +124,8 @@ class Classifier(TransferTask):
             A `keras.callbacks.History`; its `history` has a `"phase"` list.
         """
         train_inputs = self.transfer_inputs(x, verbose)
-        if train_inputs is None:
+        if train_inputs is None:  # Keras' own fit; a dataset carries its own batches.
+            batch_size = None if isinstance(x, tf.data.Dataset) else batch_size
             return super().fit(x, y, validation_data=validation_data, epochs=epochs, batch_size=batch_size,
                                callbacks=list(callbacks), verbose=verbose, **settings)
         validation_inputs = validation_targets = None

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tl_keras.data.images import ImageArray, build_augmentation, decode_and_resize
 from tl_keras.data.texts import LabelVocabulary
+from tl_keras.evaluation.explanations import explain_images
 from tl_keras.export.image import export_image_model
 from tl_keras.models.backbones import load_image_backbone
 from tl_keras.models.heads import build_head, build_image_encoder
@@ -112,6 +113,11 @@ class ImageClassifier(Classifier, keras.Model):
             pixels = np.stack([decode_and_resize(tf.constant(item), self.image_size).numpy() for item in encoded])
             return ImageArray(pixels, self.augmentation)
         return None
+
+    def explain(self, x, labels=None, steps=64):
+        """Per-pixel integrated-gradients attributions of the decision for
+        each image (bytes, files or uint8 arrays), from a black baseline."""
+        return explain_images(self, self.transfer_inputs(x).pixels, labels, steps)
 
     def task_config(self):
         return {"labels": list(self.vocabulary.names), "image_size": list(self.image_size),

@@ -7,18 +7,26 @@ style: `from_preset`, `fit` on raw strings, `predict_labels`,
 import json
 import pathlib
 import tempfile
+import warnings
 
 import keras
 import numpy as np
 
 from tl_keras.data.texts import LabelVocabulary
-from tl_keras.data.tokens import TokenizedTexts, tokenize
+from tl_keras.data.tokens import TokenizedTexts, make_dataset, tokenize
+from tl_keras.evaluation.explanations import explain_texts
 from tl_keras.export.text import export_text_model
 from tl_keras.models.backbones import default_pooling, load_text_backbone
 from tl_keras.models.heads import build_encoder, build_head
 from tl_keras.tasks.base import Classifier, read_task_config
+from tl_keras.transfer.distillation import (
+    DistillationLoss,
+    distillation_targets,
+    soft_targets,
+    student_backbone,
+)
 from tl_keras.transfer.feature_cache import FeatureCache
-from tl_keras.transfer.strategies import parse_strategy
+from tl_keras.transfer.strategies import apply_trainability, parse_strategy
 
 
 def _as_texts(texts, what="texts"):
@@ -124,6 +132,45 @@ class TextClassifier(Classifier, keras.Model):
             return self.tokenize(x, verbose)
         return None
 
+    def explain(self, texts, labels=None, steps=64):
+        """Per-token integrated-gradients attributions of the decision for
+        each text (see `tl_keras.evaluation.explanations`); write them for
+        people with `write_explanations`.
+
+        Example:
+        >>> [e.tokens for e in classifier.explain(["broke in a week"])]
+        """
+        return explain_texts(self, texts, labels, steps)
+
+    def distill(self, texts, labels=None, unlabelled_texts=(), num_blocks=3, temperature=2.0, hard_weight=0.5,
+                epochs=3, batch_size=16, learning_rate=1e-4, seed=1234, verbose=0):
+        """A smaller student taught by this classifier: `num_blocks`
+        transformer blocks taken from this backbone, trained on this
+        classifier's softened probabilities over `texts` and
+        `unlabelled_texts` (and, with weight `hard_weight`, on `labels`);
+        see `tl_keras.transfer.distillation`. Returns the student, a
+        `TextClassifier` that saves and exports like any other.
+
+        Example:
+        >>> student = teacher.distill(train_texts, train_labels, num_blocks=3)
+        """
+        keras.utils.set_random_seed(seed)
+        student = TextClassifier(student_backbone(self.backbone, num_blocks), self.preprocessor, self.vocabulary,
+                                 self.pooling, "full", self.hidden_dim, self.dropout)
+        student.get_layer("head").set_weights(self.get_layer("head").get_weights())
+        apply_trainability(student, student.strategy)  # All but a pooler the head does not read.
+        all_texts = list(texts) + list(unlabelled_texts)
+        tokens = self.tokenize(all_texts, verbose)
+        hard = None
+        if labels is not None:
+            hard = np.concatenate([self.targets(labels), -np.ones(len(unlabelled_texts), "int32")])
+        targets = distillation_targets(soft_targets(self.predict(tokens), temperature), hard)
+        student.compile(optimizer=keras.optimizers.AdamW(learning_rate),
+                        loss=DistillationLoss(temperature, hard_weight))
+        student.fit(make_dataset(tokens, targets, batch_size, shuffle=True, seed=seed), epochs=epochs,
+                    verbose=verbose)
+        return student
+
     # --- Presets and export ---------------------------------------------------
 
     def task_config(self):
@@ -145,20 +192,37 @@ class TextClassifier(Classifier, keras.Model):
         into the kernels (through a preset), as export wants it."""
         if self.strategy.kind != "lora":
             return self
+        return self.merged_copy()
+
+    def merged_copy(self):
+        """A copy of this classifier (through a preset, so LoRA factors are
+        merged into the kernels)."""
         with tempfile.TemporaryDirectory() as folder:
             self.save_to_preset(pathlib.Path(folder) / "merged")
             return type(self).from_preset(pathlib.Path(folder) / "merged", strategy="frozen")
 
-    def export(self, export_dir, model_name, version=None, warmup_texts=(), card=None):
+    def export(self, export_dir, model_name, version=None, warmup_texts=(), card=None, quantize=None):
         """Writes the TF Serving SavedModel (raw text in, labels out) as
         `export_dir/model_name/<version>/`; see `tl_keras.export.text`.
+        `quantize="int8"` stores the dense and embedding kernels as int8
+        (Keras' post-training quantization: per-channel weight scales,
+        activations quantized on the fly), with the same signatures.
 
         Example:
         >>> classifier.export("exports", "reviews")
         PosixPath('exports/reviews/1')
         """
-        card = {"pooling": self.pooling, "strategy": str(self.strategy),
+        card = {"pooling": self.pooling, "strategy": str(self.strategy), "quantization": quantize or "none",
                 "sequence_length": self.preprocessor.sequence_length, **(card or {})}
-        return export_text_model(self.merged(), self.preprocessor, self.vocabulary, export_dir, model_name, version,
+        model = self.merged()
+        if quantize is not None:
+            if quantize != "int8":
+                raise ValueError(f"`quantize` must be None or 'int8', received {quantize!r}.")
+            model = model.merged_copy() if model is self else model
+            with warnings.catch_warnings():  # Layers without weights (softmax, inputs) say they have no quantize.
+                warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
+                for part in (model.backbone, model.get_layer("head")):  # Not the (unbuilt) tokenizer.
+                    part.quantize("int8")
+        return export_text_model(model, self.preprocessor, self.vocabulary, export_dir, model_name, version,
                                  warmup_texts=warmup_texts, card=card)
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tl_keras.core.files import write_json
 from tl_keras.data.texts import stratified_split
 from tl_keras.evaluation.classification import write_report
+from tl_keras.evaluation.explanations import most_confident_errors, write_explanations
 from tl_keras.export.saved_model import keep_model_if_export_fails
 from tl_keras.training.distribution import WorkerOutput, is_chief
 from tl_keras.training.runs import run_fingerprint
@@ -99,7 +100,7 @@ def finish(result, config, write_reports, export=None, card=None):
 
 
 def train_classifier(config, make_classifier, split_inputs, export, distribution=None, callbacks=(),
-                     extra_metrics=None):
+                     extra_metrics=None, test_raw=None):
     """The classifier workflows' shared middle: distribution and precision,
     seeded weights, the classifier built under the distribution scope, `fit`
     with the transfer strategy (validation each epoch), validation and test
@@ -115,6 +116,9 @@ def train_classifier(config, make_classifier, split_inputs, export, distribution
             from `config.distribute`.
         callbacks: Keras callbacks for every `fit`.
         extra_metrics: other figures for `metrics.json` (skipped images).
+        test_raw: the raw test inputs (texts, uint8 images), whose most
+            confidently misclassified ones the report explains
+            (`errors/explanations.html`); `None` for none.
 
     Returns:
         A `RunResult` with `{"validation": ..., "test": ...}` metrics.
@@ -132,10 +136,30 @@ def train_classifier(config, make_classifier, split_inputs, export, distribution
                              callbacks=callbacks, **dataclasses.asdict(training)).history
     metrics = {"validation": classifier.evaluate_report(*validation, split="validation"),
                "test": classifier.evaluate_report(*test, split="test"), **(extra_metrics or {})}
-    return finish(RunResult(classifier, metrics, history), config,
-                  lambda folder: write_report(metrics["test"], history, folder, write_metrics=False),
+
+    def write_reports(folder):
+        return [*write_report(metrics["test"], history, folder, write_metrics=False),
+                *_explain_errors(classifier, test, test_raw, folder / "errors")]
+
+    return finish(RunResult(classifier, metrics, history), config, write_reports,
                   lambda folder, card: export(classifier, folder, {"backbone": str(config.backbone), **card}),
                   distribution_card(distribution))
+
+
+def _explain_errors(classifier, test, test_raw, folder, count=3):
+    """Explains the classifier's most confident test errors (classification
+    only), beside the confusion matrix."""
+    if test_raw is None or classifier.vocabulary.task != "classification":
+        return []
+    probabilities = classifier.predict(test[0])
+    errors = most_confident_errors(probabilities, classifier.targets(test[1]), count)
+    if not errors:
+        return []
+    names = classifier.vocabulary.names
+    explanations = classifier.explain([test_raw[i] for i in errors] if isinstance(test_raw, list)
+                                      else test_raw[errors])
+    captions = [f"true {test[1][i]}, predicted {names[int(probabilities[i].argmax())]}" for i in errors]
+    return write_explanations(explanations, folder, "The test set's most confident errors", captions)
 
 
 def distribution_card(distribution):

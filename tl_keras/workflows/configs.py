@@ -323,3 +323,59 @@ class ContinuedPretrainingConfig:
 
     def __post_init__(self):
         check_settings(self)
+
+
+@dataclasses.dataclass
+class DistillationConfig:
+    """A distillation run: a saved text classifier (the teacher) taught to a
+    student with fewer blocks, both scored on the same test rows.
+
+    Args:
+        teacher: a folder written by `TextClassifier.save_to_preset` (or
+            `--save-preset`).
+        train: the labelled texts the student learns from (the teacher's
+            training texts, or others).
+        output_dir: where `metrics.json` goes.
+        test: test texts, scored once for teacher and student; `None`
+            holds out a stratified `test_fraction` of `train`.
+        test_fraction: the share of `train` held out for testing.
+        unlabelled: more texts (no labels needed) the student learns the
+            teacher's probabilities on, or `None`.
+        text_column, label_column: the columns of a `.csv`/`.jsonl`.
+        num_blocks: the student's transformer blocks, taken from the
+            teacher's.
+        temperature: the softening temperature.
+        hard_weight: the weight of the labels' cross-entropy.
+        epochs, batch_size, learning_rate: the student's training.
+        quantize: `"int8"` to export the student int8-quantized, or `None`.
+        export_dir, model_name: export the student when `export_dir` is set.
+        save_preset: a new folder to save the student in, or `None`.
+        seed: seeds the student's training.
+        verbose: progress bars (1) or none (0).
+    """
+
+    teacher: str
+    train: str
+    output_dir: str
+    test: str = None
+    test_fraction: float = 0.2
+    unlabelled: str = None
+    text_column: str = "text"
+    label_column: str = "label"
+    num_blocks: int = 3
+    temperature: float = 2.0
+    hard_weight: float = 0.5
+    epochs: int = 6
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    quantize: str = None
+    export_dir: str = None
+    model_name: str = "student"
+    save_preset: str = None
+    seed: int = 1234
+    verbose: int = 1
+
+    def __post_init__(self):
+        check_settings(self)
+        if self.quantize not in (None, "", "int8"):
+            raise ValueError(f"`quantize` must be 'int8' or unset, received {self.quantize!r}.")

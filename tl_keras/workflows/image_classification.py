@@ -55,4 +55,4 @@ def run(config, distribution=None, callbacks=()):
                                  card={"skipped_images": len(skipped), **card})
 
     return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks,
-                            {"skipped_images": len(skipped)})
+                            {"skipped_images": len(skipped)}, test_raw=loaded[2][0])

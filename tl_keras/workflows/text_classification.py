@@ -59,7 +59,8 @@ def run(config, distribution=None, callbacks=()):
     def export(classifier, folder, card):
         return classifier.export(folder, config.model_name, warmup_texts=splits[1].texts[:5], card=card)
 
-    return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks)
+    return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks,
+                            test_raw=splits[2].texts)
 
 
 def describe(result):

@@ -1,0 +1,225 @@
+"""Why a model decided: integrated gradients (Sundararajan et al. 2017), and
+pages people read instead of numbers.
+
+Integrated gradients attribute `f(x) - f(x')` (the predicted class's
+probability at the input minus at a baseline `x'`) to the input's parts:
+`(x - x') * mean over alpha of grad f(x' + alpha (x - x'))`, summed over an
+embedding's or a pixel's channels. By completeness the attributions add up
+to `f(x) - f(x')`; the Riemann sum (trapezoids, `steps` points) misses it by
+a gap that shrinks with more steps, reported as `completeness_gap`.
+
+Baselines: for text, every token's input embedding replaced by the
+embedding of the padding token, except the special tokens (`[CLS]`,
+`[SEP]`), which stay; for images, a black image.
+"""
+
+import dataclasses
+import html
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_keras.evaluation.plots import pyplot
+from tl_keras.models.heads import pool
+
+
+@dataclasses.dataclass
+class Explanation:
+    """The attributions of one input.
+
+    Args:
+        label: the class explained (the predicted one unless asked).
+        probability: `f(x)`, its probability at the input.
+        baseline_probability: `f(x')`.
+        attributions: per token (text) or `[h, w]` per pixel (images).
+        tokens: the tokens (text), or `None`.
+        image: the uint8 image (images), or `None`.
+        completeness_gap: `|sum(attributions) - (f(x) - f(x'))|`.
+    """
+
+    label: str
+    probability: float
+    baseline_probability: float
+    attributions: np.ndarray
+    tokens: list = None
+    image: np.ndarray = None
+    completeness_gap: float = 0.0
+
+
+def integrated_gradients(function, inputs, baseline, target, steps=64):
+    """Integrated gradients of `function(x)[:, target]` from `baseline` to
+    `inputs` (one example, no batch axis), trapezoid rule over `steps`
+    intervals. Returns `(attributions like inputs, f(inputs), f(baseline))`.
+
+    Example:
+    >>> attributions, f_x, f_base = integrated_gradients(model, x, np.zeros_like(x), target=1)
+    """
+    inputs, baseline = tf.constant(inputs, tf.float32), tf.constant(baseline, tf.float32)
+    alphas = tf.reshape(tf.linspace(0.0, 1.0, steps + 1), [-1] + [1] * len(inputs.shape))
+    gradients = []
+    for start in range(0, steps + 1, 16):  # 16 interpolation points a batch.
+        path = baseline + alphas[start:start + 16] * (inputs - baseline)
+        with tf.GradientTape() as tape:
+            tape.watch(path)
+            outputs = function(path)[:, target]
+        gradients.append(tape.gradient(outputs, path))
+    gradients = tf.concat(gradients, axis=0)
+    average = tf.reduce_mean((gradients[:-1] + gradients[1:]) / 2.0, axis=0)
+    ends = function(tf.stack([inputs, baseline]))[:, target]
+    return ((inputs - baseline) * average).numpy(), float(ends[0]), float(ends[1])
+
+
+def text_embedding_model(classifier):
+    """A functional model from the backbone's token embeddings (and its
+    other inputs) to the classifier's outputs: the same layers and weights,
+    entered after the token embedding lookup, so gradients reach the
+    embeddings."""
+    backbone = classifier.backbone
+    others = [name for name in backbone.input if name != "token_ids"]
+    tail = keras.Model([backbone.token_embedding.output, *[backbone.input[n] for n in others]], backbone.output)
+    embeddings = keras.Input((None, backbone.token_embedding.output.shape[-1]), name="token_embeddings")
+    extra = {name: keras.Input((None,), dtype="int32", name=name) for name in others}
+    features = pool(tail([embeddings, *extra.values()]), extra["padding_mask"], classifier.pooling)
+    return keras.Model({"token_embeddings": embeddings, **extra}, classifier.get_layer("head")(features))
+
+
+def explain_texts(classifier, texts, labels=None, steps=64):
+    """`Explanation`s of a `TextClassifier`'s decisions, one a text: each
+    token's share of the explained class's probability.
+
+    Args:
+        classifier: a trained `TextClassifier` (classification).
+        texts: the texts.
+        labels: the class to explain for each text; the predicted one if
+            `None`.
+        steps: integration intervals.
+    """
+    model = text_embedding_model(classifier)
+    vocabulary = classifier.preprocessor.tokenizer
+    special = set(vocabulary.special_token_ids)
+    pad_id = vocabulary.pad_token_id
+    embedding = classifier.backbone.token_embedding
+    explanations = []
+    for row, text in enumerate(texts):
+        tokens = {name: np.asarray(value)[:1] for name, value in classifier.preprocessor([text]).items()}
+        length = int(tokens["padding_mask"].sum())
+        tokens = {name: value[:, :length].astype("int32") for name, value in tokens.items()}
+        ids = tokens["token_ids"][0]
+        x = np.asarray(embedding(ids[None]))[0]
+        baseline_ids = np.where(np.isin(ids, list(special)), ids, pad_id)
+        baseline = np.asarray(embedding(baseline_ids[None]))[0]
+        others = {name: tf.constant(value) for name, value in tokens.items() if name != "token_ids"}
+        probabilities = np.asarray(model({"token_embeddings": tf.constant(x[None]), **others}))[0]
+        target = (classifier.vocabulary.names.index(str(labels[row])) if labels is not None
+                  else int(probabilities.argmax()))
+
+        def function(path):
+            batch = tf.shape(path)[0]
+            return model({"token_embeddings": path, **{n: tf.repeat(v, batch, axis=0) for n, v in others.items()}})
+
+        attributions, f_x, f_base = integrated_gradients(function, x, baseline, target, steps)
+        per_token = attributions.sum(axis=-1)
+        explanations.append(Explanation(
+            classifier.vocabulary.names[target], f_x, f_base, per_token,
+            tokens=[vocabulary.id_to_token(int(i)) for i in ids],
+            completeness_gap=float(abs(per_token.sum() - (f_x - f_base)))))
+    return explanations
+
+
+def explain_images(classifier, images, labels=None, steps=64):
+    """`Explanation`s of an `ImageClassifier`'s decisions: each pixel's share
+    (summed over channels) of the explained class's probability, from a
+    black baseline. `images` are uint8 `[N, h, w, 3]` at the classifier's
+    size."""
+    explanations = []
+    for row, image in enumerate(np.asarray(images)):
+        x = image.astype("float32")
+        probabilities = np.asarray(classifier(x[None], training=False))[0]
+        target = (classifier.vocabulary.names.index(str(labels[row])) if labels is not None
+                  else int(probabilities.argmax()))
+        attributions, f_x, f_base = integrated_gradients(lambda path: classifier(path, training=False), x,
+                                                         np.zeros_like(x), target, steps)
+        per_pixel = attributions.sum(axis=-1)
+        explanations.append(Explanation(classifier.vocabulary.names[target], f_x, f_base, per_pixel,
+                                        image=image.astype("uint8"),
+                                        completeness_gap=float(abs(per_pixel.sum() - (f_x - f_base)))))
+    return explanations
+
+
+def _shade(value, scale):
+    """A CSS background: green for evidence for the class, red against."""
+    strength = min(abs(value) / scale, 1.0) if scale else 0.0
+    color = "0,150,60" if value >= 0 else "200,30,30"
+    return f"background: rgba({color},{strength:.2f})"
+
+
+def write_explanations(explanations, folder, title="Why the model decided", captions=None):
+    """Writes `explanations.html` (every example: tokens shaded by their
+    attribution, or the image beside its heat map) and one PNG an example
+    into `folder`; returns the paths written."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, paths = [], []
+    for index, explanation in enumerate(explanations):
+        caption = (captions[index] + " · ") if captions else ""
+        head = (f"{caption}explained class <b>{html.escape(explanation.label)}</b>: p = "
+                f"{explanation.probability:.3f} (baseline {explanation.baseline_probability:.3f}; attributions sum "
+                f"to the difference within {explanation.completeness_gap:.4f})")
+        png = folder / f"explanation_{index}.png"
+        if explanation.tokens is not None:
+            scale = float(np.abs(explanation.attributions).max()) or 1.0
+            spans = " ".join(f'<span title="{a:+.4f}" style="{_shade(a, scale)}; padding: 2px">'
+                             f"{html.escape(t)}</span>" for t, a in zip(explanation.tokens, explanation.attributions))
+            rows.append(f"<p>{head}</p><p style='font-size: 1.3em'>{spans}</p>")
+            _plot_tokens(explanation, png)
+        else:
+            rows.append(f"<p>{head}</p><img src='{png.name}'>")
+            _plot_heat_map(explanation, png)
+        paths.append(png)
+    page = folder / "explanations.html"
+    page.write_text(f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                    f"<h1>{html.escape(title)}</h1><p>Integrated gradients: green tokens or pixels push toward the "
+                    f"explained class, red ones away.</p>" + "<hr>".join(rows))
+    return [page, *paths]
+
+
+def _plot_tokens(explanation, path):
+    plt = pyplot()
+    values = np.asarray(explanation.attributions)
+    figure, axis = plt.subplots(figsize=(max(4, 0.45 * len(values)), 2.6))
+    axis.bar(range(len(values)), values, color=["#00963c" if v >= 0 else "#c81e1e" for v in values])
+    axis.set_xticks(range(len(values)), explanation.tokens, rotation=60, ha="right")
+    axis.axhline(0, color="grey", linewidth=0.8)
+    axis.set_ylabel("attribution")
+    axis.set_title(f"{explanation.label}: p={explanation.probability:.3f}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_heat_map(explanation, path):
+    plt = pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(6, 3))
+    left.imshow(explanation.image)
+    left.set_title(f"{explanation.label}: p={explanation.probability:.3f}")
+    heat = np.asarray(explanation.attributions)
+    limit = float(np.abs(heat).max()) or 1.0
+    right.imshow(explanation.image, alpha=0.35)
+    right.imshow(heat, cmap="RdYlGn", vmin=-limit, vmax=limit, alpha=0.75)
+    right.set_title("integrated gradients")
+    for axis in (left, right):
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def most_confident_errors(probabilities, targets, count=3):
+    """Indices of the `count` wrong predictions made with the highest
+    probability, most confident first."""
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    wrong = np.flatnonzero(predicted != np.asarray(targets))
+    confidence = np.asarray(probabilities)[wrong, predicted[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:count].tolist()
