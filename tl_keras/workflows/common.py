@@ -47,6 +47,15 @@ class RunResult:
     def model(self):
         return self.task
 
+    def written(self):
+        """Closing lines naming what the run wrote: reports, preset, export."""
+        lines = [f"wrote {path}" for path in self.report_paths]
+        if self.preset_path:
+            lines.append(f"preset: {self.preset_path}")
+        if self.export_path:
+            lines.append(f"SavedModel: {self.export_path}")
+        return lines
+
     @property
     def vocabulary(self):
         return self.task.vocabulary

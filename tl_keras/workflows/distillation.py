@@ -42,9 +42,4 @@ def run(config):
 def describe(result):
     """The run's closing lines: teacher and student on the test rows."""
     lines = [f"{name:>8}: {summary_line(result.metrics[name])}" for name in ("teacher", "student")]
-    lines += [f"wrote {path}" for path in result.report_paths]
-    if result.preset_path:
-        lines.append(f"preset: {result.preset_path}")
-    if result.export_path:
-        lines.append(f"SavedModel: {result.export_path}")
-    return "\n".join(lines)
+    return "\n".join(lines + result.written())

@@ -69,6 +69,4 @@ def describe(result):
     """The run's closing lines: each method's target accuracy."""
     lines = [f"target {method:12s} accuracy {figures['accuracy']:.4f}  macro F1 {figures['macro_f1']:.4f}"
              for method, figures in result.metrics["target"].items()]
-    if result.export_path:
-        lines.append(f"SavedModel: {result.export_path}")
-    return "\n".join(lines)
+    return "\n".join(lines + result.written())

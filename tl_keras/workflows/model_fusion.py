@@ -79,6 +79,4 @@ def describe(result):
     """The run's closing lines: every ingredient's and fusion's accuracy."""
     lines = [f"{name:14s} validation {figures['validation_accuracy']:.4f}  test {figures['test_accuracy']:.4f}"
              f"  parameters {figures['parameters']:,}" for name, figures in result.metrics.items()]
-    if result.export_path:
-        lines.append(f"SavedModel: {result.export_path}")
-    return "\n".join(lines)
+    return "\n".join(lines + result.written())

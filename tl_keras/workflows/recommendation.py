@@ -107,7 +107,4 @@ def describe(result):
         for split in ("overall", "cold_start"):
             row = "  ".join(f"{name} {value:.3f}" for name, value in figures[split].items() if name != "users")
             lines.append(f"{method:>15} {split:>10}: {row}")
-    lines += [f"wrote {path}" for path in result.report_paths]
-    if result.export_path:
-        lines.append(f"SavedModel: {result.export_path}")
-    return "\n".join(lines)
+    return "\n".join(lines + result.written())

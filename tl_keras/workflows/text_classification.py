@@ -67,9 +67,4 @@ def describe(result):
     """The run's closing lines: validation and test metrics and where
     everything is."""
     lines = [summary_line(figures) for figures in result.metrics.values()]
-    lines += [f"wrote {path}" for path in result.report_paths]
-    if result.preset_path:
-        lines.append(f"preset: {result.preset_path}")
-    if result.export_path:
-        lines.append(f"SavedModel: {result.export_path}")
-    return "\n".join(lines)
+    return "\n".join(lines + result.written())
