@@ -173,6 +173,8 @@ def _jsonl_records(path, text):
             raise DataError(
                 f"{path}:{number}: not valid JSON ({error.msg}): {line[:80]!r}"
             ) from None
+        except RecursionError:
+            raise DataError(f"{path}:{number}: JSON nested too deeply: {line[:80]!r}") from None
         if not isinstance(record, dict):
             raise DataError(
                 f"{path}:{number}: expected a JSON object, received "

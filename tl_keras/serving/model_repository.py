@@ -208,6 +208,8 @@ class ModelRepository:
             return [(self.resolve(name, version, label)[0], None)]
         served = self.served_versions(name)
         failed = [v for v in self.version_folders(name) if self.broken(name, v) and v not in served]
+        if not served and not failed:
+            raise ModelError(f"Could not find any versions of model {name}")
         return [(v, None) for v in sorted(served)] + [(v, self.broken(name, v)) for v in failed]
 
     def signature_defs(self, name, version):
