@@ -142,17 +142,20 @@ class TextClassifier(Classifier, keras.Model):
         """
         return explain_texts(self, texts, labels, steps)
 
-    def distill(self, texts, labels=None, unlabelled_texts=(), num_blocks=3, temperature=2.0, hard_weight=0.5,
-                epochs=3, batch_size=16, learning_rate=1e-4, seed=1234, verbose=0):
+    def distill(self, texts, labels=None, unlabelled_texts=(), num_blocks=2, temperature=2.0, hard_weight=0.5,
+                epochs=16, batch_size=16, learning_rate=3e-4, seed=1234, verbose=0):
         """A smaller student taught by this classifier: `num_blocks`
         transformer blocks taken from this backbone, trained on this
         classifier's softened probabilities over `texts` and
         `unlabelled_texts` (and, with weight `hard_weight`, on `labels`);
         see `tl_keras.transfer.distillation`. Returns the student, a
-        `TextClassifier` that saves and exports like any other.
+        `TextClassifier` that saves and exports like any other. The defaults
+        are those measured in `benchmarks/compression.py` (MiniLM-L6, 6 → 2
+        blocks: 3.3x lower p50, 1.2 points lower accuracy, with unlabelled
+        transfer texts).
 
         Example:
-        >>> student = teacher.distill(train_texts, train_labels, num_blocks=3)
+        >>> student = teacher.distill(train_texts, train_labels, yelp_texts, num_blocks=2)
         """
         keras.utils.set_random_seed(seed)
         student = TextClassifier(student_backbone(self.backbone, num_blocks), self.preprocessor, self.vocabulary,

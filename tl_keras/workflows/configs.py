@@ -362,12 +362,12 @@ class DistillationConfig:
     unlabelled: str = None
     text_column: str = "text"
     label_column: str = "label"
-    num_blocks: int = 3
+    num_blocks: int = 2
     temperature: float = 2.0
     hard_weight: float = 0.5
-    epochs: int = 6
+    epochs: int = 16
     batch_size: int = 16
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-4
     quantize: str = None
     export_dir: str = None
     model_name: str = "student"
