@@ -106,7 +106,11 @@ def test_int8_export_keeps_the_signatures_and_the_answers(sentiment_classifier, 
     probabilities = loaded.signatures["serving_default"](text=tf.constant(texts))["probabilities"].numpy()
     np.testing.assert_allclose(probabilities, sentiment_classifier.predict(texts), atol=0.05)
     assert json.loads((path / "model_card.json").read_text())["quantization"] == "int8"
-    with pytest.raises(ValueError, match="`quantize` must be None or 'int8', received 'int3'"):
+    half = tf.saved_model.load(str(sentiment_classifier.export(tmp_path, "reviews_fp16", quantize="float16")))
+    assert any(v.dtype == tf.float16 for v in half.model_variables)
+    np.testing.assert_allclose(half.signatures["serving_default"](text=tf.constant(texts))["probabilities"].numpy(),
+                               sentiment_classifier.predict(texts), atol=0.01)
+    with pytest.raises(ValueError, match="`quantize` must be None, 'int8' or 'float16', received 'int3'"):
         sentiment_classifier.export(tmp_path, "bad", quantize="int3")
 
 

@@ -17,10 +17,12 @@ from tl_keras.core.offline import minilm_l6_offline_path  # noqa: F401  (a backb
 
 
 
-def load_text_backbone(preset, sequence_length=128):
+def load_text_backbone(preset, sequence_length=128, dtype=None):
     """Loads a text backbone and its matching classifier preprocessor.
 
     Args:
+        dtype: the backbone's dtype policy (`"float16"` stores and computes
+            in half precision), or `None` for the default.
         preset: a KerasHub preset: Kaggle handle, local preset folder, or local
             Hugging Face checkpoint folder.
         sequence_length: the length the preprocessor packs token ids to.
@@ -43,7 +45,7 @@ def load_text_backbone(preset, sequence_length=128):
         )
     preset = str(preset)
     try:
-        backbone = keras_hub.models.Backbone.from_preset(preset)
+        backbone = keras_hub.models.Backbone.from_preset(preset, **({"dtype": dtype} if dtype else {}))
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
             preset, sequence_length=sequence_length
         )

@@ -75,7 +75,7 @@ class TextClassifier(Classifier, keras.Model):
 
     @classmethod
     def from_preset(cls, preset, labels=None, task=None, strategy="frozen", sequence_length=None,
-                    pooling=None, hidden_dim=0, dropout=0.1):
+                    pooling=None, hidden_dim=0, dropout=0.1, dtype=None):
         """A classifier on a KerasHub preset: a Kaggle handle, a preset
         folder, a Hugging Face folder, or a folder written by
         `save_to_preset`. A saved classifier comes back whole (head, labels,
@@ -92,6 +92,7 @@ class TextClassifier(Classifier, keras.Model):
             sequence_length: token positions a text (128, or the saved one).
             pooling: `None` picks the backbone's default.
             hidden_dim, dropout: the head's shape.
+            dtype: the backbone's dtype policy (`"float16"`), or `None`.
 
         Example:
         >>> TextClassifier.from_preset("bert_base_en_uncased", labels=["neg", "pos"])
@@ -100,7 +101,7 @@ class TextClassifier(Classifier, keras.Model):
         same_labels = labels is None or (stored and tuple(sorted(map(str, labels))) == tuple(stored["labels"]))
         if stored is not None and same_labels and task in (None, stored["task"]):
             vocabulary = LabelVocabulary(stored["task"], tuple(stored["labels"]))
-            backbone, preprocessor = load_text_backbone(preset, sequence_length or stored["sequence_length"])
+            backbone, preprocessor = load_text_backbone(preset, sequence_length or stored["sequence_length"], dtype)
             classifier = cls(backbone, preprocessor, vocabulary, stored["pooling"], strategy, stored["hidden_dim"],
                              stored["dropout"])
             classifier.get_layer("head").load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
@@ -112,7 +113,8 @@ class TextClassifier(Classifier, keras.Model):
             if not labels:
                 raise ValueError(f"`labels` must name the classes of a {task} task, received {labels!r}.")
             vocabulary = LabelVocabulary.from_labels([str(label) for label in labels], task)
-        backbone, preprocessor = load_text_backbone(preset, sequence_length or (stored or {}).get("sequence_length", 128))
+        backbone, preprocessor = load_text_backbone(
+            preset, sequence_length or (stored or {}).get("sequence_length", 128), dtype)
         return cls(backbone, preprocessor, vocabulary, pooling or default_pooling(preset, backbone), strategy,
                    hidden_dim, dropout)
 
@@ -197,19 +199,21 @@ class TextClassifier(Classifier, keras.Model):
             return self
         return self.merged_copy()
 
-    def merged_copy(self):
+    def merged_copy(self, dtype=None):
         """A copy of this classifier (through a preset, so LoRA factors are
-        merged into the kernels)."""
+        merged into the kernels), its backbone in `dtype` if given."""
         with tempfile.TemporaryDirectory() as folder:
             self.save_to_preset(pathlib.Path(folder) / "merged")
-            return type(self).from_preset(pathlib.Path(folder) / "merged", strategy="frozen")
+            return type(self).from_preset(pathlib.Path(folder) / "merged", strategy="frozen", dtype=dtype)
 
     def export(self, export_dir, model_name, version=None, warmup_texts=(), card=None, quantize=None):
         """Writes the TF Serving SavedModel (raw text in, labels out) as
         `export_dir/model_name/<version>/`; see `tl_keras.export.text`.
         `quantize="int8"` stores the dense and embedding kernels as int8
         (Keras' post-training quantization: per-channel weight scales,
-        activations quantized on the fly), with the same signatures.
+        activations quantized on the fly); `"float16"` stores the backbone's
+        weights in half precision (and computes in it); the signatures are
+        the same.
 
         Example:
         >>> classifier.export("exports", "reviews")
@@ -217,10 +221,10 @@ class TextClassifier(Classifier, keras.Model):
         """
         card = {"pooling": self.pooling, "strategy": str(self.strategy), "quantization": quantize or "none",
                 "sequence_length": self.preprocessor.sequence_length, **(card or {})}
-        model = self.merged()
-        if quantize is not None:
-            if quantize != "int8":
-                raise ValueError(f"`quantize` must be None or 'int8', received {quantize!r}.")
+        if quantize not in (None, "int8", "float16"):
+            raise ValueError(f"`quantize` must be None, 'int8' or 'float16', received {quantize!r}.")
+        model = self.merged_copy(dtype="float16") if quantize == "float16" else self.merged()
+        if quantize == "int8":
             model = model.merged_copy() if model is self else model
             with warnings.catch_warnings():  # Layers without weights (softmax, inputs) say they have no quantize.
                 warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")

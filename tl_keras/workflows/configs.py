@@ -347,7 +347,8 @@ class DistillationConfig:
         temperature: the softening temperature.
         hard_weight: the weight of the labels' cross-entropy.
         epochs, batch_size, learning_rate: the student's training.
-        quantize: `"int8"` to export the student int8-quantized, or `None`.
+        quantize: `"int8"` or `"float16"` to export the student quantized, or
+            `None`.
         export_dir, model_name: export the student when `export_dir` is set.
         save_preset: a new folder to save the student in, or `None`.
         seed: seeds the student's training.
@@ -377,5 +378,5 @@ class DistillationConfig:
 
     def __post_init__(self):
         check_settings(self)
-        if self.quantize not in (None, "", "int8"):
-            raise ValueError(f"`quantize` must be 'int8' or unset, received {self.quantize!r}.")
+        if self.quantize not in (None, "", "int8", "float16"):
+            raise ValueError(f"`quantize` must be 'int8', 'float16' or unset, received {self.quantize!r}.")
