@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tl_keras.core.files import write_json
 from tl_keras.data.texts import stratified_split
-from tl_keras.evaluation.classification import write_report
+from tl_keras.evaluation.classification import summary_line, write_report
 from tl_keras.evaluation.explanations import most_confident_errors, write_explanations
 from tl_keras.export.saved_model import keep_model_if_export_fails
 from tl_keras.training.distribution import WorkerOutput, is_chief
@@ -181,3 +181,12 @@ def distribution_card(distribution):
 def _settings(config):
     return {field.name: (_settings(value) if dataclasses.is_dataclass(value) else value)
             for field in dataclasses.fields(config) for value in [getattr(config, field.name)]}
+
+
+def describe(result):
+    """A classifier run's closing lines: each split's headline metrics and
+    where everything is."""
+    lines = [summary_line(figures) for figures in result.metrics.values() if isinstance(figures, dict)]
+    if result.metrics.get("skipped_images"):
+        lines.append(f"skipped {result.metrics['skipped_images']} bad image(s)")
+    return "\n".join(lines + result.written())

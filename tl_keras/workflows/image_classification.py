@@ -13,7 +13,7 @@ from tl_keras.data.images import ImageArray, build_augmentation, load_images, re
 from tl_keras.data.texts import LabelVocabulary
 from tl_keras.tasks.image_classifier import ImageClassifier
 from tl_keras.training.runs import holding_run_folder
-from tl_keras.workflows.common import three_way_split, train_classifier
+from tl_keras.workflows.common import describe, three_way_split, train_classifier  # noqa: F401  (describe: the closing lines)
 from tl_keras.workflows.configs import ImageClassificationConfig  # noqa: F401  (the config of `run`)
 
 

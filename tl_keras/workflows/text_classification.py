@@ -11,10 +11,9 @@ import pathlib
 import numpy as np
 
 from tl_keras.data.texts import LabelVocabulary, read_labelled_texts
-from tl_keras.evaluation.classification import summary_line
 from tl_keras.tasks.text_classifier import TextClassifier
 from tl_keras.training.runs import holding_run_folder
-from tl_keras.workflows.common import three_way_split, train_classifier
+from tl_keras.workflows.common import describe, three_way_split, train_classifier  # noqa: F401  (describe: the closing lines)
 from tl_keras.workflows.configs import TextClassificationConfig  # noqa: F401  (the config of `run`)
 
 
@@ -61,10 +60,3 @@ def run(config, distribution=None, callbacks=()):
 
     return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks,
                             test_raw=splits[2].texts)
-
-
-def describe(result):
-    """The run's closing lines: validation and test metrics and where
-    everything is."""
-    lines = [summary_line(figures) for figures in result.metrics.values()]
-    return "\n".join(lines + result.written())
