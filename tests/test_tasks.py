@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import tl_keras
-from conftest import separable_sentences, tiny_bert
+from conftest import separable_sentences
 from tl_keras.data.interactions import time_ordered_split
+from tl_keras.data.texts import DataError
 from tl_keras.data.synthetic_shop import make_synthetic_shop
 
 
@@ -74,6 +75,11 @@ def test_image_classifier_fits_image_files_and_round_trips_a_preset(tmp_path):
     assert metrics["split"] == "train" and (tmp_path / "report" / "confusion_matrix.png").is_file()
     with pytest.raises(ValueError, match="holds a 'ImageClassifier' task, not a 'TextClassifier'"):
         tl_keras.TextClassifier.from_preset(tmp_path / "saved")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"broken.jpg is not a readable JPEG, PNG, BMP or GIF image"):
+        loaded.predict([str(tmp_path / "broken.jpg")])
+    with pytest.raises(DataError, match=r"image 1 is not a readable JPEG"):
+        loaded.predict([photo_bytes[0], b"junk"])
 
 
 def test_retrieval_fits_interactions_and_round_trips_a_preset(tiny_bert_preset, tmp_path):

@@ -181,6 +181,18 @@ def _check_channels(encoded, origin):
         raise DataError(f"{origin}: the image has {channels} channel(s); expected 3 (RGB). Convert it to RGB.")
 
 
+def decode_checked(encoded, origin, image_size):
+    """`decode_and_resize` of one encoded image as a uint8 numpy array; an
+    image that is not 3-channel RGB or not readable is a `DataError` naming
+    `origin`."""
+    encoded = tf.constant(encoded)
+    try:
+        _check_channels(encoded, origin)
+        return decode_and_resize(encoded, image_size).numpy()
+    except tf.errors.InvalidArgumentError:
+        raise DataError(f"{origin} is not a readable JPEG, PNG, BMP or GIF image.") from None
+
+
 def load_images(rows, image_size, skip_bad_images=False, verbose=1):
     """Decodes and resizes every image of `rows` (from `read_labelled_images`).
 
@@ -206,11 +218,7 @@ def load_images(rows, image_size, skip_bad_images=False, verbose=1):
                 encoded = tf.constant(pathlib.Path(path).read_bytes())
             except OSError as error:
                 raise DataError(f"{origin}: cannot read {path}: {error.strerror}.") from None
-            try:
-                _check_channels(encoded, origin if origin == path else f"{origin} ({path})")
-                pixels.append(decode_and_resize(encoded, image_size).numpy())
-            except tf.errors.InvalidArgumentError:
-                raise DataError(f"{origin}: {path} is not a readable JPEG, PNG, BMP or GIF image.") from None
+            pixels.append(decode_checked(encoded, origin if origin == path else f"{origin} ({path})", image_size))
             kept.append(index)
         except DataError as error:
             if not skip_bad_images:

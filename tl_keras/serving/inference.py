@@ -16,7 +16,6 @@ from tl_keras.serving.model_repository import ModelError, first_line
 
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
-PREDICT = "tensorflow/serving/predict"
 
 
 def signature(repository, name, version, label, signature_name):

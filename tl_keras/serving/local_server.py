@@ -133,19 +133,17 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     def _Classify(self, request, context):
-        version, results = self.calls.examples(request.model_spec, inference.examples_from_input(request.input),
-                                               inference.CLASSIFY)
-        response = classification_pb2.ClassificationResponse()
-        _response_spec(response.model_spec, request.model_spec, version)
-        _fill_classifications(response.result, results)
-        return response
+        return self._examples(request, inference.CLASSIFY, classification_pb2.ClassificationResponse(),
+                              _fill_classifications)
 
     def _Regress(self, request, context):
+        return self._examples(request, inference.REGRESS, regression_pb2.RegressionResponse(), _fill_regressions)
+
+    def _examples(self, request, method, response, fill):
         version, results = self.calls.examples(request.model_spec, inference.examples_from_input(request.input),
-                                               inference.REGRESS)
-        response = regression_pb2.RegressionResponse()
+                                               method)
         _response_spec(response.model_spec, request.model_spec, version)
-        _fill_regressions(response.result, results)
+        fill(response.result, results)
         return response
 
     def _MultiInference(self, request, context):

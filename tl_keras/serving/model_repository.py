@@ -14,6 +14,7 @@ import sys
 import threading
 
 import grpc
+import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
@@ -101,7 +102,7 @@ class ModelRepository:
         self.base_path = pathlib.Path(base_path) if base_path is not None else None
         self.version_labels = version_labels or {}
         self._models = {model.name: model for model in models or ()}
-        self._loaded, self._broken = {}, {}
+        self._loaded, self._broken, self._signatures = {}, {}, {}
         self._lock = threading.Lock()
 
     def reload(self, models):
@@ -111,6 +112,7 @@ class ModelRepository:
             self._models = {model.name: model for model in models}
             self.base_path = None
             self._loaded = {key: value for key, value in self._loaded.items() if key[0] in self._models}
+            self._signatures = {key: value for key, value in self._signatures.items() if key[0] in self._models}
 
     def names(self):
         if self.base_path is not None:
@@ -145,8 +147,6 @@ class ModelRepository:
         return entry[1] if entry else None
 
     def _load(self, name, version, folder):
-        import tensorflow as tf
-
         key = (name, version)
         with self._lock:
             if key in self._loaded:
@@ -155,6 +155,8 @@ class ModelRepository:
             if key not in self._broken or self._broken[key][0] != stamp:
                 try:
                     self._loaded[key] = tf.saved_model.load(str(folder))
+                    # Read once here, not on every request that needs a method name.
+                    self._signatures[key] = _signature_defs(folder)
                     self._broken.pop(key, None)
                     return self._loaded[key]
                 except Exception as error:  # noqa: BLE001  (a broken folder must leave the server up)
@@ -199,7 +201,7 @@ class ModelRepository:
         elif version not in served:
             raise ModelError(f"Servable not found for request: Specific({name}, {version}) "
                              f"(version {version} is not served; have {sorted(served)})")
-        return version, self._load(name, version, self.version_folders(name)[version])
+        return version, self._loaded[(name, version)]  # Every served version is loaded.
 
     def statuses(self, name, version=None, label=None):
         """`[(version, error or None)]`: the served versions (or the one
@@ -214,14 +216,21 @@ class ModelRepository:
 
     def signature_defs(self, name, version):
         """The `SignatureDefMap` as written in `saved_model.pb` (what TF
-        Serving reports), without the internal `__saved_model_init_op`."""
-        proto = saved_model_pb2.SavedModel()
-        proto.ParseFromString((self.version_folders(name)[version] / "saved_model.pb").read_bytes())
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        for key, value in proto.meta_graphs[0].signature_def.items():
-            if not key.startswith("__"):
-                signatures.signature_def[key].CopyFrom(value)
-        return signatures
+        Serving reports) of a version `resolve` returned, read when it was
+        loaded."""
+        return self._signatures[(name, version)]
+
+
+def _signature_defs(folder):
+    """A version folder's `SignatureDefMap` from `saved_model.pb`, without
+    the internal `__saved_model_init_op`."""
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((folder / "saved_model.pb").read_bytes())
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    for key, value in proto.meta_graphs[0].signature_def.items():
+        if not key.startswith("__"):
+            signatures.signature_def[key].CopyFrom(value)
+    return signatures
 
 
 def first_line(error):

@@ -7,9 +7,8 @@ import pathlib
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tl_keras.data.images import ImageArray, build_augmentation, decode_and_resize
+from tl_keras.data.images import ImageArray, build_augmentation, decode_checked
 from tl_keras.data.texts import LabelVocabulary
 from tl_keras.evaluation.explanations import explain_images
 from tl_keras.export.image import export_image_model
@@ -109,8 +108,9 @@ class ImageClassifier(Classifier, keras.Model):
         if isinstance(x, np.ndarray) and x.ndim == 4 and x.dtype == np.uint8:
             return ImageArray(x, self.augmentation)
         if isinstance(x, (list, tuple)) and x and all(isinstance(item, (bytes, str, pathlib.Path)) for item in x):
-            encoded = [item if isinstance(item, bytes) else pathlib.Path(item).read_bytes() for item in x]
-            pixels = np.stack([decode_and_resize(tf.constant(item), self.image_size).numpy() for item in encoded])
+            pixels = np.stack([decode_checked(item if isinstance(item, bytes) else pathlib.Path(item).read_bytes(),
+                                              f"image {row}" if isinstance(item, bytes) else str(item), self.image_size)
+                               for row, item in enumerate(x)])
             return ImageArray(pixels, self.augmentation)
         return None
 

@@ -15,7 +15,7 @@ from tl_keras.evaluation.explanations import most_confident_errors, write_explan
 from tl_keras.export.saved_model import keep_model_if_export_fails
 from tl_keras.training.distribution import WorkerOutput, is_chief
 from tl_keras.training.runs import run_fingerprint
-from tl_keras.training.trainer import prepare_distributed_training
+from tl_keras.training.trainer import predict_through_cache, prepare_distributed_training
 from tl_keras.transfer.feature_cache import FeatureCache
 
 
@@ -94,7 +94,7 @@ def finish(result, config, write_reports, export=None, card=None):
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "metrics.json", {"metrics": result.metrics, "history": result.history})
         result.report_paths = [folder / "metrics.json", *write_reports(folder)]
-    card = {"config": _settings(config), "metrics": result.metrics, **(card or {})}
+    card = {"config": dataclasses.asdict(config), "metrics": result.metrics, **(card or {})}
     if getattr(config, "save_preset", None):
         with WorkerOutput(pathlib.Path(config.save_preset).parent) as folder:
             result.preset_path = keep_model_if_export_fails(
@@ -160,7 +160,8 @@ def _explain_errors(classifier, test, test_raw, folder, count=3):
     only), beside the confusion matrix."""
     if test_raw is None or classifier.vocabulary.task != "classification":
         return []
-    probabilities = classifier.predict(test[0])
+    # The test features are in the cache from `evaluate_report`: only the head runs.
+    probabilities = predict_through_cache(classifier, classifier.transfer_inputs(test[0]), classifier.feature_cache)
     errors = most_confident_errors(probabilities, classifier.targets(test[1]), count)
     if not errors:
         return []
@@ -177,10 +178,6 @@ def distribution_card(distribution):
     return {"distribution": {"strategy": type(distribution).__name__,
                              "replicas": distribution.num_replicas_in_sync}}
 
-
-def _settings(config):
-    return {field.name: (_settings(value) if dataclasses.is_dataclass(value) else value)
-            for field in dataclasses.fields(config) for value in [getattr(config, field.name)]}
 
 
 def describe(result):
