@@ -22,12 +22,13 @@ import traceback
 
 import yaml
 
-from tl_keras.core.choices import ADAPTATION_METHODS, DISTRIBUTIONS, FUSIONS, POOLINGS, PRECISIONS, TASKS
+from tl_keras.core.choices import (ADAPTATION_METHODS, DISTRIBUTIONS, FUSIONS, HISTORY_POOLINGS, POOLINGS,
+                                   PRECISIONS, TASKS)
 
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # Settings with a fixed set of values, shown in --help and checked by argparse.
 COMMON_CHOICES = {"task": TASKS, "distribute": DISTRIBUTIONS, "precision": PRECISIONS, "pooling": POOLINGS,
-                  "method": ADAPTATION_METHODS, "export": FUSIONS}
+                  "method": ADAPTATION_METHODS, "export": FUSIONS, "history_pooling": HISTORY_POOLINGS}
 
 
 def boolean(text):

@@ -35,6 +35,16 @@ def _image_defaults(settings):
 
 def _shop_defaults(settings):
     _default_text_backbone(settings)
+    if settings.get("movielens"):
+        if settings.get("interactions") or settings.get("items"):
+            raise ValueError("--movielens replaces --interactions/--items/--users; give one or the other.")
+        from tl_keras.data.movielens import convert_movielens
+
+        folder = pathlib.Path(settings["output_dir"]) / "movielens_data"
+        items, interactions, users = convert_movielens(settings["movielens"], folder)
+        settings.update(items=str(items), interactions=str(interactions), users=str(users))
+        print(f"MovieLens-100k converted to {folder}")
+        return
     if settings.get("interactions"):
         if not settings.get("items"):
             raise ValueError("--interactions needs --items (an item_id,text CSV).")

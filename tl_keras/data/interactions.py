@@ -222,6 +222,64 @@ def time_ordered_split(interactions, holdout=1, min_train=1):
     return TimeSplit(train, test, cold)
 
 
+@dataclasses.dataclass
+class ColdStartSplit:
+    """Two cold-start test sets over one training set.
+
+    `new_items` tests items never seen in training: a random share of the
+    catalogue whose every interaction was moved out of training (its users
+    otherwise warm). `new_users` tests users who kept only their first
+    `keep` interactions in training: their last `holdout` are the test."""
+
+    new_items: TimeSplit
+    new_users: TimeSplit
+
+
+def cold_start_split(interactions, item_fraction=0.15, user_fraction=0.1, keep=2, holdout=2, seed=0):
+    """Builds the item- and user-cold-start split.
+
+    A random `item_fraction` of the items that occur in `interactions`
+    become new items: all their interactions leave training and, for users
+    who are not new, are the item-cold-start test. A random `user_fraction`
+    of the users with at least `keep + holdout` interactions of other items
+    become new users: their first `keep` stay in training, their last
+    `holdout` are the user-cold-start test, the ones between are dropped.
+
+    Example:
+    >>> cold = cold_start_split(interactions, item_fraction=0.15, user_fraction=0.1)
+    >>> len(cold.new_items.cold_items), len(user_runs(cold.new_users.test.users))
+    (252, 94)
+    """
+    for name, value in (("item_fraction", item_fraction), ("user_fraction", user_fraction)):
+        if not 0 < value < 1:
+            raise ValueError(f"`{name}` must be in (0, 1), received {value!r}.")
+    if keep < 1 or holdout < 1:
+        raise ValueError(f"`keep` and `holdout` must be >= 1, received {keep!r} and {holdout!r}.")
+    rng = np.random.default_rng(seed)
+    present = np.unique(interactions.items)
+    new_items = np.sort(rng.choice(present, max(1, int(round(item_fraction * len(present)))), replace=False))
+    order = np.lexsort((np.arange(len(interactions)), interactions.timestamps, interactions.users))
+    ordered = interactions.subset(order)
+    is_new_item = np.isin(ordered.items, new_items)
+    warm = ordered.subset(np.flatnonzero(~is_new_item))
+    runs = user_runs(warm.users)
+    eligible = [user for user, start, end in runs if end - start >= keep + holdout]
+    new_users = rng.choice(eligible, max(1, int(round(user_fraction * len(eligible)))), replace=False) \
+        if eligible else np.zeros(0, np.int32)
+    new_user = set(np.asarray(new_users).tolist())
+    train_rows, user_test_rows = [], []
+    for user, start, end in runs:
+        if user in new_user:
+            train_rows.extend(range(start, start + keep))
+            user_test_rows.extend(range(end - holdout, end))
+        else:
+            train_rows.extend(range(start, end))
+    train = warm.subset(train_rows)
+    item_test = ordered.subset(np.flatnonzero(is_new_item & ~np.isin(ordered.users, list(new_user))))
+    return ColdStartSplit(TimeSplit(train, item_test, new_items),
+                          TimeSplit(train, warm.subset(user_test_rows), np.zeros(0, np.int32)))
+
+
 def user_runs(users):
     """`(user, start, end)` for each run of equal user numbers in `users`:
     one a user when rows are grouped by user, as `time_ordered_split` leaves

@@ -45,18 +45,43 @@ def item_text_features(catalog, backbone, sequence_length, pooling=None, cache_d
                                              "sequence_length": sequence_length}
 
 
-def held_out(split, num_items):
+def held_out(split, num_items, candidates=None):
     """The test users of a time-ordered `split`, their held-out items (a set
-    each) and their training items as a bool `[users, num_items + 1]` to
-    leave out of the ranking."""
+    each) and a bool `[users, num_items + 1]` of the items to leave out of
+    their ranking: their training items, and every item outside
+    `candidates` (item numbers) when it is given."""
     runs = user_runs(split.test.users)
     test_users = np.array([user for user, _, _ in runs], np.int32)
     relevant = [set(split.test.items[start:end].tolist()) for _, start, end in runs]
     trained = {user: split.train.items[start:end] for user, start, end in user_runs(split.train.users)}
     exclude = np.zeros((len(test_users), num_items + 1), bool)
+    if candidates is not None:
+        exclude[:] = True
+        exclude[:, np.asarray(candidates)] = False
     for row, user in enumerate(test_users):
-        exclude[row, trained[user]] = True
+        exclude[row, trained.get(user, [])] = True
     return test_users, relevant, exclude
+
+
+class ValidationRecall(keras.callbacks.Callback):
+    """Scores recall@10 of a validation `TimeSplit` after each epoch into the
+    logs as `val_recall@10`, for `EarlyStopping` to read.
+
+    Args:
+        split: the validation `TimeSplit` (`time_ordered_split(train, 1)`).
+    """
+
+    name = "val_recall@10"
+
+    def __init__(self, split):
+        super().__init__()
+        self.split = split
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model._recommender = None  # the item index changes every epoch
+        figures = self.model.evaluate_report(self.split, ks=(10,), split_name="validation")
+        if logs is not None:
+            logs[self.name] = figures["overall"]["recall@10"]
 
 
 class Retrieval(TransferTask, TwoTowerModel):
@@ -80,6 +105,13 @@ class Retrieval(TransferTask, TwoTowerModel):
         remove_accidental_hits: mask in-batch duplicates of a positive.
         item_log_probabilities: for the logQ correction, or `None`.
         use_user_ids: learn a vector per user id.
+        history_pooling: `"recency"` (a learned weight per position of the
+            recent items) or `"mean"`.
+        text_hidden_dim: the hidden width of the text projection (0:
+            linear).
+        id_dropout: the share of item id vectors left out in training.
+        sampled_negatives: uniformly sampled negatives per step, beside
+            the in-batch ones.
         settings: JSON-ready facts kept in the preset (backbone, pooling,
             sequence length).
 
@@ -91,17 +123,20 @@ class Retrieval(TransferTask, TwoTowerModel):
 
     def __init__(self, catalog, users, text_features=None, known_items=None, encoder=None, preprocessor=None,
                  embedding_dim=64, history_length=10, temperature=0.1, remove_accidental_hits=True,
-                 item_log_probabilities=None, use_user_ids=True, settings=None, **kwargs):
-        item_tower = ItemTower(text_features, known_items, embedding_dim, name="item_tower")
+                 item_log_probabilities=None, use_user_ids=True, history_pooling="recency", sampled_negatives=0,
+                 text_hidden_dim=0, id_dropout=0.0, settings=None, seed=None, **kwargs):
+        item_tower = ItemTower(text_features, known_items, embedding_dim, text_hidden_dim, id_dropout, seed,
+                               name="item_tower")
         sizes = [len(vocabulary) for vocabulary in users.feature_vocabularies]
         user_tower = UserTower(len(users), embedding_dim, users.features, sizes, use_user_ids=use_user_ids,
-                               name="user_tower")
+                               history_length=history_length, history_pooling=history_pooling, name="user_tower")
         super().__init__(item_tower, user_tower, temperature, remove_accidental_hits, item_log_probabilities,
-                         **kwargs)
+                         sampled_negatives, seed, **kwargs)
         self.catalog, self.users = catalog, users
         self.text_features, self.known_items = text_features, known_items
         self.encoder, self.preprocessor = encoder, preprocessor
         self.embedding_dim, self.history_length, self.use_user_ids = embedding_dim, history_length, use_user_ids
+        self.history_pooling, self.text_hidden_dim, self.id_dropout = history_pooling, text_hidden_dim, id_dropout
         self.initial_temperature = temperature
         self.settings = dict(settings or {})
         # Built here, under the caller's distribution scope: Keras' own build
@@ -138,9 +173,14 @@ class Retrieval(TransferTask, TwoTowerModel):
                 encoder.trainable = False
             retrieval = cls(Catalog(stored["item_ids"], stored["item_texts"]), saved_users,
                             items.get("text_features"), items.get("known_items"), encoder, preprocessor,
-                            stored["embedding_dim"], stored["history_length"], stored["temperature"],
-                            stored["remove_accidental_hits"], items.get("item_log_probabilities"),
-                            stored["use_user_ids"], stored["settings"])
+                            embedding_dim=stored["embedding_dim"], history_length=stored["history_length"],
+                            temperature=stored["temperature"],
+                            remove_accidental_hits=stored["remove_accidental_hits"],
+                            item_log_probabilities=items.get("item_log_probabilities"),
+                            use_user_ids=stored["use_user_ids"], history_pooling=stored["history_pooling"],
+                            sampled_negatives=stored["sampled_negatives"],
+                            text_hidden_dim=stored["text_hidden_dim"], id_dropout=stored["id_dropout"],
+                            settings=stored["settings"])
             retrieval.load_weights(str(folder / "two_tower.weights.h5"))
             return retrieval
         if catalog is None or users is None:
@@ -150,7 +190,7 @@ class Retrieval(TransferTask, TwoTowerModel):
         return cls(catalog, users, features, encoder=encoder, preprocessor=preprocessor, settings=settings, **kwargs)
 
     def fit(self, x=None, y=None, epochs=10, batch_size=128, learning_rate=3e-3, distribution=None, seed=1234,
-            verbose=1, callbacks=(), **kwargs):
+            verbose=1, callbacks=(), validation=None, patience=2, **kwargs):
         """Trains on time-ordered `Interactions` (each interaction's user,
         their recent items and the item); `tf.data` datasets of example
         dicts go to Keras' own `fit` unchanged.
@@ -161,9 +201,20 @@ class Retrieval(TransferTask, TwoTowerModel):
             learning_rate: Adam's learning rate.
             distribution: a `tf.distribute.Strategy` (the current one if
                 `None`); build the model under its scope.
+            validation: a `TimeSplit` whose `test` holds validation
+                interactions (`time_ordered_split(train, 1)`, with `x` its
+                `train`): recall@10 on it is scored each epoch
+                (`val_recall@10`), training stops after `patience` epochs
+                without a gain and the best epoch's weights are kept.
 
         Returns:
-            A `keras.callbacks.History` with the per-epoch `loss`.
+            A `keras.callbacks.History` with the per-epoch `loss` (and
+            `val_recall@10`).
+
+        Example:
+        >>> inner = time_ordered_split(split.train, holdout=1)
+        >>> history = retrieval.fit(inner.train, epochs=10, validation=inner)
+        >>> best_epochs = int(np.argmax(history.history["val_recall@10"])) + 1
         """
         if not hasattr(x, "items") or not hasattr(x, "users"):
             return super().fit(x, y, epochs=epochs, verbose=verbose, callbacks=list(callbacks), **kwargs)
@@ -174,10 +225,14 @@ class Retrieval(TransferTask, TwoTowerModel):
         dataset = (tf.data.Dataset.from_tensor_slices(examples)
                    .shuffle(len(examples["item"]), seed=seed, reshuffle_each_iteration=True)
                    .batch(global_batch_size(batch_size, distribution)).prefetch(tf.data.AUTOTUNE))
-        history = multi_worker.fit(self, distribution, dataset, epochs=epochs, callbacks=list(callbacks),
-                                   verbose=verbose)
+        callbacks = list(callbacks)
+        if validation is not None:
+            callbacks = [ValidationRecall(validation), keras.callbacks.EarlyStopping(
+                monitor=ValidationRecall.name, mode="max", patience=patience, restore_best_weights=True), *callbacks]
+        history = multi_worker.fit(self, distribution, dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
         self._recommender = None
-        return history_of({"loss": [float(loss) for loss in history.history["loss"]]})
+        return history_of({name: [float(value) for value in values] for name, values in history.history.items()
+                           if name in ("loss", ValidationRecall.name)})
 
     def recommender(self):
         """The `Recommender` over this model (the item index computed once
@@ -196,11 +251,12 @@ class Retrieval(TransferTask, TwoTowerModel):
         """Puts new items in the index from their texts, without retraining."""
         return self.recommender().add_items(item_ids, texts)
 
-    def evaluate_report(self, split, ks=(10, 50), seed=0, split_name="test"):
+    def evaluate_report(self, split, ks=(10, 50), seed=0, split_name="test", candidates=None):
         """Recall@k and NDCG@k of the held-out interactions of a
         time-ordered `split`, overall and on cold-start items, named by
-        `split_name`."""
-        test_users, relevant, exclude = held_out(split, len(self.catalog))
+        `split_name`; ranked among `candidates` (item numbers) only when
+        given."""
+        test_users, relevant, exclude = held_out(split, len(self.catalog), candidates)
         recent = histories(split.train, len(self.users), self.history_length)[test_users]
         scores = self.recommender().scores(test_users, recent)
         return {"split": split_name, **evaluate_ranking(scores, relevant, exclude, split.cold_items, ks, seed)}
@@ -212,7 +268,9 @@ class Retrieval(TransferTask, TwoTowerModel):
                                          for v in self.users.feature_vocabularies],
                 "embedding_dim": self.embedding_dim, "history_length": self.history_length,
                 "temperature": self.initial_temperature, "remove_accidental_hits": self.remove_accidental_hits,
-                "use_user_ids": self.use_user_ids, "settings": self.settings}
+                "use_user_ids": self.use_user_ids, "history_pooling": self.history_pooling,
+                "sampled_negatives": self.sampled_negatives, "text_hidden_dim": self.text_hidden_dim,
+                "id_dropout": self.id_dropout, "settings": self.settings}
 
     def write_preset_parts(self, folder):
         arrays = {"user_features": np.asarray(self.users.features)}

@@ -154,16 +154,37 @@ class RecommendationConfig:
         backbone: a KerasHub text preset for the item tower.
         output_dir: where `metrics.json`, the table and the plot go.
         users: optional `user_id,<feature>,...` CSV.
-        holdout: each user's most recent interactions held out for testing.
-        history_length: recent items the user tower pools.
+        movielens: a local MovieLens-100k `ml-100k/` folder, converted to
+            the three files under `output_dir` (command line only; the data
+            may not be redistributed, so it never ships).
+        holdout: each user's most recent interactions held out for testing
+            (and each user's last training interaction is the validation
+            slice on which epochs and EASE's λ are chosen).
+        history_length: recent items the user tower reads.
+        history_pooling: `"recency"` (a learned weight per position) or
+            `"mean"` over the recent items.
         embedding_dim: the towers' output size.
+        text_hidden_dim: the hidden ReLU width of the item text projection
+            (0: linear).
         item_id_embedding: add a learned id vector to the text tower (items
             unseen in training fall back to text alone).
+        id_dropout: the share of items whose id vector is left out in each
+            training step, so text alone learns to place an item (and new
+            items rank beside known ones).
         user_id_embedding: learn a vector per user id.
         temperature: the initial softmax temperature (learned).
         remove_accidental_hits: mask duplicates of a positive among its
             in-batch negatives.
         logq_correction: subtract log sampling probability from the logits.
+        sampled_negatives: uniformly sampled negatives a step, beside the
+            in-batch ones.
+        epochs: the most epochs; the number is chosen on validation.
+        patience: epochs without a validation gain before stopping.
+        cold_start_items: the share of items moved wholly to the test side
+            for the item-cold-start report (0 with `cold_start_users` 0
+            skips the cold-start split).
+        cold_start_users: the share of users left with `cold_start_keep`
+            training interactions for the user-cold-start report.
         ks: the cut-offs for recall and NDCG, comma-separated.
         export_dir, model_name, top_k: export the text model's retrieval
             SavedModel returning `top_k` items when `export_dir` is set.
@@ -179,19 +200,28 @@ class RecommendationConfig:
     backbone: str
     output_dir: str
     users: str = None
+    movielens: str = None
     holdout: int = 2
-    history_length: int = 10
+    history_length: int = 20
+    history_pooling: str = "recency"
     sequence_length: int = 32
     pooling: str = None
     embedding_dim: int = 64
-    item_id_embedding: bool = False
+    text_hidden_dim: int = 256
+    item_id_embedding: bool = True
+    id_dropout: float = 0.5
     user_id_embedding: bool = True
     temperature: float = 0.1
     remove_accidental_hits: bool = True
-    logq_correction: bool = False
+    logq_correction: bool = True
+    sampled_negatives: int = 0
     epochs: int = 10
-    batch_size: int = 128
+    patience: int = 2
+    batch_size: int = 256
     learning_rate: float = 3e-3
+    cold_start_items: float = 0.15
+    cold_start_users: float = 0.1
+    cold_start_keep: int = 2
     ks: str = "10,50"
     seed: int = 1234
     verbose: int = 1

@@ -1,0 +1,72 @@
+"""The recommendation recipe's defaults on MovieLens-100k, beside its
+baselines (popularity, item-kNN, EASE with λ chosen on validation, text
+similarity, an id-only two-tower), over seeds; mean and std of each figure
+and the time of each run.
+
+MovieLens may not be redistributed, so the data is never in this
+repository: pass the path of a local `ml-100k/` folder (GroupLens'
+release; the public GitHub repository clasnake/recommender holds a copy
+whose u.data and u.item match the release's sizes). It is converted to the
+recipe's CSV files in a temporary folder.
+
+    .venv/bin/python benchmarks/movielens.py /path/to/ml-100k --seeds 3
+"""
+
+import argparse
+import json
+import tempfile
+import time
+
+import numpy as np
+
+import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
+from tl_keras.core.offline import minilm_l6_offline_path
+from tl_keras.data.movielens import convert_movielens
+from tl_keras.workflows.configs import RecommendationConfig
+from tl_keras.workflows.recommendation import run
+
+GROUPS = ("overall", "new_items", "new_users")
+COLUMNS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", help="the ml-100k/ folder (u.data, u.item, u.user)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--settings", default="{}", help="JSON of RecommendationConfig fields to change")
+    args = parser.parse_args()
+    settings = json.loads(args.settings)
+    runs, chances, seconds = [], [], []
+    with tempfile.TemporaryDirectory() as folder:
+        items, interactions, users = convert_movielens(args.folder, f"{folder}/data")
+        for seed in range(args.seeds):
+            start = time.perf_counter()
+            result = run(RecommendationConfig(
+                interactions=str(interactions), items=str(items), users=str(users),
+                backbone=minilm_l6_offline_path(), output_dir=f"{folder}/run{seed}", seed=seed, verbose=0,
+                **settings))
+            seconds.append(time.perf_counter() - start)
+            runs.append({m: f for m, f in result.metrics.items() if m != "chance"})
+            chances.append(result.metrics["chance"])
+            print(f"seed {seed}: {seconds[-1]:.0f} s, two_tower recall@10 "
+                  f"{runs[-1]['two_tower']['overall']['recall@10']:.4f}, ease {runs[-1]['ease']['overall']['recall@10']:.4f}",
+                  flush=True)
+    print(f"\nMovieLens-100k, {args.seeds} seeds (mean, std in brackets), settings {settings or 'the defaults'}; "
+          f"test split (validation only chose epochs and λ); {np.mean(seconds):.0f} s a run "
+          f"(max {np.max(seconds):.0f} s)\n")
+    print("| group | method | " + " | ".join(COLUMNS) + " | recall@10 / chance |")
+    print("|---|---|" + "---|" * (len(COLUMNS) + 1))
+    for group in GROUPS:
+        chance10 = np.mean([c[group]["recall@10"] for c in chances])
+        for method in runs[0]:
+            if group not in runs[0][method]:
+                continue
+            values = {c: [r[method][group][c] for r in runs] for c in COLUMNS}
+            cells = " | ".join(f"{np.mean(v):.4f} ({np.std(v):.4f})" for v in values.values())
+            print(f"| {group} | {method} | {cells} | {np.mean(values['recall@10']) / chance10:.2f}x |")
+        print(f"| {group} | chance | {chance10:.4f} | | {np.mean([c[group]['recall@50'] for c in chances]):.4f} | "
+              "| 1.00x |")
+
+
+if __name__ == "__main__":
+    main()
