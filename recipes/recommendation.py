@@ -4,9 +4,12 @@ start) are retrievable.
 
 With no data flags it generates the synthetic shop (users who prefer topics,
 new items that appear only in the test period) under `--output-dir`, trains
-the text two-tower model beside an id-only two-tower and a popularity
-ranking, prints the metrics table and exports a retrieval SavedModel.
+the hybrid two-tower model beside its baselines (popularity, item-kNN, EASE,
+text similarity, an id-only two-tower), epochs and λ chosen on a validation
+slice, prints the metrics table (test split, new items, new users) and
+exports a retrieval SavedModel.
 
+    python recipes/recommendation.py --movielens path/to/ml-100k
     python recipes/recommendation.py --interactions clicks.csv \
         --items items.csv [--users users.csv] --export-dir exports
 """

@@ -384,3 +384,28 @@ def test_bad_cut_offs_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"`ks` must be .* received '10,fifty'"):
         run(RecommendationConfig(interactions="x.csv", items="y.csv", backbone="z", output_dir=str(tmp_path),
                                  ks="10,fifty"))
+
+
+def test_movielens_folder_converts_and_bad_lines_are_named(tmp_path):
+    from tl_keras.data.movielens import convert_movielens
+
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    flags = "0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0"
+    (folder / "u.item").write_bytes(f"1|Toy Story (1995)|01-Jan-1995||http://x|{flags}\n"
+                                    f"2|Cit\xe9 des enfants perdus, La (1995)|01-Jan-1995||http://y|"
+                                    f"0|0|0|0|0|0|0|0|1|0|0|0|0|0|0|0|0|0|0\n".encode("latin-1"))
+    (folder / "u.data").write_text("1\t1\t5\t874965758\n1\t2\t3\t876893171\n2\t1\t4\t888550871\n")
+    (folder / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|94043\n")
+    with pytest.raises(DataError, match=r"u.data: 48 bytes, but the official release's is 1979173"):
+        convert_movielens(folder, tmp_path / "out")
+    items, interactions, users = convert_movielens(folder, tmp_path / "out", check_sizes=False)
+    catalog = read_items(items)
+    assert catalog.texts == ["Toy Story (1995). Animation, Children's, Comedy",
+                             "Cité des enfants perdus, La (1995). Drama"]
+    read, people = read_interactions(interactions, catalog, read_users(users))
+    assert len(read) == 3 and people.feature_names == ["gender", "occupation", "age_band"]
+    assert people.feature_vocabularies[2] == ["18-24", "50-55"]
+    (folder / "u.data").write_text("1\t1\t5\t874965758\n1\t9\tfive\t876893171\n")
+    with pytest.raises(DataError, match=r"u.data:2: rating must be a whole number, received .five."):
+        convert_movielens(folder, tmp_path / "out", check_sizes=False)
