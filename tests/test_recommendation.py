@@ -163,6 +163,28 @@ def test_sampled_negatives_join_the_batch_with_their_own_correction():
     assert np.isfinite(float(loss))
 
 
+def test_id_dropout_acts_in_keras_fit_and_not_in_inference():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(6, 5)).astype("float32")
+    examples = {"user": rng.integers(1, 4, 64).astype("int32"), "history": np.zeros((64, 2), "int32"),
+                "item": rng.integers(1, 7, 64).astype("int32")}
+    trained = []
+    for rate in (0.0, 0.9):
+        keras.utils.set_random_seed(0)
+        model = TwoTowerModel(ItemTower(features, np.ones(6, bool), 8, id_dropout=rate, seed=0),
+                              UserTower(3, 8, history_length=2))
+        model.compile(optimizer=keras.optimizers.Adam(0.05))
+        model.fit(tf.data.Dataset.from_tensor_slices(examples).batch(16), epochs=1, verbose=0)
+        trained.append(model)
+        items = np.arange(7, dtype="int32")
+        np.testing.assert_array_equal(model.item_tower(items), model.item_tower(items))  # Inference: no dropout.
+    # With 90% of the id vectors left out, Keras' train_step trained something else.
+    assert not np.allclose(trained[0].item_tower.id_embedding.get_weights()[0],
+                           trained[1].item_tower.id_embedding.get_weights()[0])
+    with pytest.raises(ValueError, match=r"`id_dropout` must be in \[0, 1\), received 1.0"):
+        ItemTower(features, None, 8, id_dropout=1.0)
+
+
 def test_recency_pooling_is_a_learned_weighted_mean_of_the_items_present():
     history = np.zeros((1, 3, 4), "float32")
     history[0, 1], history[0, 2] = [1, 0, 0, 0], [0, 1, 0, 0]  # Position 0 is padding.

@@ -130,7 +130,7 @@ def plot_metrics(metrics, k, path, chance=None):
             axis.axhline(chance[group][f"recall@{k}"], color="tab:red", linestyle="--", label="chance")
             axis.legend(fontsize=8)
         axis.set_xticks(np.arange(len(methods)), methods, rotation=35, ha="right", fontsize=8)
-        axis.set_title(GROUPS[group], fontsize=9)
+        axis.set_title(f"{GROUPS[group]} ({metrics[methods[0]][group]['users']} users)", fontsize=9)
         axis.set_ylabel(f"recall@{k}")
     figure.suptitle("Held-out recall by method (test split)")
     figure.tight_layout()

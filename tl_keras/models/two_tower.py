@@ -264,18 +264,21 @@ class TwoTowerModel(keras.Model):
         self.item_tower.build(input_shape["item"])
         self.user_tower.build(input_shape["user"], None)
 
-    def call(self, inputs):
-        return {"user": self.embed_users(inputs["user"], inputs["history"]), "item": self.item_tower(inputs["item"])}
+    def call(self, inputs, training=None):
+        # `training` is taken so Keras' `train_step` passes it on (the item
+        # tower's id dropout acts in training only).
+        return {"user": self.embed_users(inputs["user"], inputs["history"], training),
+                "item": self.item_tower(inputs["item"], training=training)}
 
-    def embed_users(self, user, history):
+    def embed_users(self, user, history, training=None):
         """User embeddings from user numbers and recent item numbers."""
-        return self.user_tower(user, self.item_tower(history))
+        return self.user_tower(user, self.item_tower(history, training=training))
 
     @property
     def temperature(self):
         return ops.clip(ops.exp(self.log_temperature), 0.01, 1.0)
 
-    def candidate_logits(self, x, y_pred):
+    def candidate_logits(self, x, y_pred, training=False):
         """The `[B, B + sampled_negatives]` logits of every user against the
         batch positives and the sampled items, with accidental hits masked
         and the logQ correction applied."""
@@ -285,7 +288,7 @@ class TwoTowerModel(keras.Model):
             sampled = keras.random.randint((self.sampled_negatives,), 1, self.item_tower.num_items + 1,
                                            seed=self.sampler, dtype="int32")
             candidates = ops.concatenate([items, sampled])
-            embeddings = ops.concatenate([embeddings, self.item_tower(sampled)])
+            embeddings = ops.concatenate([embeddings, self.item_tower(sampled, training=training)])
         logits = ops.matmul(y_pred["user"], ops.transpose(embeddings)) / self.temperature
         if self.remove_accidental_hits:
             # keras_rs.layers.RemoveAccidentalHits (0.4.0) adds a tiny
@@ -310,7 +313,7 @@ class TwoTowerModel(keras.Model):
         return logits
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        logits = self.candidate_logits(x, y_pred)
+        logits = self.candidate_logits(x, y_pred, training)
         labels = ops.arange(ops.shape(logits)[0])
         # Keras' loss divides by the replica count under a distribution
         # strategy (replica gradients are summed), like a compiled loss.

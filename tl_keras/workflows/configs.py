@@ -209,7 +209,7 @@ class RecommendationConfig:
     embedding_dim: int = 64
     text_hidden_dim: int = 256
     item_id_embedding: bool = True
-    id_dropout: float = 0.5
+    id_dropout: float = 0.0
     user_id_embedding: bool = True
     temperature: float = 0.1
     remove_accidental_hits: bool = True
