@@ -17,7 +17,7 @@ import numpy as np
 from common import REVIEWS
 from tl_keras.models.backbones import load_text_backbone, minilm_l6_offline_path
 from tl_keras.data.texts import LabelVocabulary, read_labelled_texts
-from tl_keras.core.choices import ADAPTATION_METHODS as METHODS
+from tl_keras.core.choices import FEATURE_ADAPTATION_METHODS as METHODS
 from tl_keras.transfer.domain_adaptation import adapt
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.models.heads import build_encoder

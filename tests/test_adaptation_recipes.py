@@ -42,10 +42,55 @@ def test_domain_adaptation_recipe_reports_both_methods_and_exports(tiny_bert_pre
         "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports"), "--verbose", "0"])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["target"]
     assert set(metrics) == {"source_only", "coral"}
-    assert all(0.0 <= m["accuracy"] <= 1.0 and m["examples"] == 64 for m in metrics.values())
+    # The target file is also the labelled one: a quarter of it is the test.
+    assert all(0.0 <= m["accuracy"] <= 1.0 and m["examples"] == 16 for m in metrics.values())
     served = tf.saved_model.load(str(tmp_path / "exports" / "adapted_classifier" / "1"))
     labels = served.signatures["serving_default"](text=tf.constant(["good the", "bad the"]))["label"].numpy()
     assert set(labels.tolist()) <= {b"neg", b"pos"}
+
+
+def test_self_training_recipe_holds_the_test_out_of_the_unlabelled_texts(tiny_bert_preset, tmp_path, capsys):
+    source = _domain(tmp_path / "source.tsv", 96, 1, FILLER[:5])
+    target = _domain(tmp_path / "target.tsv", 64, 2, FILLER[5:])
+    domain_adaptation.main([
+        "--source", source, "--target", target, "--target-validation", target, "--backbone", tiny_bert_preset,
+        "--epochs", "2", "--sequence-length", "32", "--pooling", "mean", "--output-dir", str(tmp_path / "run"),
+        "--export-dir", str(tmp_path / "exports"), "--verbose", "0"])
+    assert "96 labelled source texts, 48 unlabelled target texts, 16 labelled target test texts" in \
+        capsys.readouterr().out
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(written["metrics"]["target"]) == {"source_only", "self_training"}
+    rounds = written["history"]["self_training"]
+    # At most 0.6 x 48 = 28, 14 of each predicted class (fewer when one class is predicted less).
+    assert [r["share"] for r in rounds] == [0.6, 0.9][: len(rounds)] and 0 < rounds[0]["selected"] <= 28
+    assert (tmp_path / "exports" / "adapted_classifier" / "1" / "saved_model.pb").is_file()
+    with pytest.raises(ValueError, match="`dann` trains an adapter over frozen features; it needs strategy "
+                                         "'frozen', received 'full'"):
+        domain_adaptation.main(["--source", source, "--target", target, "--backbone", tiny_bert_preset,
+                                "--method", "dann", "--strategy", "full", "--output-dir", str(tmp_path / "bad")])
+
+
+def test_self_train_balances_pseudo_labels_and_stops_when_predictions_settle(tiny_bert_preset, tmp_path):
+    from tl_keras import TextClassifier
+    from tl_keras.transfer.self_training import changed_share, confident_pseudo_labels
+
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55], [0.99, 0.01]])
+    rows, labels = confident_pseudo_labels(probabilities, share=2 / 3)  # Two of each predicted class.
+    assert rows.tolist() == [0, 3, 4, 5] and labels.tolist() == [0, 1, 1, 0]
+    assert changed_share([0, 1, 1, 0], [0, 1, 0, 0]) == 0.25
+    with pytest.raises(ValueError, match=r"`share` must be in \(0, 1\], received 0"):
+        confident_pseudo_labels(probabilities, 0)
+    texts = [f"{word} the" for word in POSITIVE + NEGATIVE] * 2
+    labels = ["pos"] * len(POSITIVE) + ["neg"] * len(NEGATIVE)
+    classifier = TextClassifier.from_preset(tiny_bert_preset, labels=["neg", "pos"], strategy="full",
+                                            sequence_length=16)
+    classifier.fit(texts, labels * 2, epochs=1, verbose=0)
+    # Every round after the first changes fewer predictions than 101%: one round only.
+    assert len(classifier.self_train(texts, shares=(0.5, 1.0), min_change=1.01)) == 1
+    all_rounds = classifier.self_train(texts, shares=(0.5, 1.0), min_change=0.0)
+    assert len(all_rounds) == 2 and all_rounds[0]["selected"] <= len(texts) // 2
+    assert all_rounds[0]["selected"] < all_rounds[1]["selected"] <= len(texts)  # A growing share.
+    assert 0.0 <= all_rounds[1]["changed"] <= 1.0
 
 
 def test_continued_pretraining_recipe_writes_a_preset_every_recipe_loads(tiny_bert_preset, tmp_path, capsys):

@@ -5,6 +5,9 @@ TASKS = ("classification", "multilabel", "regression")
 POOLINGS = ("mean", "cls", "pooled")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-ADAPTATION_METHODS = ("source_only", "dann", "coral")
+# Over frozen features (an adapter trained with the adaptation loss):
+FEATURE_ADAPTATION_METHODS = ("source_only", "dann", "coral")
+# What a domain-adaptation run can use (self-training fine-tunes the backbone):
+ADAPTATION_METHODS = ("self_training", *FEATURE_ADAPTATION_METHODS)
 FUSIONS = ("uniform", "greedy", "ensemble")
 HISTORY_POOLINGS = ("recency", "mean")

@@ -64,6 +64,7 @@ SETTING_RANGES = {
     "verbose": _count(0, 2),
     "validation_fraction": FRACTION,
     "test_fraction": FRACTION,
+    "target_test_fraction": FRACTION,
     "mask_rate": FRACTION,
     "dropout": Range(0, 1, high_inclusive=False),
     "id_dropout": Range(0, 1, high_inclusive=False),

@@ -25,7 +25,7 @@ from keras import ops
 import numpy as np
 import tensorflow as tf
 
-from tl_keras.core.choices import ADAPTATION_METHODS
+from tl_keras.core.choices import FEATURE_ADAPTATION_METHODS
 
 
 def dann_lambda(progress, alpha=10.0):
@@ -119,8 +119,8 @@ def build_adaptation_models(feature_dim, num_classes, method, hidden_dim=128, co
     `head` maps features to probabilities with the same layers; `reversal`
     is DANN's `GradientReversal` layer (`None` otherwise).
     """
-    if method not in ADAPTATION_METHODS:
-        raise ValueError(f"`method` must be one of {ADAPTATION_METHODS}, received {method!r}.")
+    if method not in FEATURE_ADAPTATION_METHODS:
+        raise ValueError(f"`method` must be one of {FEATURE_ADAPTATION_METHODS}, received {method!r}.")
     adapter = keras.layers.Dense(hidden_dim, activation="gelu", name="adapter")
     classifier = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")
     source = keras.Input(shape=(feature_dim,), name="source")

@@ -241,11 +241,30 @@ class DomainAdaptationConfig:
     Args:
         source: labelled source-domain file.
         target: target-domain file; only its texts are used for training.
-        backbone: a KerasHub preset; it stays frozen.
-        output_dir: where `metrics.json` (both methods side by side) goes.
+        backbone: a KerasHub preset.
+        output_dir: where `metrics.json` (every method beside the
+            source-only baseline) goes.
         target_validation: labelled target file for the target metrics
-            (`None`: no target metrics).
-        method: `"dann"` or `"coral"`; `"source_only"` runs the baseline alone.
+            (`None`: no target metrics). When it is the `target` file
+            itself, `target_test_fraction` of its rows (stratified) are the
+            test and are left out of the unlabelled texts.
+        target_test_fraction: see `target_validation`.
+        method: `"self_training"` (fine-tunes with `strategy`, then trains
+            on its own confident predictions on the target texts; measured
+            best in `benchmarks/transfer_between_domains.py`), `"dann"` or
+            `"coral"` (an adapter over frozen features), or `"source_only"`
+            (the baseline alone). The source-only baseline always runs with
+            the same strategy and settings.
+        strategy: the transfer strategy for self-training and its baseline
+            (`"partial:N"`, `"full"`, `"lora:R"`, `"frozen"`; default
+            `partial:2`); DANN and CORAL need `"frozen"`.
+        pseudo_label_shares: self-training's share of the target texts
+            pseudo-labelled in each round, comma-separated.
+        epochs: fine-tuning epochs on the source (default 3), or the
+            adapter's epochs for DANN/CORAL (default 10).
+        batch_size: default 16 for fine-tuning, 32 for the adapter.
+        learning_rate, hidden_dim, alpha, coral_weight: the DANN/CORAL
+            adapter's settings.
         export_dir, model_name: export the adapted text model.
     """
 
@@ -254,11 +273,14 @@ class DomainAdaptationConfig:
     backbone: str
     output_dir: str
     target_validation: str = None
-    method: str = "dann"
+    target_test_fraction: float = 0.25
+    method: str = "self_training"
+    strategy: str = None
+    pseudo_label_shares: str = "0.6,0.9"
     sequence_length: int = 128
     pooling: str = None
-    epochs: int = 10
-    batch_size: int = 32
+    epochs: int = None
+    batch_size: int = None
     learning_rate: float = 1e-3
     hidden_dim: int = 128
     alpha: float = 10.0
@@ -274,6 +296,24 @@ class DomainAdaptationConfig:
         check_settings(self)
         if self.method not in ADAPTATION_METHODS:
             raise ValueError(f"`method` must be one of {ADAPTATION_METHODS}, received {self.method!r}.")
+        if self.method in ("dann", "coral") and self.strategy not in (None, "frozen"):
+            raise ValueError(f"`{self.method}` trains an adapter over frozen features; it needs strategy 'frozen', "
+                             f"received {self.strategy!r} (use method 'self_training' to fine-tune).")
+        self.strategy = self.strategy or ("frozen" if self.method in ("dann", "coral") else "partial:2")
+        self.shares = parse_shares(self.pseudo_label_shares)
+
+
+def parse_shares(text):
+    """`"0.6,0.9"` as `(0.6, 0.9)`, each in (0, 1]; anything else is
+    refused, echoing it."""
+    try:
+        shares = tuple(float(share) for share in str(text).split(","))
+    except ValueError:
+        shares = ()
+    if not shares or not all(0 < share <= 1 for share in shares):
+        raise ValueError(f"`pseudo_label_shares` must be comma-separated numbers in (0, 1], such as '0.6,0.9'; "
+                         f"received {text!r}.")
+    return shares
 
 
 @dataclasses.dataclass

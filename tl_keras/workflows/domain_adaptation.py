@@ -1,11 +1,22 @@
 """The domain adaptation job: labelled source texts and unlabelled target
-texts in, the adapted classifier beside the source-only baseline out."""
+texts in, the adapted classifier beside the source-only baseline out.
+
+Two routes: self-training fine-tunes a `TextClassifier` with the run's
+strategy on the source, scores it (the source-only baseline), then trains it
+on its own confident predictions on the target texts; DANN and CORAL train
+an adapter over frozen features beside an adapter trained on the source
+alone. When the labelled target file is the target file itself, its test
+rows are held out of the unlabelled texts.
+"""
 
 import pathlib
 
-from tl_keras.data.texts import LabelVocabulary, read_labelled_texts, read_texts
+import keras
+
+from tl_keras.data.texts import LabelVocabulary, read_labelled_texts, read_texts, stratified_split
 from tl_keras.data.tokens import tokenize
 from tl_keras.evaluation.classification import evaluate_predictions
+from tl_keras.tasks.text_classifier import TextClassifier
 from tl_keras.export.text import export_text_model
 from tl_keras.models.backbones import default_pooling, load_text_backbone
 from tl_keras.models.heads import build_encoder, build_text_model
@@ -16,21 +27,64 @@ from tl_keras.workflows.common import RunResult, finish
 from tl_keras.workflows.configs import DomainAdaptationConfig  # noqa: F401  (the config of `run`)
 
 
+def read_target(config):
+    """The unlabelled target texts and the labelled target test rows (or
+    `None`). A `target_validation` that is the target file itself is split:
+    its `target_test_fraction` (stratified) is the test, the rest the
+    unlabelled texts."""
+    if config.target_validation and pathlib.Path(config.target_validation).resolve() == \
+            pathlib.Path(config.target).resolve():
+        rows = read_labelled_texts(config.target, config.text_column, config.label_column)
+        pool, test = stratified_split(rows, config.target_test_fraction, seed=config.seed)
+        return list(pool.texts), test
+    test = None
+    if config.target_validation:
+        test = read_labelled_texts(config.target_validation, config.text_column, config.label_column)
+    return read_texts(config.target, config.text_column), test
+
+
 @holding_run_folder
 def run(config):
-    """Adapts a frozen-backbone classifier from `config.source` to
-    `config.target` with `config.method`, trains the source-only baseline
-    with the same settings, and reports target metrics for both. Returns a
-    `RunResult` whose `task` is the adapted text model and whose `metrics`
-    are `{"target": {method: metrics}}` (empty without
-    `target_validation`)."""
+    """Adapts a classifier from `config.source` to `config.target` with
+    `config.method`, beside the source-only baseline trained with the same
+    strategy and settings, and reports target metrics for both. Returns a
+    `RunResult` whose `task` is the adapted model and whose `metrics` are
+    `{"target": {method: metrics}}` (empty without `target_validation`)."""
     source = read_labelled_texts(config.source, config.text_column, config.label_column)
-    target_texts = read_texts(config.target, config.text_column)
+    target_texts, test = read_target(config)
+    print(f"{len(source)} labelled source texts, {len(target_texts)} unlabelled target texts, "
+          f"{0 if test is None else len(test)} labelled target test texts")
+    if config.method in ("dann", "coral") or config.strategy == "frozen" and config.method == "source_only":
+        return _adapt_features(config, source, target_texts, test)
+    keras.utils.set_random_seed(config.seed)
+    classifier = TextClassifier.from_preset(config.backbone, labels=sorted({str(l) for l in source.labels}),
+                                            strategy=config.strategy, sequence_length=config.sequence_length,
+                                            pooling=config.pooling)
+    settings = dict(batch_size=config.batch_size or 16, seed=config.seed, verbose=config.verbose)
+    print(f"fine-tuning on the source ({config.strategy})")
+    classifier.fit(list(source.texts), [str(l) for l in source.labels], epochs=config.epochs or 3, **settings)
+    metrics, history = {}, {}
+    if test is not None:
+        metrics["source_only"] = classifier.evaluate_report(list(test.texts), [str(l) for l in test.labels])
+    if config.method == "self_training":
+        print(f"self-training on {len(target_texts)} target texts")
+        history["self_training"] = classifier.self_train(target_texts, config.shares, **settings)
+        if test is not None:
+            metrics["self_training"] = classifier.evaluate_report(list(test.texts), [str(l) for l in test.labels])
+
+    def export(folder, card):
+        return classifier.export(folder, config.model_name, warmup_texts=target_texts[:5],
+                                 card={"adaptation": config.method, **card})
+
+    return finish(RunResult(classifier, {"target": metrics}, history), config, lambda folder: [], export)
+
+
+def _adapt_features(config, source, target_texts, validation):
+    """DANN or CORAL: adapters over frozen features, beside the source-only
+    adapter."""
     vocabulary = LabelVocabulary.from_labels(source.labels, origins=source.origins)
     source_targets = vocabulary.encode(source.labels, source.origins)
-    validation = None
-    if config.target_validation:
-        validation = read_labelled_texts(config.target_validation, config.text_column, config.label_column)
+    if validation is not None:
         validation_targets = vocabulary.encode(validation.labels, validation.origins)
 
     backbone, preprocessor = load_text_backbone(config.backbone, config.sequence_length)
@@ -44,9 +98,9 @@ def run(config):
 
     source_features, target_features = features(source.texts), features(target_texts)
     validation_features = features(validation.texts) if validation is not None else None
-    settings = dict(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                    hidden_dim=config.hidden_dim, alpha=config.alpha, coral_weight=config.coral_weight,
-                    seed=config.seed)
+    settings = dict(epochs=config.epochs or 10, batch_size=config.batch_size or 32,
+                    learning_rate=config.learning_rate, hidden_dim=config.hidden_dim, alpha=config.alpha,
+                    coral_weight=config.coral_weight, seed=config.seed)
     metrics, heads = {}, {}
     for method in dict.fromkeys(["source_only", config.method]):
         heads[method], _ = adapt(source_features, source_targets, target_features, vocabulary.num_outputs,
