@@ -147,8 +147,11 @@ class Classifier(TransferTask):
         epochs with its own strategy (no warm-up: the head is trained
         already). The rounds take `shares` in turn and stop early when
         fewer than `min_change` of the predictions changed since the last
-        round (no target labels needed). Measured on the review domains in
-        `benchmarks/domain_adaptation.py`.
+        round (no target labels needed). Measured on the six pairs of review
+        domains in `benchmarks/transfer_between_domains.py`: +0.9 points
+        over source-only on average, up to +6 under a large shift, down to
+        −2.5 where the source model is already as good as target labels
+        would make it; compare before shipping.
 
         Args:
             unlabelled: raw inputs of the target domain (texts, images).
