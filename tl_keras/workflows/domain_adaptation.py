@@ -64,13 +64,16 @@ def run(config):
     print(f"fine-tuning on the source ({config.strategy})")
     classifier.fit(list(source.texts), [str(l) for l in source.labels], epochs=config.epochs or 3, **settings)
     metrics, history = {}, {}
-    if test is not None:
-        metrics["source_only"] = classifier.evaluate_report(list(test.texts), [str(l) for l in test.labels])
+
+    def score(method):
+        if test is not None:
+            metrics[method] = classifier.evaluate_report(list(test.texts), [str(l) for l in test.labels])
+
+    score("source_only")
     if config.method == "self_training":
         print(f"self-training on {len(target_texts)} target texts")
         history["self_training"] = classifier.self_train(target_texts, config.shares, **settings)
-        if test is not None:
-            metrics["self_training"] = classifier.evaluate_report(list(test.texts), [str(l) for l in test.labels])
+        score("self_training")
 
     def export(folder, card):
         return classifier.export(folder, config.model_name, warmup_texts=target_texts[:5],

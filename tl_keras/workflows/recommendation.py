@@ -19,7 +19,7 @@ import numpy as np
 
 from tl_keras.data.interactions import (cold_start_split, histories, read_interactions, read_items, read_users,
                                         time_ordered_split)
-from tl_keras.evaluation.ranking import chance_recall, evaluate_ranking, plot_metrics, write_table
+from tl_keras.evaluation.ranking import GROUPS, chance_recall, evaluate_ranking, plot_metrics, write_table
 from tl_keras.models.collaborative import EASE, ItemKNN, Popularity, interaction_matrix, text_similarity_scores
 from tl_keras.models.two_tower import item_log_probabilities
 from tl_keras.tasks.retrieval import Retrieval, ValidationRecall, held_out, item_text_features
@@ -46,14 +46,13 @@ def parse_ks(text):
     return ks
 
 
-def baseline_scores(method, split, num_users, num_items, text_features, history_length, candidates=None,
+def baseline_scores(method, split, test_users, num_users, num_items, text_features, history_length,
                     regularization=200.0):
     """A baseline's scores `[test users, num_items + 1]` for a split, from
     its training interactions alone."""
-    test_users, _, _ = held_out(split, num_items, candidates)
-    matrix = interaction_matrix(split.train, num_users, num_items)
     if method == "text_similarity":
         return text_similarity_scores(text_features, histories(split.train, num_users, history_length)[test_users])
+    matrix = interaction_matrix(split.train, num_users, num_items)
     model = {"popularity": Popularity, "item_knn": ItemKNN,
              "ease": lambda: EASE(regularization)}[method]()
     return model.fit(matrix).scores(matrix[test_users])
@@ -62,10 +61,17 @@ def baseline_scores(method, split, num_users, num_items, text_features, history_
 def score_baseline(method, split, num_users, num_items, text_features, history_length, ks, seed, candidates=None,
                    regularization=200.0, split_name="test"):
     """A baseline's recall/NDCG on a split (see `evaluate_ranking`)."""
-    _, relevant, exclude = held_out(split, num_items, candidates)
-    scores = baseline_scores(method, split, num_users, num_items, text_features, history_length, candidates,
+    test_users, relevant, exclude = held_out(split, num_items, candidates)
+    scores = baseline_scores(method, split, test_users, num_users, num_items, text_features, history_length,
                              regularization)
     return {"split": split_name, **evaluate_ranking(scores, relevant, exclude, split.cold_items, ks, seed)}
+
+
+def chance_of(split, num_items, ks, candidates=None):
+    """A random ranking's recall@k on a split: `k` over the items left to
+    rank for each test user."""
+    _, _, exclude = held_out(split, num_items, candidates)
+    return {f"recall@{k}": chance_recall(k, num_items, exclude.sum(axis=1)) for k in ks}
 
 
 @holding_run_folder
@@ -162,13 +168,10 @@ def run(config, distribution=None):
             metrics[method]["new_users"] = score_baseline(method, cold.new_users, **arguments)["overall"]
     training["ease"] = {"regularization": regularization, "validation_recall@10": choices}
 
-    _, _, exclude = held_out(split, num_items)
-    chance = {"overall": {f"recall@{k}": chance_recall(k, num_items, exclude.sum(axis=1)) for k in ks}}
+    chance = {"overall": chance_of(split, num_items, ks)}
     if cold is not None:
-        _, _, exclude = held_out(cold.new_items, num_items, cold.new_items.cold_items)
-        chance["new_items"] = {f"recall@{k}": chance_recall(k, num_items, exclude.sum(axis=1)) for k in ks}
-        _, _, exclude = held_out(cold.new_users, num_items)
-        chance["new_users"] = {f"recall@{k}": chance_recall(k, num_items, exclude.sum(axis=1)) for k in ks}
+        chance["new_items"] = chance_of(cold.new_items, num_items, ks, cold.new_items.cold_items)
+        chance["new_users"] = chance_of(cold.new_users, num_items, ks)
     report = {**metrics, "chance": chance}
     history = {"training": training, "data": {
         "items": num_items, "users": num_users, "train": len(split.train), "validation": len(validation.test),
@@ -192,7 +195,7 @@ def describe(result):
     for method, figures in result.metrics.items():
         if method == "chance":
             continue
-        for group in ("overall", "cold_start", "new_items", "new_users"):
+        for group in GROUPS:
             if group in figures:
                 row = "  ".join(f"{name} {value:.3f}" for name, value in figures[group].items() if name != "users")
                 lines.append(f"{method:>15} {group:>10}: {row}")
