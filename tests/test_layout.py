@@ -69,7 +69,7 @@ def test_every_workflow_is_a_subcommand_with_complete_help():
     from tl_keras.cli.workflows import COMMANDS
 
     assert [c.name for c in COMMANDS] == ["train-text", "train-image", "recommend", "adapt", "fuse", "pretrain",
-                                          "distill"]
+                                          "train-qa", "distill"]
     for workflow in COMMANDS:
         result = subprocess.run([sys.executable, "-m", "tl_keras.cli.main", workflow.name, "--help"],
                                 capture_output=True, text=True)

@@ -33,7 +33,7 @@ __version__ = "0.2.0"
 LAYERS = ("core", "data", "models", "transfer", "training", "evaluation", "export", "tasks", "serving",
           "workflows", "cli")
 _TASKS = {"TextClassifier": "tl_keras.tasks.text_classifier", "ImageClassifier": "tl_keras.tasks.image_classifier",
-          "Retrieval": "tl_keras.tasks.retrieval"}
+          "Retrieval": "tl_keras.tasks.retrieval", "QuestionAnswerer": "tl_keras.tasks.question_answering"}
 __all__ = [*_TASKS, *LAYERS]
 
 

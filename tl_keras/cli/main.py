@@ -10,6 +10,7 @@
     tl-keras predict --model reviews "great phone" "broke in a week"
     tl-keras predict --rest localhost:8501 --model reviews --version 2 "great phone"
     tl-keras predict --model products --images shoe.jpg bag.png
+    tl-keras predict --model squad --input-names question,context "Who won?" "Denver won Super Bowl 50."
     tl-keras convert-efficientnet-lite efficientnet-lite0.pth presets/efficientnet_lite0
 """
 
@@ -38,11 +39,19 @@ def _predict(args):
         except OSError as error:
             raise OSError(error.errno, f"cannot read {error.filename}: {error.strerror}") from None
         outputs = client.predict(values, input_name="image_bytes")
+        rows = [{"image": path} for path in args.texts]
     else:
-        outputs = client.predict(args.texts)
-    for i, text in enumerate(args.texts):
-        row = {name: value[i].tolist() if hasattr(value[i], "tolist") else value[i] for name, value in outputs.items()}
-        print(json.dumps({"image" if args.images else "text": text, **row}))
+        names = [name.strip() for name in args.input_names.split(",")]
+        if len(args.texts) % len(names):
+            raise ValueError(f"--input-names {args.input_names!r} takes the texts {len(names)} at a time (one "
+                             f"for each input), received {len(args.texts)} text(s).")
+        values = {name: args.texts[number::len(names)] for number, name in enumerate(names)}
+        outputs = client.predict(values)
+        rows = [{name: values[name][i] for name in names} for i in range(len(args.texts) // len(names))]
+    for i, row in enumerate(rows):
+        row.update({name: value[i].tolist() if hasattr(value[i], "tolist") else value[i]
+                    for name, value in outputs.items()})
+        print(json.dumps(row, default=lambda value: value.decode("utf-8", "replace")))
     return 0
 
 
@@ -141,6 +150,9 @@ def _main(argv):
                                   formatter_class=defaults_shown)
     predict.add_argument("texts", nargs="+", help="texts, or image files with --images")
     predict.add_argument("--images", action="store_true", help="send the files' bytes as `image_bytes`")
+    predict.add_argument("--input-names", default="text",
+                         help="the signature's string inputs, comma-separated; the texts are dealt to them in "
+                              "turn (`text,text_pair` for a pair model, `question,context` for question answering)")
     predict.add_argument("--model", required=True, help="model name on the server")
     predict.add_argument("--address", default="localhost:8500", help="gRPC host:port")
     predict.add_argument("--rest", help="use REST at this host:port instead of gRPC")

@@ -1,5 +1,6 @@
 """The `tl-keras` subcommands that run workflows (`train-text`,
-`train-image`, `recommend`, `adapt`, `fuse`, `pretrain`): flags from the
+`train-image`, `recommend`, `adapt`, `fuse`, `pretrain`, `train-qa`,
+`distill`): flags from the
 workflow's config, defaults filled where a run can make its own (the offline
 backbones, sample data), the workflow run, its closing lines printed.
 
@@ -136,6 +137,10 @@ COMMANDS = (
                     help={"backbone": BACKBONE_HELP}),
     WorkflowCommand("pretrain", "continue masked-LM pretraining of a backbone on in-domain texts",
                     configs.ContinuedPretrainingConfig, "continued_pretraining", help={"backbone": BACKBONE_HELP}),
+    WorkflowCommand("train-qa", "train an extractive question answerer on SQuAD-format data and export it",
+                    configs.QuestionAnsweringConfig, "question_answering", {"output_dir": "runs/question_answering"},
+                    help={"backbone": BACKBONE_HELP + "; BERT family",
+                          "strategy": "full, partial:N, lora:R or frozen"}),
     WorkflowCommand("distill", "distil a saved text classifier into a student with fewer blocks",
                     configs.DistillationConfig, "distillation", {"output_dir": "runs/distillation"},
                     fill=lambda settings: None),

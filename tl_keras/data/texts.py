@@ -109,38 +109,42 @@ def _lines(text):
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
-def _rows_tsv(path, text, labelled):
+def _rows_tsv(path, text, labelled, paired=False):
+    layout = "text<TAB>text_pair" if paired else "text"
+    layout, wanted = (f"{layout}<TAB>label", 2 + paired) if labelled else (layout, 1 + paired)
     for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
-        if not labelled:
-            yield number, fields[0], None
-        elif len(fields) != 2:
+        if len(fields) < wanted or (labelled and len(fields) != wanted):
             raise DataError(
-                f"{path}:{number}: expected `text<TAB>label` (2 fields), "
+                f"{path}:{number}: expected `{layout}` ({wanted} fields), "
                 f"received {len(fields)} field(s): {line[:80]!r}"
             )
-        else:
-            yield number, fields[0], fields[1]
+        yield number, tuple(fields[:2]) if paired else fields[0], fields[wanted - 1] if labelled else None
 
 
-def _rows_table(path, records, text_column, label_column):
+def _rows_table(path, records, text_column, label_column, pair_column=None):
     """Yields (line, text, label) from dict records (csv or jsonl); label is
-    None when `label_column` is None."""
+    None when `label_column` is None; text is a `(text, text_pair)` tuple
+    when `pair_column` is given."""
     for number, record in records:
-        for column in (text_column, label_column):
+        for column in (text_column, pair_column, label_column):
             if column is not None and column not in record:
                 raise DataError(
                     f"{path}:{number}: missing column {column!r}; the row has "
-                    f"columns {sorted(record)}. Pass --text-column and "
-                    "--label-column."
+                    f"columns {sorted(record)}. Pass --text-column"
+                    f"{', --pair-column' if pair_column else ''} and --label-column."
                 )
-        text = record[text_column]
-        if not isinstance(text, str):
-            raise DataError(f"{path}:{number}: column {text_column!r} must hold a string, received "
-                            f"{type(text).__name__} {text!r:.60}.")
-        yield number, text, _label_string(record.get(label_column), f"{path}:{number}", label_column)
+        texts = []
+        for column in (text_column, pair_column) if pair_column else (text_column,):
+            text = record[column]
+            if not isinstance(text, str):
+                raise DataError(f"{path}:{number}: column {column!r} must hold a string, received "
+                                f"{type(text).__name__} {text!r:.60}.")
+            texts.append(text)
+        yield (number, tuple(texts) if pair_column else texts[0],
+               _label_string(record.get(label_column), f"{path}:{number}", label_column))
 
 
 def _label_string(label, origin, column):
@@ -183,18 +187,23 @@ def _jsonl_records(path, text):
         yield number, record
 
 
-def read_labelled_texts(path, text_column="text", label_column="label"):
-    """Reads a `.tsv`/`.txt`, `.csv` or `.jsonl` file of labelled texts.
+def read_labelled_texts(path, text_column="text", label_column="label", pair_column=None):
+    """Reads a `.tsv`/`.txt`, `.csv` or `.jsonl` file of labelled texts, or
+    of labelled text pairs.
 
     `.tsv` and `.txt` files hold `text<TAB>label` lines with no header (the
-    format of the bundled review data). `.csv` files have a header row and
-    `.jsonl` files one object a line; both take the columns named by
-    `text_column` and `label_column`.
+    format of the bundled review data), or `text<TAB>text_pair<TAB>label`
+    with `pair_column`. `.csv` files have a header row and `.jsonl` files
+    one object a line; both take the columns named by `text_column`,
+    `pair_column` and `label_column`.
 
     Args:
         path: the file to read.
         text_column: the column holding the text (`.csv` and `.jsonl`).
         label_column: the column holding the label (`.csv` and `.jsonl`).
+        pair_column: the column holding each text's second text (any name
+            for `.tsv`: the second field); each row's text is then a
+            `(text, text_pair)` tuple. `None` for single texts.
 
     Returns:
         A `LabelledTexts`.
@@ -211,28 +220,30 @@ def read_labelled_texts(path, text_column="text", label_column="label"):
     ('Good case, Excellent value.', '1')
     """
     result = LabelledTexts([], [], [])
-    for origin, sentence, label in _read_rows(path, text_column, label_column, labelled=True):
+    for origin, sentence, label in _read_rows(path, text_column, label_column, labelled=True,
+                                              pair_column=pair_column):
         label = "" if label is None else str(label).strip()
         if not label:
-            raise DataError(f"{origin}: missing label for text {sentence[:60]!r}.")
+            raise DataError(f"{origin}: missing label for text {str(sentence)[:60]!r}.")
         result.texts.append(sentence)
         result.labels.append(label)
         result.origins.append(origin)
     return result
 
 
-def _read_rows(path, text_column, label_column, labelled):
+def _read_rows(path, text_column, label_column, labelled, pair_column=None):
     """Yields (origin, text, label) of a data file, checking every text;
-    label is None when not `labelled`."""
+    label is None when not `labelled`; text is a `(text, text_pair)` tuple
+    with `pair_column`."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
     suffix = path.suffix.lower()
     if suffix in (".tsv", ".txt"):
-        rows = _rows_tsv(path, decode_utf8(path), labelled)
+        rows = _rows_tsv(path, decode_utf8(path), labelled, paired=pair_column is not None)
     elif suffix in (".csv", ".jsonl"):
         records = _csv_records(path) if suffix == ".csv" else _jsonl_records(path, decode_utf8(path))
-        rows = _rows_table(path, records, text_column, label_column if labelled else None)
+        rows = _rows_table(path, records, text_column, label_column if labelled else None, pair_column)
     else:
         raise DataError(
             f"{path}: unknown file type {suffix!r}; expected one of "
@@ -242,8 +253,9 @@ def _read_rows(path, text_column, label_column, labelled):
     for number, sentence, label in rows:
         empty = False
         origin = f"{path}:{number}"
-        if not sentence.strip():
-            raise DataError(f"{origin}: empty text (received {sentence!r}).")
+        for part, name in zip((sentence,) if isinstance(sentence, str) else sentence, ("text", "text pair")):
+            if not part.strip():
+                raise DataError(f"{origin}: empty {name} (received {part!r}).")
         yield origin, sentence, label
     if empty:
         raise DataError(f"{path}: the file holds no rows.")

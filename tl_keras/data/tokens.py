@@ -60,7 +60,9 @@ def tokenize(texts, preprocessor, batch_size=512, verbose=1, cache_dir=None):
     """Tokenises `texts` once with `preprocessor`, in a `tf.data` pipeline.
 
     Args:
-        texts: a list of strings.
+        texts: a list of strings, or of `(text, text_pair)` tuples, which
+            the preprocessor packs as one sequence (`[CLS] text [SEP]
+            text_pair [SEP]` for BERT, with segment ids).
         preprocessor: a KerasHub `TextClassifierPreprocessor`.
         batch_size: texts tokenised at a time.
         verbose: 1 shows a progress bar.
@@ -80,12 +82,17 @@ def tokenize(texts, preprocessor, batch_size=512, verbose=1, cache_dir=None):
     arrays = load_arrays(path, key) if path is not None else None
     if arrays is not None:
         return TokenizedTexts(arrays, arrays["padding_mask"].sum(axis=1).astype("int32"))
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
-        .batch(batch_size)
-        .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
-    )
-    progress = progress_bar(len(texts), "tokenising", "text", verbose)
+    if is_pairs(texts):
+        columns = tuple(tf.constant([text[part] for text in texts], tf.string) for part in (0, 1))
+        dataset = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size).map(
+            lambda first, second: preprocessor(x=(first, second)), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = (
+            tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
+            .batch(batch_size)
+            .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
+        )
+    progress = progress_bar(len(texts), "tokenising", "text pair" if is_pairs(texts) else "text", verbose)
     chunks = []
     for batch in dataset:
         chunks.append({name: tensor.numpy() for name, tensor in batch.items()})
@@ -99,12 +106,18 @@ def tokenize(texts, preprocessor, batch_size=512, verbose=1, cache_dir=None):
     return TokenizedTexts(arrays, arrays["padding_mask"].sum(axis=1).astype("int32"))
 
 
+def is_pairs(texts):
+    """True if `texts` are `(text, text_pair)` tuples rather than strings."""
+    return bool(texts) and isinstance(texts[0], tuple)
+
+
 def _token_key(texts, preprocessor):
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(preprocessor.get_config(), sort_keys=True, default=str).encode())
     digest.update("\n".join(preprocessor.tokenizer.get_vocabulary()).encode())
     for text in texts:
-        digest.update(text.encode() + b"\0")
+        digest.update(b"\1".join(part.encode() for part in text) if isinstance(text, tuple) else text.encode())
+        digest.update(b"\0")
     return digest.hexdigest()
 
 

@@ -1,7 +1,8 @@
 """The text SavedModel: raw text in, labels out.
 
 Signatures:
-- `serving_default`: `text` (DT_STRING, [-1]) to `probabilities` [-1, C],
+- `serving_default`: `text` (DT_STRING, [-1]; and `text_pair` for a model
+  trained on text pairs, packed as one sequence) to `probabilities` [-1, C],
   `label_id` (int64, [-1]) and `label` (DT_STRING, [-1]); for regression
   `prediction` [-1]; for multi-label, `label` joins the names over 0.5
   with commas.
@@ -43,9 +44,10 @@ class TextServingModule(tf.Module):
         vocabulary: the `LabelVocabulary` stored in the graph.
         trim: cut each request's token tensors to its longest real text,
             rounded up to a bucket boundary, before the backbone runs.
+        text_pairs: take `text` and `text_pair` (a model trained on pairs).
     """
 
-    def __init__(self, model, preprocessor, vocabulary, trim=True):
+    def __init__(self, model, preprocessor, vocabulary, trim=True, text_pairs=False):
         super().__init__(name="text_serving")
         self.model_variables = raw_variables(model)
         self._model = Untracked(model)
@@ -57,9 +59,12 @@ class TextServingModule(tf.Module):
         token_specs = {
             name: tf.TensorSpec([None, None], tf.int32, name=name) for name in model.input
         }
-        self.serve_text = tf.function(
-            self._serve_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
-        )
+        text = [tf.TensorSpec([None], tf.string, name="text")]
+        if text_pairs:
+            self.serve_text = tf.function(self._serve_text_pair,
+                                          input_signature=[*text, tf.TensorSpec([None], tf.string, name="text_pair")])
+        else:
+            self.serve_text = tf.function(self._serve_text, input_signature=text)
         self.serve_tokens = tf.function(self._serve_tokens, input_signature=[token_specs])
 
     def _outputs(self, inputs):
@@ -69,6 +74,10 @@ class TextServingModule(tf.Module):
 
     def _serve_text(self, text):
         inputs = self.preprocessor(text)
+        return self._outputs({name: tf.cast(inputs[name], tf.int32) for name in self._model.value.input})
+
+    def _serve_text_pair(self, text, text_pair):
+        inputs = self.preprocessor(x=(text, text_pair))  # A positional tuple would read as (x, y).
         return self._outputs({name: tf.cast(inputs[name], tf.int32) for name in self._model.value.input})
 
     def _serve_tokens(self, tokens):
@@ -85,6 +94,7 @@ def export_text_model(
     warmup_texts=(),
     card=None,
     trim=True,
+    text_pairs=False,
 ):
     """Exports a trained text model as a TF Serving SavedModel, atomically.
 
@@ -95,10 +105,12 @@ def export_text_model(
         export_dir: the base folder TF Serving watches.
         model_name: the model's folder name under `export_dir`.
         version: an integer version; the next free one if `None`.
-        warmup_texts: a few real texts for the warm-up requests.
+        warmup_texts: a few real texts (`(text, text_pair)` tuples for a
+            pair model) for the warm-up requests.
         card: extra JSON-ready facts for `model_card.json` (backbone,
             strategy, metrics, ...).
         trim: trim padding inside the graph (see `TextServingModule`).
+        text_pairs: the model takes text pairs (`text`, `text_pair` inputs).
 
     Returns:
         The version folder, a `pathlib.Path`.
@@ -108,9 +120,10 @@ def export_text_model(
     ...                   "reviews", warmup_texts=["great phone"])
     PosixPath('exports/reviews/1')
     """
-    module = TextServingModule(model, preprocessor, vocabulary, trim=trim)
+    module = TextServingModule(model, preprocessor, vocabulary, trim=trim, text_pairs=text_pairs)
     card = {
         "task": vocabulary.task,
+        "text_pairs": bool(text_pairs),
         "labels": list(vocabulary.names),
         "parameters": int(model.count_params()),
         **(card or {}),
@@ -119,6 +132,7 @@ def export_text_model(
         module,
         {"serving_default": module.serve_text, "serve_tokens": module.serve_tokens},
         export_dir, model_name, version,
-        warmup_requests=[{"text": [text]} for text in warmup_texts],
+        warmup_requests=[{"text": [text[0]], "text_pair": [text[1]]} if text_pairs else {"text": [text]}
+                         for text in warmup_texts],
         card=card, batching=True,
     )

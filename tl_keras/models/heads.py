@@ -175,3 +175,41 @@ def build_image_model(encoder, head):
     """
     inputs = keras.Input(shape=encoder.input.shape[1:], dtype="float32", name="images")
     return keras.Model(inputs, head(encoder(inputs)), name="image_model")
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class SequenceOutput(SequencePooling):
+    """Passes on the backbone's `sequence_output` (a vector a token), for
+    heads that predict per token (extractive question answering)."""
+
+    def call(self, sequence_output):
+        return sequence_output
+
+    def compute_output_shape(self, sequence_output_shape):
+        return sequence_output_shape
+
+
+def build_sequence_encoder(backbone):
+    """The backbone's token inputs to its `sequence_output` (`[B, L, D]`),
+    as a functional `keras.Model` named `"encoder"`.
+
+    Example:
+    >>> encoder = build_sequence_encoder(backbone)
+    """
+    inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in backbone.input}
+    outputs = backbone(inputs)
+    sequence_output = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+    return keras.Model(inputs, SequenceOutput(name="sequence_output")(sequence_output), name="encoder")
+
+
+def build_span_head(feature_dim, dropout=0.1):
+    """The span head: a vector a token in, a start and an end logit a token
+    out (`[B, L, 2]`, float32), named `"head"`.
+
+    Example:
+    >>> head = build_span_head(384)
+    """
+    features = keras.Input(shape=(None, feature_dim), name="features")
+    x = keras.layers.Dropout(dropout, name="head_dropout")(features)
+    logits = keras.layers.Dense(2, dtype="float32", name="span_logits")(x)
+    return keras.Model(features, logits, name="head")

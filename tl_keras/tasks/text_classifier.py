@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from tl_keras.data.texts import LabelVocabulary
-from tl_keras.data.tokens import TokenizedTexts, make_dataset, tokenize
+from tl_keras.data.tokens import TokenizedTexts, is_pairs, make_dataset, tokenize
 from tl_keras.evaluation.explanations import explain_texts
 from tl_keras.export.text import export_text_model
 from tl_keras.models.backbones import default_pooling, load_text_backbone
@@ -30,10 +30,22 @@ from tl_keras.transfer.strategies import apply_trainability, parse_strategy
 
 
 def _as_texts(texts, what="texts"):
-    if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
-        raise ValueError(f"`{what}` must be a list of strings, received {type(texts).__name__} "
-                         f"{str(texts)[:60]!r}.")
-    return list(texts)
+    """A list of strings, or of `(text, text_pair)` tuples; KerasHub's
+    `(texts, text_pairs)` (a tuple of two lists) becomes the latter."""
+    if (isinstance(texts, tuple) and len(texts) == 2
+            and all(isinstance(part, (list, np.ndarray)) for part in texts)):
+        if len(texts[0]) != len(texts[1]):
+            raise ValueError(f"`{what}`: {len(texts[0])} texts but {len(texts[1])} text pairs.")
+        texts = list(zip(*texts))
+    texts = [tuple(text) if isinstance(text, (tuple, list)) else text for text in texts] \
+        if not isinstance(texts, str) else texts
+    pairs = isinstance(texts, list) and bool(texts) and isinstance(texts[0], tuple)
+    valid = (lambda text: isinstance(text, tuple) and len(text) == 2 and all(isinstance(t, str) for t in text)) \
+        if pairs else (lambda text: isinstance(text, str))
+    if isinstance(texts, str) or not all(valid(text) for text in texts):
+        raise ValueError(f"`{what}` must be a list of strings or of (text, text_pair) string tuples, received "
+                         f"{type(texts).__name__} {str(texts)[:60]!r}.")
+    return texts
 
 
 class TextClassifier(Classifier, keras.Model):
@@ -72,6 +84,7 @@ class TextClassifier(Classifier, keras.Model):
         self.hidden_dim, self.dropout = hidden_dim, dropout
         self.feature_cache = FeatureCache()
         self.token_cache_dir = None
+        self.text_pairs = False  # Set by `fit`: trained on (text, text_pair) tuples.
 
     @classmethod
     def from_preset(cls, preset, labels=None, task=None, strategy="frozen", sequence_length=None,
@@ -105,6 +118,7 @@ class TextClassifier(Classifier, keras.Model):
             classifier = cls(backbone, preprocessor, vocabulary, stored["pooling"], strategy, stored["hidden_dim"],
                              stored["dropout"])
             classifier.get_layer("head").load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
+            classifier.text_pairs = stored.get("text_pairs", False)
             return classifier
         task = task or "classification"
         if task == "regression":
@@ -121,9 +135,22 @@ class TextClassifier(Classifier, keras.Model):
     # --- Data ---------------------------------------------------------------
 
     def tokenize(self, texts, verbose=0):
-        """Token ids of raw `texts` (once; on disk when `token_cache_dir`
-        is set), as `TokenizedTexts`."""
+        """Token ids of raw `texts` (strings, or `(text, text_pair)` tuples
+        packed as one sequence; once; on disk when `token_cache_dir` is
+        set), as `TokenizedTexts`."""
         return tokenize(_as_texts(texts), self.preprocessor, verbose=verbose, cache_dir=self.token_cache_dir)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`Classifier.fit`; trained on `(text, text_pair)` tuples (or
+        KerasHub's `(texts, text_pairs)`), the classifier becomes a text-pair
+        classifier: its export takes `text` and `text_pair`.
+
+        Example:
+        >>> classifier.fit([("usb-c cable", "USB-C charging cable 1 m")], ["match"], epochs=3)
+        """
+        if isinstance(x, (list, tuple)) and not isinstance(x, str) and x:
+            self.text_pairs = is_pairs(_as_texts(x))
+        return super().fit(x, y, *args, **kwargs)
 
     def transfer_inputs(self, x, verbose=0):
         """Raw texts as `TokenizedTexts`, or `None` for what Keras' own
@@ -163,6 +190,7 @@ class TextClassifier(Classifier, keras.Model):
         student = TextClassifier(student_backbone(self.backbone, num_blocks), self.preprocessor, self.vocabulary,
                                  self.pooling, "full", self.hidden_dim, self.dropout)
         student.get_layer("head").set_weights(self.get_layer("head").get_weights())
+        student.text_pairs = self.text_pairs
         apply_trainability(student, student.strategy)  # All but a pooler the head does not read.
         all_texts = list(texts) + list(unlabelled_texts)
         tokens = self.tokenize(all_texts, verbose)
@@ -181,7 +209,7 @@ class TextClassifier(Classifier, keras.Model):
     def task_config(self):
         return {"task": self.vocabulary.task, "labels": list(self.vocabulary.names), "pooling": self.pooling,
                 "hidden_dim": self.hidden_dim, "dropout": self.dropout, "strategy": str(self.strategy),
-                "sequence_length": self.preprocessor.sequence_length}
+                "sequence_length": self.preprocessor.sequence_length, "text_pairs": self.text_pairs}
 
     def write_preset_parts(self, folder):
         self.backbone.save_to_preset(str(folder))  # LoRA factors are saved merged into the kernels.
@@ -231,5 +259,5 @@ class TextClassifier(Classifier, keras.Model):
                 for part in (model.backbone, model.get_layer("head")):  # Not the (unbuilt) tokenizer.
                     part.quantize("int8")
         return export_text_model(model, self.preprocessor, self.vocabulary, export_dir, model_name, version,
-                                 warmup_texts=warmup_texts, card=card)
+                                 warmup_texts=warmup_texts, card=card, text_pairs=self.text_pairs)
 

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras.models.extractive_qa import SpanAccuracy, SpanLoss
 from tl_keras.training.config import TrainingConfig
 from tl_keras.training import multi_worker
 from tl_keras.training.distribution import global_batch_size, pick_distribution, set_precision, worker_name
@@ -57,7 +58,9 @@ def prepare_distributed_training(training, output_dir, distribute="auto", precis
 
 def loss_and_metrics(task):
     """Returns `(loss, metrics)` for a task; the head outputs probabilities
-    (or raw values for regression)."""
+    (raw values for regression, start and end logits for `"span"`)."""
+    if task == "span":
+        return SpanLoss(), [SpanAccuracy()]
     if task == "classification":
         return keras.losses.SparseCategoricalCrossentropy(), [
             keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -173,7 +176,8 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
             `distribution.scope()`.
         strategy: a `TransferStrategy`.
         data: a `TrainingData`.
-        task: `"classification"`, `"multilabel"` or `"regression"`.
+        task: `"classification"`, `"multilabel"`, `"regression"` or
+            `"span"` (extractive question answering).
         config: a `TrainingConfig`.
         cache: a `FeatureCache` for `frozen` and the `full` warm-up; a fresh
             in-memory one if `None`.

@@ -30,6 +30,12 @@ class TextClassificationConfig:
         task: `"classification"`, `"multilabel"` or `"regression"`.
         pooling: `"mean"`, `"cls"`, `"pooled"`, or `None` for the backbone's
             default.
+        text_column, label_column: the columns of a `.csv`/`.jsonl`.
+        pair_column: the column of each row's second text, for text-pair
+            tasks (query and title, question and answer, two listings);
+            a `.tsv` then holds `text<TAB>text_pair<TAB>label`. The pair is
+            packed as one sequence (`[CLS] text [SEP] text_pair [SEP]`) and
+            the SavedModel takes `text` and `text_pair`. `None` for one text.
         export_dir, model_name: write a TF Serving SavedModel to
             `export_dir/model_name/<version>/` when `export_dir` is set.
         save_preset: a new folder to save the trained classifier in as a
@@ -61,6 +67,7 @@ class TextClassificationConfig:
     task: str = "classification"
     text_column: str = "text"
     label_column: str = "label"
+    pair_column: str = None
     sequence_length: int = 128
     pooling: str = None
     hidden_dim: int = 0
@@ -450,3 +457,71 @@ class DistillationConfig:
         check_settings(self)
         if self.quantize not in (None, "", "int8", "float16"):
             raise ValueError(f"`quantize` must be 'int8', 'float16' or unset, received {self.quantize!r}.")
+
+
+@dataclasses.dataclass
+class QuestionAnsweringConfig:
+    """Everything an extractive question answering run needs;
+    `recipes/question_answering.py` fills it from flags or YAML.
+
+    Args:
+        train: a SQuAD-format `.json` file (v1.1, or v2.0 with questions
+            that have no answer).
+        backbone: a KerasHub BERT-family preset (Kaggle handle or local
+            folder).
+        output_dir: where `metrics.json`, `predictions.json` and the plot go.
+        validation: a SQuAD file scored each epoch (the best epoch is kept);
+            `None` holds out `validation_fraction` of `train`'s questions,
+            whole articles at a time.
+        test: a SQuAD file scored once at the end; `None` holds out
+            `test_fraction` of `train` first, whole articles at a time.
+        validation_fraction, test_fraction: shares of `train`'s questions.
+        max_train_questions: train on at most this many training questions
+            (the first ones), for a quick run; `None` for all.
+        strategy: `"full"`, `"partial:N"`, `"lora:R"` or `"frozen"`.
+        sequence_length: token positions a window.
+        doc_stride: tokens from one window's start to the next's.
+        max_question_length: question tokens kept.
+        max_answer_length: the longest answer, in tokens.
+        no_answer_threshold: `None` always answers (SQuAD v1.1); a number
+            answers `""` where the no-answer score beats the best span's by
+            more than it (SQuAD v2.0).
+        export_dir, model_name: write a TF Serving SavedModel to
+            `export_dir/model_name/<version>/` when `export_dir` is set.
+        save_preset: a new folder to save the trained reader in, or `None`.
+        distribute, precision, resume, fresh: as for text
+            (`TextClassificationConfig`).
+        training: the `TrainingConfig`; its `batch_size` (windows) is per
+            replica.
+
+    Example:
+    >>> run(QuestionAnsweringConfig(train="data/squad/squad_v1.1_12_articles.json",
+    ...     backbone=minilm_l6_offline_path(), output_dir="runs/squad"))
+    """
+
+    train: str
+    backbone: str
+    output_dir: str
+    validation: str = None
+    test: str = None
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+    max_train_questions: int = None
+    strategy: str = "full"
+    sequence_length: int = 256
+    doc_stride: int = 128
+    max_question_length: int = 64
+    max_answer_length: int = 30
+    no_answer_threshold: float = None
+    export_dir: str = None
+    model_name: str = "question_answering"
+    save_preset: str = None
+    distribute: str = "auto"
+    precision: str = "float32"
+    resume: bool = True
+    fresh: bool = False
+    training: TrainingConfig = dataclasses.field(
+        default_factory=lambda: TrainingConfig(epochs=3, warmup_epochs=0, backbone_learning_rate=1e-4, layer_decay=0.9))
+
+    def __post_init__(self):
+        check_settings(self)

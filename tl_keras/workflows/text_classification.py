@@ -23,7 +23,7 @@ def read_text_splits(config):
     label checked against it (an unknown label stops the run here, naming
     its file and line)."""
     def read(path):
-        return read_labelled_texts(path, config.text_column, config.label_column) if path else None
+        return read_labelled_texts(path, config.text_column, config.label_column, config.pair_column) if path else None
 
     splits = three_way_split(read(config.train), read(config.validation), read(config.test),
                              config.validation_fraction, config.test_fraction, config.training.seed,
@@ -43,10 +43,12 @@ def run(config, distribution=None, callbacks=()):
     splits, vocabulary = read_text_splits(config)
 
     def make_classifier():
-        return TextClassifier.from_preset(
+        classifier = TextClassifier.from_preset(
             config.backbone, labels=vocabulary.names, task=config.task, strategy=config.strategy,
             sequence_length=config.sequence_length, pooling=config.pooling, hidden_dim=config.hidden_dim,
             dropout=config.dropout)
+        classifier.text_pairs = config.pair_column is not None  # `fit` sees token ids, not the pairs.
+        return classifier
 
     def split_inputs(classifier):  # Tokenised once, in one pass.
         classifier.token_cache_dir = pathlib.Path(config.output_dir) / "token_cache"
@@ -59,4 +61,4 @@ def run(config, distribution=None, callbacks=()):
         return classifier.export(folder, config.model_name, warmup_texts=splits[1].texts[:5], card=card)
 
     return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks,
-                            test_raw=splits[2].texts)
+                            test_raw=None if config.pair_column else splits[2].texts)
