@@ -232,6 +232,12 @@ def test_saved_model_answers_in_graph_as_predict_does(trained):
                            text=True, check=True).stdout
     for name in ("question", "context", "answer", "score", "start", "end"):
         assert f"['{name}']" in shown
+    # A TF1 session, as TF Serving loads it, runs the tokenising, windows and decoding.
+    ran = subprocess.run([*SAVED_MODEL_CLI, "run", "--dir", str(export), "--tag_set", "serve",
+                          "--signature_def", "serving_default", "--input_exprs",
+                          f"question={questions[:1]!r};context={contexts[:1]!r}"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "Result for output key answer:" in ran and repr(expected[0]["answer"].encode())[1:] in ran
 
 
 def test_serve_local_answers_questions_over_both_clients(trained):
@@ -280,3 +286,25 @@ def test_cli_names_a_bad_answer_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: ") and str(path) in error[0]
     assert "'5-0'" in error[0] and "does not match the context" in error[0]
+
+
+def test_no_answer_threshold_and_v2_questions(trained, tmp_path):
+    reader, _, test, _, _, _ = trained
+    questions, contexts = [q.question for q in test[:4]], [q.context for q in test[:4]]
+    always = reader.predict(questions, contexts)
+    try:
+        reader.no_answer_threshold, reader._answer = -1e9, None  # Any [CLS] score beats the best span.
+        assert [a["answer"] for a in reader.predict(questions, contexts)] == [""] * 4
+        assert {a["start"] for a in reader.predict(questions, contexts)} == {-1}
+        reader.no_answer_threshold, reader._answer = 1e9, None
+        assert reader.predict(questions, contexts) == always
+    finally:
+        reader.no_answer_threshold, reader._answer = None, None
+    document = squad_json(test[:2])
+    document["data"][0]["paragraphs"][0]["qas"][0].update(answers=[], is_impossible=True)
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(document))
+    impossible = read_squad(path)[0]
+    assert impossible.answers == () and squad_scores({impossible.id: ""}, [impossible])["exact_match"] == 100.0
+    windows, targets = reader.windows([impossible])
+    assert (targets == 0).all()  # Every window of a question without an answer points at [CLS].

@@ -77,7 +77,7 @@ def field_docs(config_type):
 def _fields(config_types):
     """The fields that become flags: all but nested configs (`training`)."""
     return {f.name: f for kind in config_types for f in dataclasses.fields(kind)
-            if not dataclasses.is_dataclass(f.default_factory)}
+            if not (dataclasses.is_dataclass(f.type) or dataclasses.is_dataclass(f.default_factory))}
 
 
 def _field_kind(field):

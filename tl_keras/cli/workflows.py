@@ -85,20 +85,30 @@ class WorkflowCommand:
     help: dict = dataclasses.field(default_factory=dict)
 
     @property
+    def all_defaults(self):
+        """`defaults` over the training settings the config's own
+        `training` default sets apart from `TrainingConfig`'s."""
+        field = next((f for f in dataclasses.fields(self.config) if f.name == "training"), None)
+        if field is None:
+            return dict(self.defaults)
+        own, plain = dataclasses.asdict(field.default_factory()), dataclasses.asdict(TrainingConfig())
+        return {**{name: value for name, value in own.items() if value != plain[name]}, **self.defaults}
+
+    @property
     def config_types(self):
         nested = any(field.name == "training" for field in dataclasses.fields(self.config))
         return [self.config, TrainingConfig] if nested else [self.config]
 
     def add_parser(self, commands):
         parser = commands.add_parser(self.name, help=self.summary, description=self.summary)
-        add_config_flags(parser, self.config_types, self.defaults, self.help)
+        add_config_flags(parser, self.config_types, self.all_defaults, self.help)
         parser.set_defaults(run=self.run)
         return parser
 
     def run(self, args, defaults=None):
         """Builds the config from `args` (over `defaults`, then the
         command's own), runs the workflow and prints its closing lines."""
-        settings = settings_from(args, self.config_types, {**self.defaults, **(defaults or {})})
+        settings = settings_from(args, self.config_types, {**self.all_defaults, **(defaults or {})})
         self.fill(settings)
         extra = {"training": build(TrainingConfig, settings)} if TrainingConfig in self.config_types else {}
         config = build(self.config, settings, **extra)
@@ -164,7 +174,7 @@ def run_recipe(name, argv=None, defaults=None, description=None):
     >>> run_recipe("train-text", ["--epochs", "2"], {"train": "data/reviews.tsv"})
     """
     workflow = command(name)
-    defaults = {**workflow.defaults, **(defaults or {})}
+    defaults = {**workflow.all_defaults, **(defaults or {})}
     parser = argparse.ArgumentParser(description=description or workflow.summary,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, workflow.config_types, defaults, workflow.help)

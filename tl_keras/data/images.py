@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras.core.progress import progress_bar
+from tl_keras.data.catalogue import read_image_list
 from tl_keras.data.texts import DataError, LabelledTexts, csv_records
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -169,7 +170,10 @@ def read_image_csv(path):
 
 
 def read_labelled_images(source):
-    """A folder per class, or a `.csv` of `path,label`."""
+    """A folder per class, a `.csv` of `path,label`, or a `.txt` image list
+    with a `classes.csv` catalogue beside it (`tl_keras.data.catalogue`)."""
+    if str(source).lower().endswith(".txt"):
+        return read_image_list(source)
     return read_image_csv(source) if str(source).lower().endswith(".csv") else read_image_folder(source)
 
 

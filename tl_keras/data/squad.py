@@ -24,6 +24,7 @@ import numpy as np
 from tl_keras.data.texts import DataError, decode_utf8
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_SENTENCE = re.compile(r"\S.*?(?:[.!?](?=\s|$)|$)", re.DOTALL)
 _PUNCTUATION = set(string.punctuation)
 
 
@@ -37,6 +38,17 @@ def normalize_answer(text):
     """
     text = "".join(character for character in text.lower() if character not in _PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def sentence_spans(context):
+    """The `(start, end)` character spans of a context's sentences: runs
+    ending in `.`, `!` or `?` before whitespace (or the text's end).
+
+    Example:
+    >>> sentence_spans("Denver won. Carolina lost!")
+    [(0, 11), (12, 26)]
+    """
+    return [match.span() for match in _SENTENCE.finditer(context)]
 
 
 @dataclasses.dataclass(frozen=True)

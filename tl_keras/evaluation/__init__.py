@@ -1,3 +1,3 @@
 """Metrics and plots: classification reports, ranking metrics."""
 
-__all__ = ["classification", "explanations", "plots", "ranking", "squad"]
+__all__ = ["classification", "explanations", "hierarchy", "plots", "ranking", "squad"]

@@ -9,12 +9,11 @@ earlier span). A learned reader must beat this to be worth its cost.
 
 import re
 
-from tl_keras.data.squad import normalize_answer
+from tl_keras.data.squad import normalize_answer, sentence_spans
 
 STOP_WORDS = frozenset(
     "a an the of in on at to for by with from and or is was are were be been what which who whom whose when "
     "where why how did do does that this these those it its as than into".split())
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"\S+")
 
 
@@ -40,7 +39,7 @@ class LexicalAnswerer:
     def best_sentence(self, question, context):
         """The context sentence sharing the most content words with the question."""
         wanted = _content(question.split())
-        sentences = [sentence for sentence in _SENTENCE_END.split(context) if sentence.strip()] or [context]
+        sentences = [context[start:end] for start, end in sentence_spans(context)] or [context]
         return max(sentences, key=lambda sentence: len(wanted & _content(sentence.split())))
 
     def answer(self, question, context):

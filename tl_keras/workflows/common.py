@@ -109,7 +109,7 @@ def finish(result, config, write_reports, export=None, card=None):
 
 
 def train_classifier(config, make_classifier, split_inputs, export, distribution=None, callbacks=(),
-                     extra_metrics=None, test_raw=None):
+                     extra_metrics=None, test_raw=None, extra_report=None):
     """The classifier workflows' shared middle: distribution and precision,
     seeded weights, the classifier built under the distribution scope, `fit`
     with the transfer strategy (validation each epoch), validation and test
@@ -128,6 +128,9 @@ def train_classifier(config, make_classifier, split_inputs, export, distribution
         test_raw: the raw test inputs (texts, uint8 images), whose most
             confidently misclassified ones the report explains
             (`errors/explanations.html`); `None` for none.
+        extra_report: `(classifier, validation, test) -> (metrics, write)`
+            for more figures (`metrics` joins `metrics.json`; `write(folder)`
+            writes their plots and returns the paths), or `None`.
 
     Returns:
         A `RunResult` with `{"validation": ..., "test": ...}` metrics.
@@ -145,10 +148,12 @@ def train_classifier(config, make_classifier, split_inputs, export, distribution
                              callbacks=callbacks, **dataclasses.asdict(training)).history
     metrics = {"validation": classifier.evaluate_report(*validation, split="validation"),
                "test": classifier.evaluate_report(*test, split="test"), **(extra_metrics or {})}
+    more, write_more = extra_report(classifier, validation, test) if extra_report else ({}, lambda folder: [])
+    metrics.update(more)
 
     def write_reports(folder):
         return [*write_report(metrics["test"], history, folder, write_metrics=False),
-                *_explain_errors(classifier, test, test_raw, folder / "errors")]
+                *_explain_errors(classifier, test, test_raw, folder / "errors"), *write_more(folder)]
 
     return finish(RunResult(classifier, metrics, history), config, write_reports,
                   lambda folder, card: export(classifier, folder, {"backbone": str(config.backbone), **card}),
@@ -183,7 +188,11 @@ def distribution_card(distribution):
 def describe(result):
     """A classifier run's closing lines: each split's headline metrics and
     where everything is."""
-    lines = [summary_line(figures) for figures in result.metrics.values() if isinstance(figures, dict)]
+    lines = [summary_line(figures) for figures in result.metrics.values()
+             if isinstance(figures, dict) and "split" in figures]
+    for split, figures in result.metrics.get("hierarchy", {}).items():
+        lines.append(f"{split}: coarse accuracy {figures['coarse_accuracy']:.4f} ({figures['coarse_classes']} "
+                     f"coarse classes; fine {figures['fine_accuracy']:.4f})")
     if result.metrics.get("skipped_images"):
         lines.append(f"skipped {result.metrics['skipped_images']} bad image(s)")
     return "\n".join(lines + result.written())

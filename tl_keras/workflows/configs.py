@@ -91,8 +91,11 @@ class ImageClassificationConfig:
     fills it from flags or YAML.
 
     Args:
-        train: a folder with one sub-folder of images per class, or a
-            `path,label` CSV.
+        train: a folder with one sub-folder of images per class, a
+            `path,label` CSV, or an image list (`path, fine_id, coarse_id`
+            lines, the Grocery Store dataset's `train.txt`) with its
+            `classes.csv` catalogue beside it: then coarse accuracy and the
+            fallback to coarse classes are reported too.
         backbone: a KerasHub image preset (Kaggle handle, local preset
             folder, local timm folder, or one made by
             `tl-keras convert-efficientnet-lite`).
@@ -520,8 +523,8 @@ class QuestionAnsweringConfig:
     precision: str = "float32"
     resume: bool = True
     fresh: bool = False
-    training: TrainingConfig = dataclasses.field(
-        default_factory=lambda: TrainingConfig(epochs=3, warmup_epochs=0, backbone_learning_rate=1e-4, layer_decay=0.9))
+    training: TrainingConfig = dataclasses.field(default_factory=lambda: TrainingConfig(
+        epochs=3, warmup_epochs=0, backbone_learning_rate=1e-4, layer_decay=0.9))  # Span heads need no warm-up.
 
     def __post_init__(self):
         check_settings(self)

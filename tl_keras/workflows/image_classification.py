@@ -9,8 +9,10 @@ validation and test metrics → report → export answering encoded image bytes.
 
 import pathlib
 
+from tl_keras.data.catalogue import read_catalogue
 from tl_keras.data.images import ImageArray, build_augmentation, load_images, read_labelled_images
 from tl_keras.data.texts import LabelVocabulary
+from tl_keras.evaluation.hierarchy import hierarchical_report, plot_fallback
 from tl_keras.tasks.image_classifier import ImageClassifier
 from tl_keras.training.runs import holding_run_folder
 from tl_keras.workflows.common import describe, three_way_split, train_classifier  # noqa: F401  (describe: the closing lines)
@@ -55,4 +57,24 @@ def run(config, distribution=None, callbacks=()):
                                  card={"skipped_images": len(skipped), **card})
 
     return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks,
-                            {"skipped_images": len(skipped)}, test_raw=loaded[2][0])
+                            {"skipped_images": len(skipped)}, test_raw=loaded[2][0],
+                            extra_report=coarse_report(config.train))
+
+
+def coarse_report(train):
+    """For an image list with a catalogue beside it (`tl_keras.data.catalogue`):
+    fine and coarse accuracy of each split and the coarse fallback's curve
+    (`hierarchy.json` figures in `metrics.json`, `fallback.png`); `None`
+    for other sources."""
+    if not str(train).lower().endswith(".txt"):
+        return None
+    coarse_of = read_catalogue(pathlib.Path(train).parent / "classes.csv").coarse_of
+
+    def report(classifier, validation, test):
+        reports = {split: hierarchical_report(classifier.predict(inputs), classifier.targets(labels),
+                                              classifier.vocabulary.names, coarse_of)
+                   for split, (inputs, labels) in (("validation", validation), ("test", test))}
+        return {"hierarchy": reports}, lambda folder: [
+            plot_fallback(reports["test"], folder / "fallback.png", "Test split: fall back to the coarse class")]
+
+    return report
