@@ -11,6 +11,8 @@ softmax over the window's context positions).
 import keras
 import tensorflow as tf
 
+from tl_keras.data.tokens import bucket_width
+
 
 @keras.saving.register_keras_serializable(package="tl_keras")
 class SpanLoss(keras.losses.Loss):
@@ -143,7 +145,7 @@ def answer_questions(model, span_tokenizer, questions, contexts, max_answer_leng
     """
     windows = span_tokenizer(questions, contexts)
     longest = tf.reduce_max(tf.reduce_sum(tf.cast(windows["padding_mask"], tf.int32), axis=1))
-    width = tf.minimum((longest + 15) // 16 * 16, span_tokenizer.sequence_length)  # Little padding, few shapes.
+    width = bucket_width(longest, span_tokenizer.sequence_length)  # Little padding, few shapes.
     inputs = {name: tf.cast(windows[name][:, :width], tf.int32) for name in model.input}
     logits = model(inputs, training=False)
     best = decode_spans(logits, windows["offsets"][:, :width], windows["example"], tf.shape(questions)[0],
