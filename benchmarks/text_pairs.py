@@ -25,8 +25,8 @@ import numpy as np
 
 import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
 from tl_keras.core.offline import minilm_l6_offline_path
-from tl_keras.data.squad import normalize_answer, read_squad, sentence_spans, split_by_article
-from tl_keras.models.lexical_qa import STOP_WORDS
+from tl_keras.data.squad import read_squad, sentence_spans, split_by_article
+from tl_keras.models.lexical_qa import content_words
 from tl_keras.training.config import TrainingConfig
 from tl_keras.workflows.configs import TextClassificationConfig
 from tl_keras.workflows.text_classification import run
@@ -60,15 +60,15 @@ def write_rows(path, rows):
     return path
 
 
-def _content(text):
-    return {w for w in (normalize_answer(word) for word in text.split()) if w and w not in STOP_WORDS}
-
-
 def lexical_accuracy(validation, test):
     """Accuracy of "yes when the sentence holds at least a share t of the
     question's content words", t chosen on validation."""
+    def overlap(question, sentence):
+        wanted = content_words(question.split())
+        return len(wanted & content_words(sentence.split())) / max(len(wanted), 1)
+
     def overlaps(rows):
-        return np.array([len(_content(q) & _content(s)) / max(len(_content(q)), 1) for q, s, _ in rows])
+        return np.array([overlap(question, sentence) for question, sentence, _ in rows])
 
     labels = {name: np.array([label == "yes" for *_, label in rows]) for name, rows in (("v", validation), ("t", test))}
     validation_overlap, test_overlap = overlaps(validation), overlaps(test)

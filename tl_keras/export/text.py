@@ -73,11 +73,13 @@ class TextServingModule(tf.Module):
         return labelled_outputs(self._model.value(inputs, training=False), self.task, self.class_names)
 
     def _serve_text(self, text):
-        inputs = self.preprocessor(text)
-        return self._outputs({name: tf.cast(inputs[name], tf.int32) for name in self._model.value.input})
+        return self._outputs_of_preprocessed(self.preprocessor(text))
 
     def _serve_text_pair(self, text, text_pair):
-        inputs = self.preprocessor(x=(text, text_pair))  # A positional tuple would read as (x, y).
+        # A positional tuple would read as (x, y).
+        return self._outputs_of_preprocessed(self.preprocessor(x=(text, text_pair)))
+
+    def _outputs_of_preprocessed(self, inputs):
         return self._outputs({name: tf.cast(inputs[name], tf.int32) for name in self._model.value.input})
 
     def _serve_tokens(self, tokens):

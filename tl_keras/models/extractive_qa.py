@@ -11,7 +11,7 @@ softmax over the window's context positions).
 import keras
 import tensorflow as tf
 
-from tl_keras.data.tokens import bucket_width
+from tl_keras.data.tokens import trim_to_bucket
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
@@ -100,14 +100,13 @@ def decode_spans(logits, offsets, example, num_examples, max_answer_length=30, n
         "end": tf.gather(offsets[..., 1], end_position, batch_dims=1),
     }
     # Each question's candidates from all of its windows, as [B, K] (padded with -inf scores).
-    rows = tf.repeat(tf.cast(example, tf.int64), keep)
-    padded = {name: tf.RaggedTensor.from_value_rowids(tf.reshape(values, [-1]), rows,
-                                                      nrows=tf.cast(num_examples, tf.int64))
-              .to_tensor(-float("inf") if name == "score" else 0) for name, values in candidates.items()}
-    width = tf.maximum(tf.shape(padded["score"])[1], n_best)
-    padded = {name: tf.pad(values, [[0, 0], [0, width - tf.shape(values)[1]]],
-                           constant_values=-float("inf") if name == "score" else 0)
-              for name, values in padded.items()}
+    per_question = {name: tf.RaggedTensor.from_value_rowids(
+        tf.reshape(values, [-1]), tf.repeat(tf.cast(example, tf.int64), keep), nrows=tf.cast(num_examples, tf.int64))
+        for name, values in candidates.items()}
+    width = tf.maximum(tf.cast(tf.reduce_max(per_question["score"].row_lengths()), tf.int32), n_best)
+    shape = tf.cast(tf.stack([num_examples, width]), tf.int64)
+    padded = {name: values.to_tensor(-float("inf") if name == "score" else 0, shape=shape)
+              for name, values in per_question.items()}
     score, order = tf.math.top_k(padded["score"], k=width)
     ranked = {name: tf.gather(values, order, batch_dims=1) for name, values in padded.items()}
     # Overlapping windows find the same span: keep its first (best) copy only.
@@ -144,11 +143,11 @@ def answer_questions(model, span_tokenizer, questions, contexts, max_answer_leng
         character offsets in the context, end exclusive; -1 for no answer).
     """
     windows = span_tokenizer(questions, contexts)
-    longest = tf.reduce_max(tf.reduce_sum(tf.cast(windows["padding_mask"], tf.int32), axis=1))
-    width = bucket_width(longest, span_tokenizer.sequence_length)  # Little padding, few shapes.
-    inputs = {name: tf.cast(windows[name][:, :width], tf.int32) for name in model.input}
-    logits = model(inputs, training=False)
-    best = decode_spans(logits, windows["offsets"][:, :width], windows["example"], tf.shape(questions)[0],
+    # Little padding, few shapes: the token inputs and offsets cut to the longest window's bucket.
+    trimmed = trim_to_bucket({name: windows[name] for name in (*model.input, "offsets")},
+                             span_tokenizer.sequence_length)
+    logits = model({name: tf.cast(trimmed[name], tf.int32) for name in model.input}, training=False)
+    best = decode_spans(logits, trimmed["offsets"], windows["example"], tf.shape(questions)[0],
                         max_answer_length, n_best)
     found = best["probability"] > 0
     if no_answer_threshold is not None:

@@ -17,7 +17,8 @@ STOP_WORDS = frozenset(
 _WORD = re.compile(r"\S+")
 
 
-def _content(words):
+def content_words(words):
+    """The normalised words of `words` that are not stop words, as a set."""
     return {word for word in (normalize_answer(word) for word in words) if word and word not in STOP_WORDS}
 
 
@@ -38,13 +39,13 @@ class LexicalAnswerer:
 
     def best_sentence(self, question, context):
         """The context sentence sharing the most content words with the question."""
-        wanted = _content(question.split())
+        wanted = content_words(question.split())
         sentences = [context[start:end] for start, end in sentence_spans(context)] or [context]
-        return max(sentences, key=lambda sentence: len(wanted & _content(sentence.split())))
+        return max(sentences, key=lambda sentence: len(wanted & content_words(sentence.split())))
 
     def answer(self, question, context):
         """The baseline's answer: a span of the best sentence."""
-        wanted = _content(question.split())
+        wanted = content_words(question.split())
         words = _WORD.findall(self.best_sentence(question, context))
         normalised = [normalize_answer(word) for word in words]
         in_question = [word in wanted for word in normalised]

@@ -14,6 +14,7 @@ Example:
 import json
 import pathlib
 import shutil
+import tempfile
 import uuid
 
 import keras
@@ -85,6 +86,26 @@ class TransferTask:
 
     def write_preset_parts(self, folder):
         raise NotImplementedError
+
+    def merged(self):
+        """This task, or with LoRA (`strategy` `lora:R`) a copy with the LoRA
+        factors merged into the kernels (through a preset), as export wants
+        it."""
+        if self.strategy.kind != "lora":
+            return self
+        return self.merged_copy()
+
+    def merged_copy(self, **settings):
+        """A copy of this task through a preset (so LoRA factors are merged
+        into the kernels), loaded frozen with `from_preset(**settings)`
+        (such as a classifier's `dtype`).
+
+        Example:
+        >>> half = classifier.merged_copy(dtype="float16")
+        """
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_to_preset(pathlib.Path(folder) / "merged")
+            return type(self).from_preset(pathlib.Path(folder) / "merged", strategy="frozen", **settings)
 
 
 class Classifier(TransferTask):

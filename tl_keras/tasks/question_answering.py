@@ -9,7 +9,6 @@ same TensorFlow code in `predict` and in the exported SavedModel.
 """
 
 import pathlib
-import tempfile
 
 import keras
 import tensorflow as tf
@@ -254,11 +253,7 @@ class QuestionAnswerer(TransferTask, keras.Model):
         >>> reader.export("exports", "product_qa")
         PosixPath('exports/product_qa/1')
         """
-        model = self
-        if self.strategy.kind == "lora":  # LoRA factors merged into the kernels, through a preset.
-            with tempfile.TemporaryDirectory() as folder:
-                self.save_to_preset(pathlib.Path(folder) / "merged")
-                model = QuestionAnswerer.from_preset(pathlib.Path(folder) / "merged", strategy="frozen")
+        model = self.merged()
         return export_question_answering(model, model.span_tokenizer, export_dir, model_name, version,
                                          self.max_answer_length, self.no_answer_threshold, warmup,
                                          {"strategy": str(self.strategy), **(card or {})})

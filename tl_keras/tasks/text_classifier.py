@@ -6,7 +6,6 @@ style: `from_preset`, `fit` on raw strings, `predict_labels`,
 
 import json
 import pathlib
-import tempfile
 import warnings
 
 import keras
@@ -39,7 +38,7 @@ def _as_texts(texts, what="texts"):
         texts = list(zip(*texts))
     texts = [tuple(text) if isinstance(text, (tuple, list)) else text for text in texts] \
         if not isinstance(texts, str) else texts
-    pairs = isinstance(texts, list) and bool(texts) and isinstance(texts[0], tuple)
+    pairs = isinstance(texts, list) and is_pairs(texts)
     valid = (lambda text: isinstance(text, tuple) and len(text) == 2 and all(isinstance(t, str) for t in text)) \
         if pairs else (lambda text: isinstance(text, str))
     if isinstance(texts, str) or not all(valid(text) for text in texts):
@@ -219,20 +218,6 @@ class TextClassifier(Classifier, keras.Model):
             (folder / "1_Pooling").mkdir()
             (folder / "1_Pooling" / "config.json").write_text(json.dumps(
                 {"pooling_mode_mean_tokens": self.pooling == "mean", "pooling_mode_cls_token": self.pooling == "cls"}))
-
-    def merged(self):
-        """This classifier, or with LoRA a copy with the LoRA factors merged
-        into the kernels (through a preset), as export wants it."""
-        if self.strategy.kind != "lora":
-            return self
-        return self.merged_copy()
-
-    def merged_copy(self, dtype=None):
-        """A copy of this classifier (through a preset, so LoRA factors are
-        merged into the kernels), its backbone in `dtype` if given."""
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_to_preset(pathlib.Path(folder) / "merged")
-            return type(self).from_preset(pathlib.Path(folder) / "merged", strategy="frozen", dtype=dtype)
 
     def export(self, export_dir, model_name, version=None, warmup_texts=(), card=None, quantize=None):
         """Writes the TF Serving SavedModel (raw text in, labels out) as
