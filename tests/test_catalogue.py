@@ -113,3 +113,49 @@ def test_image_recipe_reports_coarse_classes_for_an_image_list(shop, tmp_path):
     assert test["coarse_accuracy"] >= test["fine_accuracy"] and len(test["fallback"]) == 21
     assert test["fine_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert (tmp_path / "run" / "fallback.png").stat().st_size > 1000
+
+
+def test_recognizer_adds_new_products_from_their_entry_and_serves_them(tmp_path, tiny_bert_preset):
+    import tensorflow as tf
+    from image_data import tiny_efficientnet_preset
+
+    from tl_keras.data.catalogue import CatalogueEntry
+    from tl_keras.data.sample_images import CLASS_NAMES
+    from tl_keras.tasks.catalogue_recognizer import CatalogueRecognizer
+
+    folder = write_sample_images(tmp_path / "photos", per_class=8, size=48, samples=tuple(CLASS_NAMES))
+    photos = {name: sorted(str(p) for p in (folder / name).iterdir()) for name in CLASS_NAMES.values()}
+    entries = [CatalogueEntry(name, "shop", 0, files[0], f"the {name} product") for name, files in photos.items()]
+    seen, new = entries[:4], entries[4:]
+    recognizer = CatalogueRecognizer.from_preset(tiny_efficientnet_preset(tmp_path / "image"), tiny_bert_preset,
+                                                 image_size=32, sequence_length=16, projection_dim=16)
+    train = [(path, entry.name) for entry in seen for path in photos[entry.name][1:]]
+    losses = recognizer.fit([p for p, _ in train], [label for _, label in train], seen, epochs=20)
+    assert losses[-1] < losses[0]
+    held_out = [(path, entry.name) for entry in new for path in photos[entry.name][1:]]
+    assert set(recognizer.predict_labels([p for p, _ in held_out])) <= {e.name for e in seen}
+    recognizer.add_entries(new)  # No photos of these, no retraining.
+    predicted = recognizer.predict_labels([p for p, _ in held_out])
+    assert np.mean([p == truth for p, (_, truth) in zip(predicted, held_out)]) >= 0.5  # Chance: 1/6.
+    with pytest.raises(ValueError, match=r"already present or given twice: \['galaxies'\]"):
+        recognizer.add_entries([new[0]])
+    scores = recognizer.predict([p for p, _ in held_out])
+    recognizer.save_to_preset(tmp_path / "saved")
+    loaded = CatalogueRecognizer.from_preset(tmp_path / "saved")
+    assert loaded.entry_names == recognizer.entry_names
+    np.testing.assert_allclose(loaded.predict([p for p, _ in held_out]), scores, rtol=1e-5, atol=1e-6)
+    version = loaded.export(tmp_path / "exports", "products", k=3)
+    served = tf.saved_model.load(str(version))
+    answer = served.signatures["serving_default"](
+        image_bytes=tf.constant([open(p, "rb").read() for p, _ in held_out]))
+    assert answer["product"].numpy().astype(str).tolist() == predicted
+    np.testing.assert_allclose(answer["score"].numpy(), scores.max(axis=1), rtol=1e-4, atol=1e-5)
+    assert answer["products"].shape == (len(held_out), 3)
+    embedded = served.signatures["embed_entries"](
+        catalogue_image_bytes=tf.constant([open(new[0].image, "rb").read()]), description=tf.constant([new[0].description]))
+    np.testing.assert_allclose(embedded["image_features"].numpy(), recognizer.entry_image_features[4:5], rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(embedded["text_features"].numpy(), recognizer.entry_text_features[4:5], rtol=1e-4,
+                               atol=1e-5)
+    card = json.loads((version / "model_card.json").read_text())
+    assert card["entries"] == recognizer.entry_names and card["task"] == "catalogue_recognition"

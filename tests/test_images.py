@@ -27,7 +27,9 @@ from tl_keras.models.efficientnet_lite import CheckpointError, read_torch_checkp
 from tl_keras.models.heads import build_head, build_image_encoder, build_image_model
 from tl_keras.models.backbones import load_image_backbone
 from tl_keras.workflows.image_classification import ImageClassificationConfig, run
-from tl_keras.data.images import ImageArray, build_augmentation, load_images, read_image_csv, read_labelled_images
+from tl_keras.data.images import (ImageArray, RandomResizedCrop, build_augmentation, load_images, read_image_csv,
+                                  read_labelled_images)
+from tl_keras.tasks.image_classifier import ImageClassifier
 from tl_keras.serving.local_server import LocalServer
 from tl_keras.data.sample_images import sample_crops, write_sample_images
 from tl_keras.serving.clients import GrpcClient, RestClient
@@ -74,6 +76,57 @@ def test_augmentation_changes_training_batches_only():
     assert ImageArray(pixels).cacheable
     with pytest.raises(ValueError, match=r"Unknown augmentation \['blur'\]"):
         build_augmentation("flip,blur")
+
+
+def test_random_resized_crops_and_colour_jitter_act_in_training_only():
+    pixels = sample_crops("coffee", 8, size=32)
+    crop = RandomResizedCrop(scale=(0.25, 0.25), ratio=(1.0, 1.0), seed=3)
+    images = pixels.astype("float32")
+    np.testing.assert_array_equal(crop(images, training=False), images)
+    crops = crop(images, training=True).numpy()
+    assert crops.shape == images.shape and not np.allclose(crops, images)
+    # A quarter of the area at ratio 1 is a half-size square, resized 2x:
+    # neighbouring pixels pairwise close, so the crops are smoother than
+    # the images along both axes.
+    roughness = lambda x: np.abs(np.diff(x, axis=1)).mean() + np.abs(np.diff(x, axis=2)).mean()  # noqa: E731
+    assert roughness(crops) < 0.75 * roughness(images)
+    with pytest.raises(ValueError, match=r"`scale` must be 0 < low <= high <= 1, received \(0.5, 1.5\)"):
+        RandomResizedCrop(scale=(0.5, 1.5))
+    jittered = ImageArray(pixels, build_augmentation("crop,color", seed=1))
+    batch = next(iter(jittered.dataset(batch_size=8, training=True))).numpy()
+    assert batch.shape == pixels.shape and not np.allclose(batch, images)
+    assert 0 <= batch.min() and batch.max() <= 255
+    np.testing.assert_array_equal(next(iter(jittered.dataset(batch_size=8))).numpy(), images)
+
+
+def test_mirror_test_time_augmentation_averages_both_views_at_inference_only(tmp_path):
+    preset = tiny_efficientnet_preset(tmp_path / "preset")
+    plain = ImageClassifier.from_preset(preset, labels=["a", "b", "c"], image_size=32)
+    mirrored = ImageClassifier.from_preset(preset, labels=["a", "b", "c"], image_size=32,
+                                           test_time_augmentation="flip")
+    mirrored.get_layer("head").set_weights(plain.get_layer("head").get_weights())
+    images = sample_crops("chelsea", 4, size=32)
+    features = plain.get_layer("encoder").predict(images.astype("float32"), verbose=0)
+    flipped = plain.get_layer("encoder").predict(images[:, :, ::-1].astype("float32"), verbose=0)
+    assert np.abs(features - flipped).max() > 0.1 * np.abs(features).max()  # The views differ.
+    np.testing.assert_allclose(mirrored.get_layer("encoder").predict(images.astype("float32"), verbose=0),
+                               (features + flipped) / 2, rtol=1e-4, atol=1e-8)
+    expected = plain.get_layer("head").predict((features + flipped) / 2, verbose=0)
+    np.testing.assert_allclose(mirrored.predict(images), expected, rtol=1e-4, atol=1e-6)
+    mirrored.save_to_preset(tmp_path / "saved")
+    loaded = ImageClassifier.from_preset(tmp_path / "saved")
+    assert loaded.test_time_augmentation == "flip"
+    np.testing.assert_allclose(loaded.predict(images), expected, rtol=1e-4, atol=1e-6)
+    version = loaded.export(tmp_path / "exports", "products")
+    served = tf.saved_model.load(str(version)).signatures["serve_pixels"](pixels=tf.constant(images))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, rtol=1e-4, atol=1e-6)
+    assert json.loads((version / "model_card.json").read_text())["test_time_augmentation"] == "flip"
+    with pytest.raises(ValueError, match=r"`test_time_augmentation` must be one of \('none', 'flip'\), "
+                                         r"received 'crops'"):
+        ImageClassifier.from_preset(preset, labels=["a", "b"], image_size=32, test_time_augmentation="crops")
+    # Training sees the images alone (last: training-mode BatchNorm moves the statistics).
+    np.testing.assert_allclose(mirrored.get_layer("encoder")(images.astype("float32"), training=True),
+                               plain.get_layer("encoder")(images.astype("float32"), training=True), rtol=1e-4, atol=1e-8)
 
 
 def tiny_image_model():

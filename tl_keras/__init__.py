@@ -33,7 +33,8 @@ __version__ = "0.2.0"
 LAYERS = ("core", "data", "models", "transfer", "training", "evaluation", "export", "tasks", "serving",
           "workflows", "cli")
 _TASKS = {"TextClassifier": "tl_keras.tasks.text_classifier", "ImageClassifier": "tl_keras.tasks.image_classifier",
-          "Retrieval": "tl_keras.tasks.retrieval", "QuestionAnswerer": "tl_keras.tasks.question_answering"}
+          "Retrieval": "tl_keras.tasks.retrieval", "QuestionAnswerer": "tl_keras.tasks.question_answering",
+          "CatalogueRecognizer": "tl_keras.tasks.catalogue_recognizer"}
 __all__ = [*_TASKS, *LAYERS]
 
 

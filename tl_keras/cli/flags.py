@@ -23,12 +23,13 @@ import traceback
 import yaml
 
 from tl_keras.core.choices import (ADAPTATION_METHODS, DISTRIBUTIONS, FUSIONS, HISTORY_POOLINGS, POOLINGS,
-                                   PRECISIONS, TASKS)
+                                   PRECISIONS, TASKS, TEST_TIME_AUGMENTATIONS)
 
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # Settings with a fixed set of values, shown in --help and checked by argparse.
 COMMON_CHOICES = {"task": TASKS, "distribute": DISTRIBUTIONS, "precision": PRECISIONS, "pooling": POOLINGS,
-                  "method": ADAPTATION_METHODS, "export": FUSIONS, "history_pooling": HISTORY_POOLINGS}
+                  "method": ADAPTATION_METHODS, "export": FUSIONS, "history_pooling": HISTORY_POOLINGS,
+                  "test_time_augmentation": TEST_TIME_AUGMENTATIONS}
 
 
 def boolean(text):

@@ -21,7 +21,7 @@ from tl_keras.data.catalogue import read_image_list
 from tl_keras.data.texts import DataError, LabelledTexts, csv_records
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-AUGMENTATIONS = ("flip", "rotation", "zoom", "contrast", "randaugment")
+AUGMENTATIONS = ("flip", "rotation", "zoom", "contrast", "crop", "color", "randaugment")
 
 
 def decode_and_resize(encoded, image_size):
@@ -96,11 +96,55 @@ class ImageArray:
         return np.concatenate(outputs)
 
 
+class RandomResizedCrop(keras.layers.Layer):
+    """A random crop of each image, resized back to the image's size: the
+    crop covers a share of the area drawn from `scale` with an aspect ratio
+    drawn (log-uniformly) from `ratio`, as Inception-style training crops
+    do. Acts only when called with `training=True`.
+
+    Args:
+        scale: `(low, high)` share of the image's area a crop covers.
+        ratio: `(low, high)` width / height of a crop.
+        seed: the seed of the crops.
+
+    Example:
+    >>> crops = RandomResizedCrop(scale=(0.35, 1.0))(images, training=True)
+    """
+
+    # Keras 3 has no random resized crop (KerasCV's was not carried over);
+    # one `crop_and_resize` over the batch's random boxes does it.
+    def __init__(self, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"`scale` must be 0 < low <= high <= 1, received {scale!r}.")
+        if not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"`ratio` must be 0 < low <= high, received {ratio!r}.")
+        self.scale, self.ratio, self.seed = tuple(scale), tuple(ratio), seed
+
+    def call(self, images, training=False):
+        if not training:
+            return images
+        batch = tf.shape(images)[0]
+        area = tf.random.uniform([batch], *self.scale, seed=self.seed)
+        log_ratio = tf.random.uniform([batch], np.log(self.ratio[0]), np.log(self.ratio[1]), seed=self.seed)
+        height = tf.minimum(tf.sqrt(area / tf.exp(log_ratio)), 1.0)
+        width = tf.minimum(tf.sqrt(area * tf.exp(log_ratio)), 1.0)
+        top = tf.random.uniform([batch], seed=self.seed) * (1.0 - height)
+        left = tf.random.uniform([batch], seed=self.seed) * (1.0 - width)
+        boxes = tf.stack([top, left, top + height, left + width], axis=1)
+        return tf.image.crop_and_resize(images, boxes, tf.range(batch), tf.shape(images)[1:3])
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "ratio": self.ratio, "seed": self.seed}
+
+
 def build_augmentation(names, seed=None):
     """A `keras.Sequential` of augmentation layers from comma-separated
-    `names` (`flip`, `rotation`, `zoom`, `contrast`, `randaugment`), or
-    `None` for `"none"` or `""`. Layers act only when called with
-    `training=True`.
+    `names`, or `None` for `"none"` or `""`. Layers act only when called
+    with `training=True`: `flip` (horizontal), `rotation` (up to 18
+    degrees), `zoom` (10%), `contrast` (20%), `crop` (random resized crops
+    of 35-100% of the area), `color` (colour jitter: brightness, contrast,
+    saturation and hue), `randaugment` (Keras' RandAugment).
 
     Example:
     >>> augmentation = build_augmentation("flip,rotation,zoom,contrast")
@@ -116,6 +160,10 @@ def build_augmentation(names, seed=None):
         "rotation": lambda: keras.layers.RandomRotation(0.05, seed=seed),
         "zoom": lambda: keras.layers.RandomZoom(0.1, seed=seed),
         "contrast": lambda: keras.layers.RandomContrast(0.2, seed=seed),
+        "crop": lambda: RandomResizedCrop(seed=seed),
+        "color": lambda: keras.layers.RandomColorJitter(
+            value_range=(0, 255), brightness_factor=0.2, contrast_factor=0.2, saturation_factor=(0.3, 0.7),
+            hue_factor=0.05, seed=seed),
         "randaugment": lambda: keras.layers.RandAugment(value_range=(0, 255), seed=seed),
     }
     return keras.Sequential([make[name]() for name in names], name="augmentation")
@@ -195,6 +243,24 @@ def decode_checked(encoded, origin, image_size):
         return decode_and_resize(encoded, image_size).numpy()
     except tf.errors.InvalidArgumentError:
         raise DataError(f"{origin} is not a readable JPEG, PNG, BMP or GIF image.") from None
+
+
+def as_pixels(x, image_size):
+    """Raw images as uint8 pixels `[N, h, w, 3]`: encoded images (bytes)
+    or image files decoded and resized with `decode_checked` (an unreadable
+    one named), uint8 arrays as they are; `None` for anything else.
+
+    Example:
+    >>> as_pixels(["photos/shoe.jpg", open("bag.png", "rb").read()], (224, 224)).shape
+    (2, 224, 224, 3)
+    """
+    if isinstance(x, np.ndarray) and x.ndim == 4 and x.dtype == np.uint8:
+        return x
+    if isinstance(x, (list, tuple)) and x and all(isinstance(item, (bytes, str, pathlib.Path)) for item in x):
+        return np.stack([decode_checked(item if isinstance(item, bytes) else pathlib.Path(item).read_bytes(),
+                                        f"image {row}" if isinstance(item, bytes) else str(item), image_size)
+                         for row, item in enumerate(x)])
+    return None
 
 
 def load_images(rows, image_size, skip_bad_images=False, verbose=1):

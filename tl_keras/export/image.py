@@ -19,6 +19,13 @@ from tl_keras.export.saved_model import Untracked, export_module, raw_variables
 from tl_keras.export.text import labelled_outputs
 
 
+def decode_batch(image_bytes, image_size):
+    """Encoded images `[N]` to uint8 pixels `[N, h, w, 3]` in the graph, one
+    `decode_and_resize` an image (the offline ops)."""
+    return tf.map_fn(lambda encoded: decode_and_resize(encoded, image_size), image_bytes,
+                     fn_output_signature=tf.TensorSpec([*image_size, 3], tf.uint8))
+
+
 class ImageServingModule(tf.Module):
     """The serving graph: decode, resize, model and label lookup.
 
@@ -45,9 +52,7 @@ class ImageServingModule(tf.Module):
         return labelled_outputs(outputs, self.task, self.class_names)
 
     def _serve_bytes(self, image_bytes):
-        pixels = tf.map_fn(lambda encoded: decode_and_resize(encoded, self.image_size), image_bytes,
-                           fn_output_signature=tf.TensorSpec([*self.image_size, 3], tf.uint8))
-        return self._serve_pixels(pixels)
+        return self._serve_pixels(decode_batch(image_bytes, self.image_size))
 
 
 def export_image_model(model, vocabulary, image_size, export_dir, model_name, version=None, warmup_images=(),

@@ -64,6 +64,15 @@ class CatalogueMatcher(keras.Model):
         self.photo_to_text = keras.layers.Dense(projection_dim, name="photo_to_text")
         self.catalogue_image = keras.layers.Dense(projection_dim, name="catalogue_image")
         self.catalogue_text = keras.layers.Dense(projection_dim, name="catalogue_text")
+        self.build()
+
+    def build(self, input_shape=None):
+        """Builds the projections from the widths (the inputs are three
+        matrices, not one tensor, so `fit` never builds them)."""
+        for layer, width in ((self.photo_to_image, self.image_dim), (self.photo_to_text, self.image_dim),
+                             (self.catalogue_image, self.image_dim), (self.catalogue_text, self.text_dim)):
+            layer.build((None, width))
+        self.built = True
 
     def cosines(self, photos, images, texts, training=False):
         """Image and text cosine similarities `[photos, entries]`, as tensors."""
@@ -110,7 +119,6 @@ class CatalogueMatcher(keras.Model):
         dataset = tf.data.Dataset.from_tensor_slices((np.asarray(photo_features, "float32"), labels)).shuffle(
             len(labels), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
         optimizer = keras.optimizers.Adam(learning_rate)
-        self.cosines(tf.zeros([1, self.image_dim]), images[:1], texts[:1])  # Builds the layers.
         # A custom step: the "targets" are rows of a matrix the step also reads.
         losses = []
         for _ in range(epochs):

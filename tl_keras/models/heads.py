@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from tl_keras.core.choices import POOLINGS
+from tl_keras.core.choices import POOLINGS, TEST_TIME_AUGMENTATIONS
 
 
 class SequencePooling(keras.layers.Layer):
@@ -142,16 +142,45 @@ def build_text_model(encoder, head):
     return keras.Model(inputs, head(encoder(inputs)), name="text_model")
 
 
-def build_image_encoder(backbone, image_size, scale=None, offset=None):
+class MirrorAveraged(keras.layers.Layer):
+    """Test-time augmentation: in inference, the mean of `encoder`'s
+    features of the images and of their mirror images; in training,
+    `encoder`'s features of the images alone.
+
+    Args:
+        encoder: the image encoder (pixels to pooled features).
+
+    Example:
+    >>> features = MirrorAveraged(encoder)(images)
+    """
+
+    def __init__(self, encoder, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+
+    def call(self, images, training=None):
+        features = self.encoder(images, training=training)
+        if training:
+            return features
+        return 0.5 * (features + self.encoder(ops.flip(images, axis=2), training=training))
+
+
+def build_image_encoder(backbone, image_size, scale=None, offset=None, test_time_augmentation="none"):
     """Builds the image encoder: float32 pixels (0-255) `[h, w, 3]` to one
     pooled vector an image, as a functional `keras.Model` named `"encoder"`.
     `scale` and `offset` (the preset image converter's, per channel) map
     pixels to the backbone's input range. Feature maps (CNNs) are averaged
-    over space, token sequences (ViT) over tokens.
+    over space, token sequences (ViT) over tokens. With
+    `test_time_augmentation="flip"`, inference averages the features of each
+    image and its mirror image (`MirrorAveraged`; twice the backbone's cost);
+    training sees the images alone.
 
     Example:
-    >>> encoder = build_image_encoder(backbone, (224, 224), 1 / 255.0)
+    >>> encoder = build_image_encoder(backbone, (224, 224), 1 / 255.0, test_time_augmentation="flip")
     """
+    if test_time_augmentation not in TEST_TIME_AUGMENTATIONS:
+        raise ValueError(f"`test_time_augmentation` must be one of {TEST_TIME_AUGMENTATIONS}, received "
+                         f"{test_time_augmentation!r}.")
     inputs = keras.Input(shape=(*image_size, 3), dtype="float32", name="images")
     pixels = inputs
     if scale is not None or offset is not None:
@@ -162,7 +191,11 @@ def build_image_encoder(backbone, image_size, scale=None, offset=None):
         features = keras.layers.GlobalAveragePooling2D(name="average_pooling")(outputs)
     else:
         features = keras.layers.GlobalAveragePooling1D(name="average_pooling")(outputs)
-    return keras.Model(inputs, features, name="encoder")
+    if test_time_augmentation == "none":
+        return keras.Model(inputs, features, name="encoder")
+    single = keras.Model(inputs, features, name="single_view_encoder")
+    images = keras.Input(shape=(*image_size, 3), dtype="float32", name="images")
+    return keras.Model(images, MirrorAveraged(single, name="mirror_averaged")(images), name="encoder")
 
 
 def build_image_model(encoder, head):

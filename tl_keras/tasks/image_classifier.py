@@ -6,9 +6,8 @@ arrays, `predict_labels`, `save_to_preset`, `export`.
 import pathlib
 
 import keras
-import numpy as np
 
-from tl_keras.data.images import ImageArray, build_augmentation, decode_checked
+from tl_keras.data.images import ImageArray, as_pixels, build_augmentation
 from tl_keras.data.texts import LabelVocabulary
 from tl_keras.evaluation.explanations import explain_images
 from tl_keras.export.image import export_image_model
@@ -37,6 +36,9 @@ class ImageClassifier(Classifier, keras.Model):
         augmentation: comma-separated augmentations (see
             `tl_keras.data.images.build_augmentation`) or `"none"`.
         hidden_dim, dropout: the head's shape.
+        test_time_augmentation: `"flip"` averages the features of each image
+            and its mirror image at inference (`predict`, evaluation, the
+            SavedModel; twice the backbone's cost), or `"none"`.
 
     Example:
     >>> classifier = ImageClassifier.from_preset("presets/efficientnet_lite0", labels=["bag", "shoe"])
@@ -46,14 +48,15 @@ class ImageClassifier(Classifier, keras.Model):
     """
 
     def __init__(self, backbone, vocabulary, image_size=(224, 224), image_converter=None, strategy="frozen",
-                 augmentation="none", hidden_dim=0, dropout=0.1, seed=None, **kwargs):
+                 augmentation="none", hidden_dim=0, dropout=0.1, seed=None, test_time_augmentation="none",
+                 **kwargs):
         strategy = parse_strategy(strategy)
         if strategy.kind == "lora":
             raise ValueError(f"Strategy {str(strategy)!r} needs a transformer backbone; use frozen, partial:N or full.")
         image_size = tuple(int(size) for size in image_size)
         scale = getattr(image_converter, "scale", None)
         offset = getattr(image_converter, "offset", None)
-        encoder = build_image_encoder(backbone, image_size, scale, offset)
+        encoder = build_image_encoder(backbone, image_size, scale, offset, test_time_augmentation)
         head = build_head(encoder.output.shape[-1], vocabulary.num_outputs, "classification", hidden_dim, dropout)
         inputs = keras.Input(shape=(*image_size, 3), dtype="float32", name="images")
         super().__init__(inputs, head(encoder(inputs)), name=kwargs.pop("name", "image_classifier"), **kwargs)
@@ -63,14 +66,16 @@ class ImageClassifier(Classifier, keras.Model):
         build_augmentation(augmentation)  # Checks the names now; the layers are made outside any scope.
         self._augmentation = None
         self.hidden_dim, self.dropout = hidden_dim, dropout
+        self.test_time_augmentation = test_time_augmentation
         self.feature_cache = FeatureCache()
 
     @classmethod
     def from_preset(cls, preset, labels=None, image_size=None, strategy="frozen", augmentation="none",
-                    hidden_dim=0, dropout=0.1, seed=None):
+                    hidden_dim=0, dropout=0.1, seed=None, test_time_augmentation=None):
         """A classifier on a KerasHub image preset (Kaggle handle, preset
         folder, timm folder) or on a folder written by `save_to_preset`
-        (which restores the head, labels and image size).
+        (which restores the head, labels, image size and test-time
+        augmentation unless `test_time_augmentation` is given).
 
         Example:
         >>> ImageClassifier.from_preset("presets/efficientnet_lite0", labels=["bag", "shoe"], image_size=224)
@@ -80,7 +85,8 @@ class ImageClassifier(Classifier, keras.Model):
         if stored is not None:
             vocabulary = LabelVocabulary("classification", tuple(stored["labels"]))
             classifier = cls(backbone, vocabulary, stored["image_size"], converter, strategy, augmentation,
-                             stored["hidden_dim"], stored["dropout"], seed)
+                             stored["hidden_dim"], stored["dropout"], seed,
+                             test_time_augmentation or stored.get("test_time_augmentation", "none"))
             classifier.get_layer("head").load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
             return classifier
         if not labels:
@@ -88,7 +94,8 @@ class ImageClassifier(Classifier, keras.Model):
         vocabulary = LabelVocabulary.from_labels([str(label) for label in labels])
         size = image_size or 224
         size = (size, size) if isinstance(size, int) else size
-        return cls(backbone, vocabulary, size, converter, strategy, augmentation, hidden_dim, dropout, seed)
+        return cls(backbone, vocabulary, size, converter, strategy, augmentation, hidden_dim, dropout, seed,
+                   test_time_augmentation or "none")
 
     @property
     def augmentation(self):
@@ -103,16 +110,8 @@ class ImageClassifier(Classifier, keras.Model):
     def transfer_inputs(self, x, verbose=0):
         """Raw images as an `ImageArray` (training batches augmented), or
         `None` for what Keras' own `fit`/`predict` take."""
-        if isinstance(x, ImageArray):
-            return ImageArray(x.pixels, self.augmentation)
-        if isinstance(x, np.ndarray) and x.ndim == 4 and x.dtype == np.uint8:
-            return ImageArray(x, self.augmentation)
-        if isinstance(x, (list, tuple)) and x and all(isinstance(item, (bytes, str, pathlib.Path)) for item in x):
-            pixels = np.stack([decode_checked(item if isinstance(item, bytes) else pathlib.Path(item).read_bytes(),
-                                              f"image {row}" if isinstance(item, bytes) else str(item), self.image_size)
-                               for row, item in enumerate(x)])
-            return ImageArray(pixels, self.augmentation)
-        return None
+        pixels = x.pixels if isinstance(x, ImageArray) else as_pixels(x, self.image_size)
+        return None if pixels is None else ImageArray(pixels, self.augmentation)
 
     def explain(self, x, labels=None, steps=64):
         """Per-pixel integrated-gradients attributions of the decision for
@@ -121,7 +120,8 @@ class ImageClassifier(Classifier, keras.Model):
 
     def task_config(self):
         return {"labels": list(self.vocabulary.names), "image_size": list(self.image_size),
-                "hidden_dim": self.hidden_dim, "dropout": self.dropout, "strategy": str(self.strategy)}
+                "hidden_dim": self.hidden_dim, "dropout": self.dropout, "strategy": str(self.strategy),
+                "test_time_augmentation": self.test_time_augmentation}
 
     def write_preset_parts(self, folder):
         self.backbone.save_to_preset(str(folder))
@@ -133,7 +133,8 @@ class ImageClassifier(Classifier, keras.Model):
         """Writes the TF Serving SavedModel (image bytes or pixels in, labels
         out) as `export_dir/model_name/<version>/`; see
         `tl_keras.export.image`."""
-        card = {"strategy": str(self.strategy), "augmentation": self.augmentation_names, **(card or {})}
+        card = {"strategy": str(self.strategy), "augmentation": self.augmentation_names,
+                "test_time_augmentation": self.test_time_augmentation, **(card or {})}
         return export_image_model(self, self.vocabulary, self.image_size, export_dir, model_name, version,
                                   warmup_images=warmup_images, card=card)
 

@@ -108,8 +108,12 @@ class ImageClassificationConfig:
         strategy: `"frozen"`, `"partial:N"` (top N stages) or `"full"`.
         image_size: images are resized to `image_size` x `image_size`.
         augmentation: comma-separated `flip`, `rotation`, `zoom`,
-            `contrast`, `randaugment`, or `none`; training batches only. The
+            `contrast`, `crop` (random resized crops), `color` (colour
+            jitter), `randaugment`, or `none`; training batches only. The
             frozen strategy's feature cache is used only without it.
+        test_time_augmentation: `flip` averages each image's features with
+            its mirror image's at inference (validation, test, the
+            SavedModel; twice the backbone's cost), or `none`.
         skip_bad_images: leave out unreadable or non-RGB images and report
             how many, instead of stopping at the first.
         export_dir, model_name: write a TF Serving SavedModel to
@@ -134,6 +138,7 @@ class ImageClassificationConfig:
     strategy: str = "frozen"
     image_size: int = 224
     augmentation: str = "flip,rotation,zoom,contrast"
+    test_time_augmentation: str = "none"
     skip_bad_images: bool = False
     hidden_dim: int = 0
     dropout: float = 0.1

@@ -46,7 +46,7 @@ def run(config, distribution=None, callbacks=()):
         return ImageClassifier.from_preset(
             config.backbone, labels=vocabulary.names, image_size=image_size, strategy=config.strategy,
             augmentation=config.augmentation, hidden_dim=config.hidden_dim, dropout=config.dropout,
-            seed=config.training.seed)
+            seed=config.training.seed, test_time_augmentation=config.test_time_augmentation)
 
     def split_inputs(classifier):
         return [(ImageArray(pixels), rows.labels) for pixels, rows, _ in loaded]

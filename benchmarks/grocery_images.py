@@ -1,0 +1,111 @@
+"""The image classifier on real product photos (the Grocery Store dataset's
+official train and val lists), side by side with the KerasHub-only peer.
+
+For each `--runs` entry `strategy:augmentation` (augmentations joined by
+`+`), `tl_keras.ImageClassifier` on the offline EfficientNet-Lite0 is
+trained on `train.txt` and scored on `val.txt`, fine and coarse accuracy,
+without and with mirror test-time augmentation (the same trained weights).
+The peer is what a KerasHub user writes first: `keras_hub.models.
+ImageClassifier.from_preset(lite0, num_classes=81)`, backbone frozen,
+KerasHub's default `compile()`, `fit` on the pixel arrays (`--peer-epochs`).
+The dataset's test split is not here: these val figures both choose
+settings and report them (say so wherever they are quoted).
+
+    .venv/bin/python benchmarks/grocery_images.py ../shared/data/grocery_store \
+        --runs frozen:none partial:2:flip+crop+color --epochs 8
+"""
+
+import argparse
+import pathlib
+import time
+
+import numpy as np
+
+import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
+import keras
+import keras_hub
+from tl_keras.data.catalogue import read_catalogue, read_image_list
+from tl_keras.data.images import ImageArray, load_images
+from tl_keras.evaluation.hierarchy import hierarchical_report
+from tl_keras.models.efficientnet_lite import offline_lite0_preset
+from tl_keras.tasks.image_classifier import ImageClassifier
+
+
+def scores(probabilities, classifier, labels, coarse_of):
+    report = hierarchical_report(probabilities, classifier.targets(labels), classifier.vocabulary.names, coarse_of)
+    return report["fine_accuracy"], report["coarse_accuracy"]
+
+
+def mirrored(classifier):
+    """The same trained weights with mirror test-time augmentation."""
+    copy = ImageClassifier(classifier.backbone, classifier.vocabulary, classifier.image_size,
+                           classifier.image_converter, test_time_augmentation="flip")
+    copy.get_layer("head").set_weights(classifier.get_layer("head").get_weights())
+    return copy
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", help="the grocery_store/ folder (classes.csv, train.txt, val.txt)")
+    parser.add_argument("--runs", nargs="+", default=["frozen:none", "partial:2:flip+crop+color"],
+                        help="strategy:augmentation entries, augmentations joined by +")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--frozen-epochs", type=int, default=30)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--peer-epochs", type=int, default=5, help="the peer runs the backbone every epoch")
+    parser.add_argument("--presets", default="runs/grocery_cold_start/presets")
+    args = parser.parse_args()
+    folder = pathlib.Path(args.folder)
+    catalogue = read_catalogue(folder / "classes.csv")
+    train, validation = (read_image_list(folder / name, catalogue) for name in ("train.txt", "val.txt"))
+    size = (args.image_size, args.image_size)
+    started = time.perf_counter()
+    train_pixels, validation_pixels = (load_images(rows, size, verbose=0)[0] for rows in (train, validation))
+    print(f"decoded {len(train_pixels)} + {len(validation_pixels)} photos in {time.perf_counter() - started:.0f} s")
+    preset = offline_lite0_preset(pathlib.Path(args.presets))
+    names = sorted(set(train.labels))
+    rows = []
+    for run in args.runs:
+        strategy, _, augmentation = run.rpartition(":")
+        augmentation = augmentation.replace("+", ",")
+        epochs = args.frozen_epochs if strategy == "frozen" else args.epochs
+        classifier = ImageClassifier.from_preset(preset, labels=names, image_size=args.image_size, strategy=strategy,
+                                                 augmentation=augmentation, seed=1234)
+        started = time.perf_counter()
+        classifier.fit(ImageArray(train_pixels), train.labels, epochs=epochs, batch_size=args.batch_size, seed=1234,
+                       verbose=0)
+        seconds = time.perf_counter() - started
+        plain = scores(classifier.predict(validation_pixels), classifier, validation.labels, catalogue.coarse_of)
+        flipped = scores(mirrored(classifier).predict(validation_pixels), classifier, validation.labels,
+                         catalogue.coarse_of)
+        rows.append((f"tl_keras `{strategy}`, augmentation {augmentation}, {epochs} epochs", *plain, *flipped, seconds))
+        print(rows[-1], flush=True)
+    if args.peer:
+        keras.utils.set_random_seed(1234)
+        peer = keras_hub.models.ImageClassifier.from_preset(str(preset), num_classes=len(names))
+        peer.backbone.trainable = False
+        peer.compile()
+        targets = np.array([names.index(label) for label in train.labels])
+        started = time.perf_counter()
+        peer.fit(train_pixels.astype("float32"), targets, epochs=args.peer_epochs, batch_size=args.batch_size,
+                 verbose=0)
+        seconds = time.perf_counter() - started
+        logits = peer.predict(validation_pixels.astype("float32"), batch_size=64, verbose=0)
+        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+        rows.append((f"KerasHub `ImageClassifier`, backbone frozen, default compile, {args.peer_epochs} epochs",
+                     *scores(probabilities, classifier, validation.labels, catalogue.coarse_of), None, None, seconds))
+        print(rows[-1], flush=True)
+    print(f"\nGrocery Store, official val split ({len(validation_pixels)} photos, {len(set(validation.labels))} "
+          f"classes), trained on train.txt ({len(train_pixels)} photos, {len(names)} classes), Lite0 at "
+          f"{args.image_size}, batch {args.batch_size}\n")
+    print("| run | fine | coarse | fine, mirror TTA | coarse, mirror TTA | training time |")
+    print("|---|---|---|---|---|---|")
+    for name, fine, coarse, fine_tta, coarse_tta, seconds in rows:
+        tta = ("-", "-") if fine_tta is None else (f"{fine_tta:.3f}", f"{coarse_tta:.3f}")
+        print(f"| {name} | {fine:.3f} | {coarse:.3f} | {tta[0]} | {tta[1]} | {seconds / 60:.1f} min |")
+
+
+if __name__ == "__main__":
+    main()

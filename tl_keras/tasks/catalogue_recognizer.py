@@ -1,0 +1,206 @@
+"""`CatalogueRecognizer`: shop photos recognised as catalogue entries, and new
+products added from their catalogue entry alone (one catalogue image and a
+description, no photos, no retraining), in KerasHub's style: `from_preset`,
+`fit`, `add_entries`, `predict_labels`, `save_to_preset`, `export`.
+
+A frozen image backbone embeds photos and catalogue images, a frozen text
+backbone embeds descriptions, and a `CatalogueMatcher` trained on the
+classes that have photos projects them into one space. An entry is stored as
+its backbone features, so adding one is two forward passes.
+"""
+
+import json
+import pathlib
+
+import numpy as np
+
+from tl_keras.core.files import load_arrays, save_arrays
+from tl_keras.data.images import ImageArray, as_pixels
+from tl_keras.data.tokens import tokenize
+from tl_keras.export.catalogue import export_catalogue_recognizer
+from tl_keras.models.backbones import default_pooling, load_image_backbone, load_text_backbone
+from tl_keras.models.catalogue_matching import CatalogueMatcher
+from tl_keras.models.heads import build_encoder, build_image_encoder
+from tl_keras.tasks.base import TransferTask, read_task_config
+
+ENTRY_FILE = "entries.npz"
+
+
+class CatalogueRecognizer(TransferTask):
+    """Photos to catalogue entries over frozen image and text backbones.
+
+    Args:
+        image_backbone, image_converter: a KerasHub image backbone and its
+            preset's image converter (or `None`).
+        text_backbone, preprocessor: a KerasHub text backbone and its
+            `TextClassifierPreprocessor`.
+        image_size: `(height, width)` photos and catalogue images are resized to.
+        pooling: the text backbone's pooling (`"mean"`, `"cls"`, `"pooled"`).
+        matcher: a `CatalogueMatcher` of matching widths, or `None` for a
+            new one (`projection_dim`, `image_weight`).
+
+    Example:
+    >>> recognizer = CatalogueRecognizer.from_preset("presets/efficientnet_lite0", text_preset=minilm)
+    >>> recognizer.fit(photos, labels, catalogue.subset(seen_names))
+    >>> recognizer.add_entries(catalogue.subset(new_names))   # no photos, no retraining
+    >>> recognizer.predict_labels(new_photos)
+    """
+
+    def __init__(self, image_backbone, image_converter, text_backbone, preprocessor, image_size=(224, 224),
+                 pooling="mean", matcher=None, projection_dim=256, image_weight=0.7):
+        self.image_backbone, self.image_converter = image_backbone, image_converter
+        self.text_backbone, self.preprocessor, self.pooling = text_backbone, preprocessor, pooling
+        self.image_size = tuple(int(size) for size in image_size)
+        self.image_encoder = build_image_encoder(image_backbone, self.image_size,
+                                                 getattr(image_converter, "scale", None),
+                                                 getattr(image_converter, "offset", None))
+        self.text_encoder = build_encoder(text_backbone, pooling)
+        self.matcher = matcher or CatalogueMatcher(self.image_encoder.output.shape[-1],
+                                                   self.text_encoder.output.shape[-1], projection_dim,
+                                                   image_weight=image_weight)
+        self.entry_names = []
+        self.entry_image_features = np.zeros([0, self.matcher.image_dim], np.float32)
+        self.entry_text_features = np.zeros([0, self.matcher.text_dim], np.float32)
+
+    @classmethod
+    def from_preset(cls, preset, text_preset=None, image_size=224, sequence_length=128, pooling=None,
+                    projection_dim=256, image_weight=0.7):
+        """A recognizer on a KerasHub image preset and text preset, or one
+        written by `save_to_preset` (backbones, matcher and entries
+        restored; `text_preset` not needed).
+
+        Args:
+            preset: the image preset, or a saved recognizer.
+            text_preset: the text preset that embeds descriptions.
+            image_size: photos are resized to `image_size` x `image_size`.
+            sequence_length: description tokens kept.
+            pooling: the text pooling (`None`: the backbone's default).
+            projection_dim, image_weight: the new matcher's settings.
+
+        Example:
+        >>> CatalogueRecognizer.from_preset("presets/efficientnet_lite0", text_preset=minilm_l6_offline_path())
+        """
+        stored = read_task_config(preset, cls)
+        if stored is not None:
+            folder = pathlib.Path(str(preset))
+            recognizer = cls.from_preset(folder / "image", folder / "text", stored["image_size"][0],
+                                         stored["sequence_length"], stored["pooling"], stored["projection_dim"],
+                                         stored["image_weight"])
+            recognizer.matcher.load_weights(str(folder / "matcher.weights.h5"))
+            arrays = load_arrays(folder / ENTRY_FILE, "entries")
+            if arrays is None:
+                raise ValueError(f"{folder / ENTRY_FILE}: missing or damaged; save the recognizer again.")
+            recognizer.entry_names = json.loads((folder / "entries.json").read_text())
+            recognizer.entry_image_features, recognizer.entry_text_features = arrays["image"], arrays["text"]
+            return recognizer
+        if text_preset is None:
+            raise ValueError(f"{preset} is an image preset; pass `text_preset` to embed the descriptions.")
+        image_backbone, converter = load_image_backbone(preset, with_converter=True)
+        text_backbone, preprocessor = load_text_backbone(text_preset, sequence_length)
+        size = (image_size, image_size) if isinstance(image_size, int) else image_size
+        return cls(image_backbone, converter, text_backbone, preprocessor, size,
+                   pooling or default_pooling(text_preset, text_backbone), None, projection_dim, image_weight)
+
+    # --- Features -----------------------------------------------------------
+
+    def image_features(self, images, batch_size=32, verbose=0):
+        """Backbone features `[N, Di]` of photos or catalogue images (encoded
+        bytes, files or uint8 arrays)."""
+        pixels = as_pixels(images, self.image_size)
+        if pixels is None:
+            raise ValueError(f"`images` must be encoded images, image files or uint8 arrays [N, h, w, 3], "
+                             f"received {type(images)!r}.")
+        return ImageArray(pixels).predict(self.image_encoder, batch_size, verbose, "embedding images")
+
+    def text_features(self, descriptions, verbose=0):
+        """Pooled text-backbone features `[N, Dt]` of descriptions."""
+        return tokenize(list(descriptions), self.preprocessor, verbose=verbose).predict(self.text_encoder)
+
+    # --- Entries ------------------------------------------------------------
+
+    def add_entries(self, entries, verbose=0):
+        """Adds catalogue entries (objects with `name`, `image` (a file or
+        encoded bytes) and `description`, such as `CatalogueEntry`); photos
+        are matched against them from now on, with no retraining. A name
+        already among the entries is refused.
+
+        Example:
+        >>> recognizer.add_entries([CatalogueEntry("Oat-Drink", "Milk", 3, "oat.jpg", "Oat drink, 1 litre")])
+        """
+        entries = list(entries)
+        names = [entry.name for entry in entries]
+        repeated = sorted({name for name in names if name in self.entry_names or names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"Entries already present or given twice: {repeated[:5]!r}.")
+        if not entries:
+            return self
+        images = self.image_features([entry.image for entry in entries], verbose=verbose)
+        texts = self.text_features([entry.description for entry in entries], verbose)
+        self.entry_names = self.entry_names + names
+        self.entry_image_features = np.concatenate([self.entry_image_features, images])
+        self.entry_text_features = np.concatenate([self.entry_text_features, texts])
+        return self
+
+    # --- Training and prediction -----------------------------------------
+
+    def fit(self, photos, labels, entries, epochs=30, batch_size=64, learning_rate=1e-3, seed=1234, verbose=0):
+        """Trains the matcher on photos of the classes of `entries` (their
+        labels are entry names), which become the recognizer's entries.
+
+        Args:
+            photos: encoded images, image files or uint8 arrays.
+            labels: each photo's entry name.
+            entries: the catalogue entries of the photos' classes.
+
+        Returns:
+            The mean loss of each epoch.
+        """
+        self.entry_names = []
+        self.entry_image_features = self.entry_image_features[:0]
+        self.entry_text_features = self.entry_text_features[:0]
+        self.add_entries(entries, verbose)
+        unknown = sorted(set(labels) - set(self.entry_names))
+        if unknown:
+            raise ValueError(f"Labels with no entry among `entries`: {unknown[:5]!r}.")
+        features = self.image_features(photos, verbose=verbose)
+        rows = [self.entry_names.index(label) for label in labels]
+        return self.matcher.fit_entries(features, rows, self.entry_image_features, self.entry_text_features, epochs,
+                                        batch_size, learning_rate, seed)
+
+    def predict(self, photos, batch_size=32):
+        """Scores `[N, entries]` of photos against every entry."""
+        if not self.entry_names:
+            raise ValueError("The recognizer has no entries; `fit` or `add_entries` first.")
+        return self.matcher.similarities(self.image_features(photos, batch_size), self.entry_image_features,
+                                         self.entry_text_features)
+
+    def predict_labels(self, photos, batch_size=32):
+        """The best entry's name for each photo."""
+        return [self.entry_names[row] for row in self.predict(photos, batch_size).argmax(axis=1)]
+
+    # --- Saving and export -------------------------------------------------
+
+    def task_config(self):
+        return {"image_size": list(self.image_size), "sequence_length": int(self.preprocessor.sequence_length),
+                "pooling": self.pooling, "projection_dim": self.matcher.projection_dim,
+                "image_weight": self.matcher.image_weight}
+
+    def write_preset_parts(self, folder):
+        (folder / "image").mkdir()
+        self.image_backbone.save_to_preset(str(folder / "image"))
+        if self.image_converter is not None:
+            self.image_converter.save_to_preset(str(folder / "image"))
+        (folder / "text").mkdir()
+        self.text_backbone.save_to_preset(str(folder / "text"))
+        self.preprocessor.save_to_preset(str(folder / "text"))
+        self.matcher.save_weights(str(folder / "matcher.weights.h5"))
+        (folder / "entries.json").write_text(json.dumps(self.entry_names))
+        save_arrays(folder / ENTRY_FILE, "entries", {"image": self.entry_image_features,
+                                                     "text": self.entry_text_features})
+
+    def export(self, export_dir, model_name, k=5, version=None, warmup_images=(), card=None):
+        """Writes the TF Serving SavedModel (photo bytes in, the top `k`
+        entries out, every entry added so far included); see
+        `tl_keras.export.catalogue`."""
+        return export_catalogue_recognizer(self, export_dir, model_name, min(k, len(self.entry_names)), version,
+                                           warmup_images, card)
