@@ -159,3 +159,26 @@ def test_recognizer_adds_new_products_from_their_entry_and_serves_them(tmp_path,
                                atol=1e-5)
     card = json.loads((version / "model_card.json").read_text())
     assert card["entries"] == recognizer.entry_names and card["task"] == "catalogue_recognition"
+
+
+def test_bundled_grocery_slice_is_the_image_recipes_default_and_its_splits_share_no_photo():
+    import pathlib
+    import sys
+
+    slice_folder = pathlib.Path(__file__).resolve().parent.parent / "data" / "grocery_slice"
+    catalogue = read_catalogue(slice_folder / "classes.csv")
+    splits = {name: read_image_list(slice_folder / f"{name}.txt", catalogue) for name in ("train", "val", "test")}
+    assert {name: len(rows) for name, rows in splits.items()} == {"train": 96, "val": 24, "test": 22}
+    assert all(set(rows.labels) == set(catalogue.names) for rows in splits.values())
+    assert len(set(catalogue.coarse_of.values())) == 4
+    files = {name: set(rows.texts) for name, rows in splits.items()}
+    assert not files["train"] & (files["val"] | files["test"]) and not files["val"] & files["test"]
+    assert all("/val/" in path for path in files["val"] | files["test"])  # The official val split's photos.
+    assert (slice_folder / "LICENSE").read_text().startswith("MIT License")
+    sys.path.insert(0, str(slice_folder.parent.parent / "recipes"))
+    try:
+        import image_classification as recipe
+    finally:
+        sys.path.pop(0)
+    assert [recipe.DEFAULTS[key] for key in ("train", "validation", "test")] == [
+        str(slice_folder / f"{name}.txt") for name in ("train", "val", "test")]
