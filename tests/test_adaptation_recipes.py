@@ -33,15 +33,19 @@ def _domain(path, count, seed, filler):
     return str(write_tsv(path, texts, labels))
 
 
-def test_domain_adaptation_recipe_reports_both_methods_and_exports(tiny_bert_preset, tmp_path):
+@pytest.mark.parametrize("method, strategy", [("coral", "frozen"), ("dann", "partial:1")])
+def test_domain_adaptation_recipe_reports_both_methods_and_exports(tiny_bert_preset, tmp_path, method, strategy):
     source = _domain(tmp_path / "source.tsv", 96, 1, FILLER[:5])
     target = _domain(tmp_path / "target.tsv", 64, 2, FILLER[5:])
     domain_adaptation.main([
         "--source", source, "--target", target, "--target-validation", target, "--backbone", tiny_bert_preset,
-        "--method", "coral", "--epochs", "5", "--sequence-length", "32", "--pooling", "mean",
+        "--method", method, "--strategy", strategy, "--epochs", "5", "--sequence-length", "32", "--pooling", "mean",
         "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports"), "--verbose", "0"])
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["target"]
-    assert set(metrics) == {"source_only", "coral"}
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = written["metrics"]["target"]
+    assert set(metrics) == {"source_only", method}
+    if strategy != "frozen":  # Fine-tuned with the adaptation loss, beside the baseline's epochs.
+        assert len(written["history"][method]["loss"]) == 5
     # The target file is also the labelled one: a quarter of it is the test.
     assert all(0.0 <= m["accuracy"] <= 1.0 and m["examples"] == 16 for m in metrics.values())
     served = tf.saved_model.load(str(tmp_path / "exports" / "adapted_classifier" / "1"))
@@ -64,10 +68,29 @@ def test_self_training_recipe_holds_the_test_out_of_the_unlabelled_texts(tiny_be
     # At most 0.6 x 48 = 28, 14 of each predicted class (fewer when one class is predicted less).
     assert [r["share"] for r in rounds] == [0.6, 0.9][: len(rounds)] and 0 < rounds[0]["selected"] <= 28
     assert (tmp_path / "exports" / "adapted_classifier" / "1" / "saved_model.pb").is_file()
-    with pytest.raises(ValueError, match="`dann` trains an adapter over frozen features; it needs strategy "
-                                         "'frozen', received 'full'"):
-        domain_adaptation.main(["--source", source, "--target", target, "--backbone", tiny_bert_preset,
-                                "--method", "dann", "--strategy", "full", "--output-dir", str(tmp_path / "bad")])
+
+
+def test_few_target_labels_run_alone_joint_and_source_then_target(tiny_bert_preset, tmp_path):
+    source = _domain(tmp_path / "source.tsv", 96, 1, FILLER[:5])
+    target = _domain(tmp_path / "target.tsv", 64, 2, FILLER[5:])
+    few = _domain(tmp_path / "few.tsv", 12, 3, FILLER[5:])
+    common = ["--source", source, "--target", target, "--target-validation", target, "--backbone", tiny_bert_preset,
+              "--epochs", "2", "--target-epochs", "4", "--sequence-length", "32", "--pooling", "mean", "--verbose",
+              "0"]
+    domain_adaptation.main([*common, "--method", "joint", "--target-labelled", few, "--target-weight", "3",
+                            "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports")])
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = written["metrics"]["target"]
+    assert list(metrics) == ["source_only", "target_labelled_only", "joint", "source_then_target"]
+    assert all(m["examples"] == 16 for m in metrics.values())
+    assert (tmp_path / "exports" / "adapted_classifier" / "1" / "saved_model.pb").is_file()
+    (tmp_path / "leak.tsv").write_text((tmp_path / "target.tsv").read_text())
+    with pytest.raises(DataError, match=r"leak.tsv: 16 labelled target text\(s\) are also test texts"):
+        domain_adaptation.main([*common, "--method", "source_then_target", "--target-labelled",
+                                str(tmp_path / "leak.tsv"), "--output-dir", str(tmp_path / "leak")])
+    with pytest.raises(ValueError, match=r"`target_labelled` goes with methods \('source_then_target', 'joint'\) "
+                                         r"and they need it; received method 'joint' and target_labelled None"):
+        domain_adaptation.main([*common, "--method", "joint", "--output-dir", str(tmp_path / "bad")])
 
 
 def test_self_train_balances_pseudo_labels_and_stops_when_predictions_settle(tiny_bert_preset, tmp_path):

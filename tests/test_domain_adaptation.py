@@ -90,3 +90,44 @@ def test_adaptation_beats_source_only_on_a_planted_shift():
     assert baseline_target < 0.7
     assert dann_target > baseline_target + 0.15
     assert "domain_loss" in history
+
+
+def test_coral_and_dann_adapt_through_the_unfrozen_backbone(tiny_bert_preset):
+    from conftest import FILLER, separable_sentences
+
+    from tl_keras import TextClassifier
+    from tl_keras.transfer.domain_adaptation import coral_loss
+
+    texts, labels = separable_sentences(64, seed=1)
+    # The target domain: other filler words, and a word the source never has.
+    target = [" ".join(["battery", "battery"] + [w for w in t.split() if w not in FILLER[:5]]) for t in
+              separable_sentences(64, seed=2)[0]]
+
+    def covariance_gap(classifier):
+        encoder = classifier.get_layer("encoder")
+        features = [classifier.tokenize(x).predict(encoder) for x in (texts, target)]
+        return float(coral_loss(*features))
+
+    def trained(method=None, weight=0.0):
+        classifier = TextClassifier.from_preset(tiny_bert_preset, labels=["neg", "pos"], strategy="partial:1",
+                                                sequence_length=32, pooling="mean")
+        stem = classifier.backbone.get_layer("token_embedding").embeddings.numpy().copy()
+        top = classifier.backbone.transformer_layers[-1].weights[0].numpy().copy()
+        if method is None:
+            classifier.fit(texts, labels, epochs=3, batch_size=16, seed=0, verbose=0)
+        else:
+            history = classifier.fit_adapted(texts, labels, target, method=method, epochs=8, batch_size=16,
+                                             backbone_learning_rate=1e-3, adaptation_weight=weight, seed=0)
+            assert len(history.history["loss"]) == 8
+        np.testing.assert_array_equal(stem, classifier.backbone.get_layer("token_embedding").embeddings.numpy())
+        assert not np.allclose(top, classifier.backbone.transformer_layers[-1].weights[0].numpy())
+        return classifier
+
+    trained()  # Plain fine-tuning moves the same weights.
+    # The same steps with and without the penalty: it aligns the domains
+    # through the top block.
+    assert covariance_gap(trained("coral", 1e6)) < 0.5 * covariance_gap(trained("coral", 0.0))
+    dann = trained("dann", 1.0)
+    assert dann.predict(target).shape == (64, 2)
+    with pytest.raises(ValueError, match=r"must be 'coral' or 'dann' to adapt through the backbone, received 'mmd'"):
+        dann.fit_adapted(texts, labels, target, method="mmd")

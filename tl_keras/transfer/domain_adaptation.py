@@ -1,9 +1,14 @@
-"""Unsupervised domain adaptation on top of a frozen encoder: DANN and CORAL.
+"""Unsupervised domain adaptation: DANN and CORAL, over frozen features or
+through a fine-tuned backbone.
 
-The backbone stays frozen and its features are computed once (the feature
-cache); a trainable adapter layer then learns features that classify the
-labelled source domain and, at the same time, cannot tell source from the
-unlabelled target domain:
+Over frozen features (`adapt`), the backbone's features are computed once
+(the feature cache); a trainable adapter layer then learns features that
+classify the labelled source domain and, at the same time, cannot tell
+source from the unlabelled target domain. Through the backbone
+(`build_adaptation_trainer` with `DomainPairs`), the classifier's own
+encoder and head train on source batches paired with target batches, with
+the same losses on the pooled encoder features and the weights the
+classifier's strategy leaves trainable:
 
 - DANN (Ganin et al. 2016): a domain classifier behind a gradient-reversal
   layer; the loss is L = L_task(source) + L_domain, and the reversal passes
@@ -14,8 +19,9 @@ unlabelled target domain:
 - Source only: the same adapter and classifier, trained on the source alone
   with the same batches, as the baseline.
 
-Each returns a head (features → probabilities) that `heads.build_text_model`
-puts behind the encoder, so the adapted model exports like any other.
+Over frozen features each returns a head (features → probabilities) that
+`heads.build_text_model` puts behind the encoder; through the backbone the
+classifier itself is adapted. Either way the model exports like any other.
 """
 
 import math
@@ -186,3 +192,108 @@ def adapt(source_features, source_targets, target_features, num_classes, method,
     history = trainer.fit(pairs.map(arrange).prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps,
                           callbacks=callbacks, verbose=verbose)
     return head, history.history
+
+
+class DomainPairs:
+    """Labelled source inputs paired batch by batch with unlabelled target
+    inputs, for training with an adaptation loss.
+
+    Args:
+        source, target: `TokenizedTexts` or `ImageArray`s (anything with
+            `dataset(...)`).
+
+    Example:
+    >>> pairs = DomainPairs(classifier.tokenize(amazon_texts), classifier.tokenize(yelp_texts))
+    >>> trainer.fit(pairs.dataset(targets, batch_size=16, shuffle=True), epochs=3)
+    """
+
+    cacheable = False  # Each batch runs the backbone on both domains.
+
+    def __init__(self, source, target):
+        self.source, self.target = source, target
+
+    def __len__(self):
+        return len(self.source)
+
+    def dataset(self, targets, batch_size=32, shuffle=True, seed=None, training=True):
+        """`({"source": inputs, "target": inputs}, source targets)` batches:
+        one pass over the source an epoch, the target shuffled and repeated
+        alongside."""
+        source = self.source.dataset(targets, batch_size, shuffle=shuffle, seed=seed, training=training)
+        target = self.target.dataset(None, batch_size, shuffle=True, seed=None if seed is None else seed + 1,
+                                     training=training).repeat()
+        return tf.data.Dataset.zip(source, target).map(
+            lambda labelled, unlabelled: ({"source": labelled[0], "target": unlabelled}, labelled[1]))
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class DomainConfusion(keras.layers.Layer):
+    """DANN's domain loss as a layer: a domain classifier behind a gradient
+    reversal tells source features (0) from target features (1); `weight`
+    times its binary cross-entropy (the mean of the two domains') is added
+    to the model's losses, and `source` passes through.
+
+    Example:
+    >>> source_features = DomainConfusion()(source_features, target_features)
+    """
+
+    def __init__(self, hidden_dim=128, weight=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim, self.weight = hidden_dim, weight
+        self.reversal = GradientReversal(name="gradient_reversal")
+        self.hidden = keras.layers.Dense(hidden_dim, activation="relu", name="domain_hidden")
+        self.logit = keras.layers.Dense(1, dtype="float32", name="domain_logit")
+
+    def call(self, source, target):
+        def loss(features, domain):
+            logits = self.logit(self.hidden(self.reversal(features)))
+            return ops.mean(keras.losses.binary_crossentropy(ops.full_like(logits, domain), logits, from_logits=True))
+
+        self.add_loss(self.weight * 0.5 * (loss(source, 0.0) + loss(target, 1.0)))
+        return source
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "weight": self.weight}
+
+
+def _inputs_like(encoder, prefix):
+    """Fresh `keras.Input`s shaped like the encoder's (a dict of token ids,
+    or one image tensor), named with `prefix`."""
+    if isinstance(encoder.input, dict):
+        return {name: keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name=f"{prefix}_{name}")
+                for name, spec in encoder.input.items()}
+    return keras.Input(shape=encoder.input.shape[1:], dtype=encoder.input.dtype, name=f"{prefix}_images")
+
+
+def build_adaptation_trainer(model, method, hidden_dim=128, coral_weight=1.0, domain_weight=1.0):
+    """A training model around `model`'s own `"encoder"` and `"head"`
+    layers (so training it adapts `model`): inputs `{"source": ...,
+    "target": ...}` (see `DomainPairs`), output the head's predictions for
+    the source; the CORAL penalty or DANN's domain loss on the two domains'
+    encoder features is added to the losses.
+
+    Args:
+        model: a classifier with `"encoder"` and `"head"` layers.
+        method: `"coral"` or `"dann"`.
+        hidden_dim: DANN's domain classifier width.
+        coral_weight, domain_weight: the adaptation loss's weight.
+
+    Returns:
+        `(trainer, reversal)`: `reversal` is DANN's `GradientReversal`
+        (its λ set by `DannSchedule`), `None` for CORAL.
+
+    Example:
+    >>> trainer, reversal = build_adaptation_trainer(classifier, "coral", coral_weight=10.0)
+    """
+    if method not in ("coral", "dann"):
+        raise ValueError(f"`method` must be 'coral' or 'dann' to adapt through the backbone, received {method!r}.")
+    encoder, head = model.get_layer("encoder"), model.get_layer("head")
+    inputs = {"source": _inputs_like(encoder, "source"), "target": _inputs_like(encoder, "target")}
+    source, target = encoder(inputs["source"]), encoder(inputs["target"])
+    reversal = None
+    if method == "coral":
+        source = CoralPenalty(coral_weight, name="coral")(source, target)
+    else:
+        confusion = DomainConfusion(hidden_dim, domain_weight, name="domain_confusion")
+        source, reversal = confusion(source, target), confusion.reversal
+    return keras.Model(inputs, head(source), name=f"{method}_trainer"), reversal

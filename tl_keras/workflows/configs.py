@@ -4,7 +4,7 @@ their `Args:` docstrings."""
 
 import dataclasses
 
-from tl_keras.core.choices import ADAPTATION_METHODS, FUSIONS
+from tl_keras.core.choices import ADAPTATION_METHODS, FEW_LABEL_METHODS, FUSIONS
 from tl_keras.core.ranges import check_settings
 from tl_keras.training.config import TrainingConfig
 
@@ -267,19 +267,35 @@ class DomainAdaptationConfig:
         method: `"self_training"` (fine-tunes with `strategy`, then trains
             on its own confident predictions on the target texts; measured
             best in `benchmarks/transfer_between_domains.py`), `"dann"` or
-            `"coral"` (an adapter over frozen features), or `"source_only"`
-            (the baseline alone). The source-only baseline always runs with
-            the same strategy and settings.
-        strategy: the transfer strategy for self-training and its baseline
+            `"coral"` (fine-tuned with `strategy` on the source and target
+            texts at once; with `"frozen"`, an adapter over cached
+            features), `"source_then_target"` or `"joint"` (with
+            `target_labelled`), or `"source_only"` (the baseline alone).
+            The source-only baseline always runs with the same strategy and
+            settings.
+        target_labelled: a few labelled target texts (100 or fewer) for
+            `source_then_target` (the source model fine-tuned on them) and
+            `joint` (L = L_source + λ·L_target on both at once); both are
+            reported beside the source-only baseline and beside training on
+            these texts alone (`target_labelled_only`).
+        target_weight: `joint`'s λ (each labelled target text is repeated
+            round(λ) times among the source texts).
+        target_epochs: epochs of `target_labelled_only` (few texts, so
+            more epochs than on the source).
+        strategy: the transfer strategy of every method and its baseline
             (`"partial:N"`, `"full"`, `"lora:R"`, `"frozen"`; default
-            `partial:2`); DANN and CORAL need `"frozen"`.
+            `partial:2`).
         pseudo_label_shares: self-training's share of the target texts
             pseudo-labelled in each round, comma-separated.
         epochs: fine-tuning epochs on the source (default 3), or the
             adapter's epochs for DANN/CORAL (default 10).
         batch_size: default 16 for fine-tuning, 32 for the adapter.
-        learning_rate, hidden_dim, alpha, coral_weight: the DANN/CORAL
-            adapter's settings.
+        learning_rate: the frozen-feature adapter's learning rate.
+        hidden_dim, alpha: DANN's domain classifier width and λ ramp (and
+            the frozen-feature adapter's width).
+        coral_weight: the CORAL penalty's weight.
+        domain_weight: DANN's domain loss weight when fine-tuning (the
+            frozen-feature adapter's is 1).
         export_dir, model_name: export the adapted text model.
     """
 
@@ -290,6 +306,9 @@ class DomainAdaptationConfig:
     target_validation: str = None
     target_test_fraction: float = 0.25
     method: str = "self_training"
+    target_labelled: str = None
+    target_weight: float = 4.0
+    target_epochs: int = 10
     strategy: str = None
     pseudo_label_shares: str = "0.6,0.9"
     sequence_length: int = 128
@@ -300,6 +319,7 @@ class DomainAdaptationConfig:
     hidden_dim: int = 128
     alpha: float = 10.0
     coral_weight: float = 1.0
+    domain_weight: float = 1.0
     seed: int = 1234
     text_column: str = "text"
     label_column: str = "label"
@@ -311,10 +331,12 @@ class DomainAdaptationConfig:
         check_settings(self)
         if self.method not in ADAPTATION_METHODS:
             raise ValueError(f"`method` must be one of {ADAPTATION_METHODS}, received {self.method!r}.")
-        if self.method in ("dann", "coral") and self.strategy not in (None, "frozen"):
-            raise ValueError(f"`{self.method}` trains an adapter over frozen features; it needs strategy 'frozen', "
-                             f"received {self.strategy!r} (use method 'self_training' to fine-tune).")
-        self.strategy = self.strategy or ("frozen" if self.method in ("dann", "coral") else "partial:2")
+        if (self.method in FEW_LABEL_METHODS) != bool(self.target_labelled):
+            raise ValueError(f"`target_labelled` goes with methods {FEW_LABEL_METHODS} and they need it; received "
+                             f"method {self.method!r} and target_labelled {self.target_labelled!r}.")
+        if not self.target_weight >= 1:
+            raise ValueError(f"`target_weight` must be >= 1, received {self.target_weight!r}.")
+        self.strategy = self.strategy or "partial:2"
         self.shares = parse_shares(self.pseudo_label_shares)
 
 

@@ -1,19 +1,23 @@
 """The domain adaptation job: labelled source texts and unlabelled target
 texts in, the adapted classifier beside the source-only baseline out.
 
-Two routes: self-training fine-tunes a `TextClassifier` with the run's
-strategy on the source, scores it (the source-only baseline), then trains it
-on its own confident predictions on the target texts; DANN and CORAL train
-an adapter over frozen features beside an adapter trained on the source
-alone. When the labelled target file is the target file itself, its test
-rows are held out of the unlabelled texts.
+Two routes. Fine-tuning (`partial:N`, `full`, `lora:R`): a `TextClassifier`
+fine-tuned with the run's strategy on the source is the source-only
+baseline; self-training then trains it on its own confident predictions on
+the target texts, while DANN and CORAL train a fresh classifier with the
+same strategy, epochs and batches on the source and the target texts at
+once (`Classifier.fit_adapted`). Frozen: DANN and CORAL train an adapter
+over cached features beside an adapter trained on the source alone. When
+the labelled target file is the target file itself, its test rows are held
+out of the unlabelled texts.
 """
 
 import pathlib
 
 import keras
 
-from tl_keras.data.texts import LabelVocabulary, read_labelled_texts, read_texts, stratified_split
+from tl_keras.core.choices import FEATURE_ADAPTATION_METHODS, FEW_LABEL_METHODS
+from tl_keras.data.texts import DataError, LabelVocabulary, read_labelled_texts, read_texts, stratified_split
 from tl_keras.data.tokens import tokenize
 from tl_keras.evaluation.classification import evaluate_predictions
 from tl_keras.tasks.text_classifier import TextClassifier
@@ -52,34 +56,86 @@ def run(config):
     `{"target": {method: metrics}}` (empty without `target_validation`)."""
     source = read_labelled_texts(config.source, config.text_column, config.label_column)
     target_texts, test = read_target(config)
+    labelled = read_target_labelled(config, test)
     print(f"{len(source)} labelled source texts, {len(target_texts)} unlabelled target texts, "
           f"{0 if test is None else len(test)} labelled target test texts")
-    if config.method in ("dann", "coral") or config.strategy == "frozen" and config.method == "source_only":
+    if config.strategy == "frozen" and config.method in FEATURE_ADAPTATION_METHODS:
         return _adapt_features(config, source, target_texts, test)
-    keras.utils.set_random_seed(config.seed)
-    classifier = TextClassifier.from_preset(config.backbone, labels=sorted({str(l) for l in source.labels}),
-                                            strategy=config.strategy, sequence_length=config.sequence_length,
-                                            pooling=config.pooling)
+    labels = sorted({str(label) for label in source.labels})
+
+    def new_classifier():
+        keras.utils.set_random_seed(config.seed)
+        return TextClassifier.from_preset(config.backbone, labels=labels, strategy=config.strategy,
+                                          sequence_length=config.sequence_length, pooling=config.pooling)
+
+    source_texts, source_labels = list(source.texts), [str(label) for label in source.labels]
     settings = dict(batch_size=config.batch_size or 16, seed=config.seed, verbose=config.verbose)
+    epochs = config.epochs or 3
     print(f"fine-tuning on the source ({config.strategy})")
-    classifier.fit(list(source.texts), [str(l) for l in source.labels], epochs=config.epochs or 3, **settings)
+    classifier = new_classifier()
+    classifier.fit(source_texts, source_labels, epochs=epochs, **settings)
     metrics, history = {}, {}
 
-    def score(method):
+    def score(method, model=None):
         if test is not None:
-            metrics[method] = classifier.evaluate_report(list(test.texts), [str(l) for l in test.labels])
+            metrics[method] = (model or classifier).evaluate_report(list(test.texts), [str(l) for l in test.labels])
 
     score("source_only")
     if config.method == "self_training":
         print(f"self-training on {len(target_texts)} target texts")
         history["self_training"] = classifier.self_train(target_texts, config.shares, **settings)
         score("self_training")
+    elif config.method in ("dann", "coral"):
+        print(f"fine-tuning on the source with {config.method} towards {len(target_texts)} target texts "
+              f"({config.strategy}, the baseline's epochs and batches)")
+        classifier = new_classifier()
+        weight = config.coral_weight if config.method == "coral" else config.domain_weight
+        history[config.method] = classifier.fit_adapted(
+            source_texts, source_labels, target_texts, config.method, epochs, adaptation_weight=weight,
+            alpha=config.alpha, hidden_dim=config.hidden_dim, **settings).history
+        score(config.method)
+    elif config.method in FEW_LABEL_METHODS:
+        classifier = _few_labels(config, labelled, classifier, new_classifier, source_texts, source_labels, score,
+                                 settings)
 
     def export(folder, card):
         return classifier.export(folder, config.model_name, warmup_texts=target_texts[:5],
                                  card={"adaptation": config.method, **card})
 
     return finish(RunResult(classifier, {"target": metrics}, history), config, lambda folder: [], export)
+
+
+def read_target_labelled(config, test):
+    """The few labelled target texts (or `None`); any that is also a test
+    text stops the run before training, naming the file."""
+    if not config.target_labelled:
+        return None
+    labelled = read_labelled_texts(config.target_labelled, config.text_column, config.label_column)
+    shared = set(labelled.texts) & set(test.texts) if test is not None else set()
+    if shared:
+        raise DataError(f"{config.target_labelled}: {len(shared)} labelled target text(s) are also test texts, "
+                        f"such as {sorted(shared)[0]!r}; the test must be texts no method trained on.")
+    return labelled
+
+
+def _few_labels(config, labelled, classifier, new_classifier, source_texts, source_labels, score, settings):
+    """With a few labelled target texts: those alone, the joint loss and
+    source-then-target, each scored; returns the model of `config.method`."""
+    texts, labels = list(labelled.texts), [str(label) for label in labelled.labels]
+    print(f"{len(texts)} labelled target texts: alone, joint (λ = {config.target_weight:g}) and source then target")
+    alone = new_classifier()
+    alone.fit(texts, labels, epochs=config.target_epochs, **settings)
+    score("target_labelled_only", alone)
+    joint = new_classifier()
+    # L_source + λ·L_target as λ copies of each target text (the trainer has
+    # no sample weights; for whole λ each epoch's gradient is the same sum).
+    repeats = round(config.target_weight)
+    joint.fit(source_texts + texts * repeats, source_labels + labels * repeats, epochs=config.epochs or 3,
+              **settings)
+    score("joint", joint)
+    classifier.fit(texts, labels, epochs=config.epochs or 3, warmup_epochs=0, **settings)
+    score("source_then_target")
+    return joint if config.method == "joint" else classifier
 
 
 def _adapt_features(config, source, target_texts, validation):
