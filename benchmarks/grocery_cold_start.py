@@ -136,6 +136,7 @@ def served_through_export(folder, work, matcher, weight, seen, test):
     entries = list(catalogue.entries.values())
     recognizer = CatalogueRecognizer.from_preset(offline_lite0_preset(work / "presets"), minilm_l6_offline_path(),
                                                  image_size=224, sequence_length=128, image_weight=weight)
+    recognizer.matcher.build()
     recognizer.matcher.set_weights(matcher.get_weights())
     started = time.perf_counter()
     recognizer.add_entries([entries[c] for c in seen])

@@ -9,6 +9,11 @@ part of training sees. On each pair and seed, on the same test set:
 - source_only: fine-tuned on the 800 labelled source sentences;
 - self_training: that model, then `Classifier.self_train` on the pool's
   texts (pseudo-labels, 2 rounds, shares 0.6 and 0.9, 1 epoch each);
+- coral, dann: `Classifier.fit_adapted` from the pretrained backbone with
+  the same strategy, epochs and batches as source_only, on the source
+  sentences and the pool's texts at once (`--coral-weight`,
+  `--domain-weight`; choose them with `--validate`, which scores the
+  pool's own labels instead of the test set);
 - target_supervised: fine-tuned on the pool with its true labels (the
   upper bound);
 - with 100 labelled target sentences (from the pool, 50 a class):
@@ -18,6 +23,8 @@ part of training sees. On each pair and seed, on the same test set:
   λ = 4, as 4 copies of each target sentence).
 
     .venv/bin/python benchmarks/transfer_between_domains.py --seeds 3
+    .venv/bin/python benchmarks/transfer_between_domains.py --seeds 1 --pairs amazon>imdb --validate \
+        --methods source_only,coral --coral-weight 10
 """
 
 import argparse
@@ -37,6 +44,8 @@ DOMAINS = {"amazon": "amazon_cells_labelled.txt", "yelp": "yelp_labelled.txt", "
 SETTINGS = dict(strategy="partial:2", sequence_length=64)
 EPOCHS = 3
 JOINT_WEIGHT = 4
+METHODS = ("source_only", "self_training", "coral", "dann", "target_supervised", "target_100_only",
+           "source_then_target", "joint")
 
 
 def pool_and_test(labels, seed, test_per_class=100):
@@ -52,7 +61,18 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--pairs", default="all", help="comma-separated source>target pairs, or all")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {','.join(METHODS)}")
+    parser.add_argument("--coral-weight", type=float, default=1.0)
+    parser.add_argument("--domain-weight", type=float, default=1.0)
+    parser.add_argument("--validate", action="store_true",
+                        help="score on the pool's labels (choosing settings), not on the test sentences")
     args = parser.parse_args()
+    chosen = args.methods.split(",")
+    unknown = sorted(set(chosen) - set(METHODS))
+    if unknown or "source_only" not in chosen:
+        parser.error(f"--methods must include source_only and name only {METHODS}, received {args.methods!r}")
+    if args.validate and set(chosen) - {"source_only", "self_training", "coral", "dann"}:
+        parser.error("--validate scores the pool, which the target-label methods train on; leave them out")
     data = {name: read_labelled_texts(common.REVIEWS.parent / file) for name, file in DOMAINS.items()}
     pairs = list(itertools.permutations(DOMAINS, 2)) if args.pairs == "all" else \
         [tuple(pair.split(">")) for pair in args.pairs.split(",")]
@@ -66,7 +86,8 @@ def main():
         texts, labels = list(data[target].texts), [str(label) for label in data[target].labels]
         pool, test = pool_and_test(labels, seed)
         pool_texts, pool_labels = [texts[i] for i in pool], [labels[i] for i in pool]
-        test_texts, test_labels = [texts[i] for i in test], np.array([labels[i] for i in test])
+        scored = pool if args.validate else test
+        test_texts, test_labels = [texts[i] for i in scored], np.array([labels[i] for i in scored])
         few = np.concatenate([np.flatnonzero(np.array(pool_labels) == label)[:50] for label in ("0", "1")])
         few_texts, few_labels = [pool_texts[i] for i in few], [pool_labels[i] for i in few]
         source_texts, source_labels = list(data[source].texts), [str(l) for l in data[source].labels]
@@ -77,6 +98,8 @@ def main():
         row = {"source": source, "target": target, "seed": seed}
 
         def timed(name, work):
+            if name not in chosen:
+                return
             start = time.perf_counter()
             row[name] = work()
             seconds.setdefault(name, []).append(time.perf_counter() - start)
@@ -96,6 +119,17 @@ def main():
 
         timed("self_training", self_training)
         model.set_weights(source_weights)
+
+        def adapted(method, weight):
+            def work():
+                other = new(seed)
+                other.fit_adapted(source_texts, source_labels, pool_texts, method, epochs=EPOCHS,
+                                  adaptation_weight=weight, seed=seed)
+                return accuracy(other)
+            return work
+
+        timed("coral", adapted("coral", args.coral_weight))
+        timed("dann", adapted("dann", args.domain_weight))
 
         def source_then_target():
             model.fit(few_texts, few_labels, epochs=EPOCHS, seed=seed, warmup_epochs=0, verbose=0)
@@ -117,20 +151,18 @@ def main():
         results.append(row)
         print(json.dumps(row), flush=True)
 
-    methods = ["source_only", "self_training", "target_supervised", "target_100_only", "source_then_target",
-               "joint"]
-    print(f"\n{args.seeds} seeds; mean (std) accuracy on each target's 200 held-out test sentences\n")
-    print("| pair | " + " | ".join(methods) + " | self-training gain |")
-    print("|---|" + "---|" * (len(methods) + 1))
-    gains = []
-    for source, target in pairs:
-        rows = [r for r in results if (r["source"], r["target"]) == (source, target)]
+    methods = [m for m in METHODS if m in chosen]
+    adaptations = [m for m in ("self_training", "coral", "dann") if m in chosen]
+    scored = "the pool's 600 sentences (validation)" if args.validate else "the 200 held-out test sentences"
+    print(f"\n{args.seeds} seeds; mean (std) accuracy on each target's {scored}; coral weight "
+          f"{args.coral_weight:g}, domain weight {args.domain_weight:g}\n")
+    print("| pair | " + " | ".join(methods) + "".join(f" | {m} gain" for m in adaptations) + " |")
+    print("|---|" + "---|" * (len(methods) + len(adaptations)))
+    for source, target in pairs + [("mean", None)]:
+        rows = [r for r in results if (r["source"], r["target"]) == (source, target) or source == "mean"]
         cells = [f"{np.mean([r[m] for r in rows]):.3f} ({np.std([r[m] for r in rows]):.3f})" for m in methods]
-        gain = np.mean([r["self_training"] - r["source_only"] for r in rows])
-        gains.append(gain)
-        print(f"| {source} → {target} | " + " | ".join(cells) + f" | {100 * gain:+.1f} |")
-    means = [f"{np.mean([r[m] for r in results]):.3f}" for m in methods]
-    print("| mean | " + " | ".join(means) + f" | {100 * np.mean(gains):+.1f} |")
+        gains = [f"{100 * np.mean([r[m] - r['source_only'] for r in rows]):+.1f}" for m in adaptations]
+        print(f"| {source if target is None else f'{source} → {target}'} | " + " | ".join(cells + gains) + " |")
     print("\nseconds a run (mean): " + ", ".join(f"{m} {np.mean(s):.1f}" for m, s in seconds.items()))
 
 

@@ -64,11 +64,11 @@ class CatalogueMatcher(keras.Model):
         self.photo_to_text = keras.layers.Dense(projection_dim, name="photo_to_text")
         self.catalogue_image = keras.layers.Dense(projection_dim, name="catalogue_image")
         self.catalogue_text = keras.layers.Dense(projection_dim, name="catalogue_text")
-        self.build()
 
     def build(self, input_shape=None):
         """Builds the projections from the widths (the inputs are three
-        matrices, not one tensor, so `fit` never builds them)."""
+        matrices, not one tensor); `fit_entries` builds them after seeding,
+        so `seed` sets their initial weights."""
         for layer, width in ((self.photo_to_image, self.image_dim), (self.photo_to_text, self.image_dim),
                              (self.catalogue_image, self.image_dim), (self.catalogue_text, self.text_dim)):
             layer.build((None, width))
@@ -116,6 +116,8 @@ class CatalogueMatcher(keras.Model):
         if labels.min() < 0 or labels.max() >= len(images):
             raise ValueError(f"`labels` must index the {len(images)} entries, received values "
                              f"{labels.min()}-{labels.max()}.")
+        if not self.built:
+            self.build()
         dataset = tf.data.Dataset.from_tensor_slices((np.asarray(photo_features, "float32"), labels)).shuffle(
             len(labels), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
         optimizer = keras.optimizers.Adam(learning_rate)

@@ -86,6 +86,7 @@ class CatalogueRecognizer(TransferTask):
             recognizer = cls.from_preset(folder / "image", folder / "text", stored["image_size"][0],
                                          stored["sequence_length"], stored["pooling"], stored["projection_dim"],
                                          stored["image_weight"])
+            recognizer.matcher.build()
             recognizer.matcher.load_weights(str(folder / "matcher.weights.h5"))
             arrays = load_arrays(folder / ENTRY_FILE, "entries")
             if arrays is None:
@@ -193,6 +194,8 @@ class CatalogueRecognizer(TransferTask):
         (folder / "text").mkdir()
         self.text_backbone.save_to_preset(str(folder / "text"))
         self.preprocessor.save_to_preset(str(folder / "text"))
+        if not self.matcher.built:  # Saved before `fit`: its initial weights.
+            self.matcher.build()
         self.matcher.save_weights(str(folder / "matcher.weights.h5"))
         (folder / "entries.json").write_text(json.dumps(self.entry_names))
         save_arrays(folder / ENTRY_FILE, "entries", {"image": self.entry_image_features,
