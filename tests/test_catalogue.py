@@ -139,10 +139,23 @@ def test_recognizer_adds_new_products_from_their_entry_and_serves_them(tmp_path,
     assert np.mean([p == truth for p, (_, truth) in zip(predicted, held_out)]) >= 0.5  # Chance: 1/6.
     with pytest.raises(ValueError, match=r"already present or given twice: \['galaxies'\]"):
         recognizer.add_entries([new[0]])
+    # Calibrated stacking on other crops: the trained entries give up a score.
+    more = write_sample_images(tmp_path / "more", per_class=3, size=48, seed=7, samples=tuple(CLASS_NAMES))
+    calibration = [(str(path), name) for name in CLASS_NAMES.values() for path in sorted((more / name).iterdir())]
+    table = recognizer.calibrate([p for p, _ in calibration], [label for _, label in calibration],
+                                 biases=[0.0, 0.05, 0.1, 0.2, 0.4])
+    best = max(table, key=lambda row: row["harmonic_mean"])
+    assert recognizer.seen_bias == best["bias"] and best["harmonic_mean"] >= table[0]["harmonic_mean"]
+    recognizer.seen_bias = 0.1  # Whatever was chosen, the bias must reach the preset and the SavedModel.
+    np.testing.assert_allclose(recognizer.entry_bias, [0.1] * 4 + [0.0] * 2)
+    with pytest.raises(ValueError, match=r"needs photos of trained entries and of added ones; received 4 of "
+                                         r"trained and 0 of added"):
+        recognizer.calibrate([p for p, _ in train[:4]], [label for _, label in train[:4]])
+    predicted = recognizer.predict_labels([p for p, _ in held_out])
     scores = recognizer.predict([p for p, _ in held_out])
     recognizer.save_to_preset(tmp_path / "saved")
     loaded = CatalogueRecognizer.from_preset(tmp_path / "saved")
-    assert loaded.entry_names == recognizer.entry_names
+    assert loaded.entry_names == recognizer.entry_names and loaded.seen_bias == 0.1 and loaded.num_trained == 4
     np.testing.assert_allclose(loaded.predict([p for p, _ in held_out]), scores, rtol=1e-5, atol=1e-6)
     version = loaded.export(tmp_path / "exports", "products", k=3)
     served = tf.saved_model.load(str(version))

@@ -15,7 +15,8 @@ Signatures:
 
 The entries (names and backbone features) are variables of the graph; the
 score of a photo for an entry is the matcher's weighted image and text
-cosine (`tl_keras.models.catalogue_matching`).
+cosine (`tl_keras.models.catalogue_matching`), less the recognizer's
+`seen_bias` for the entries it was trained on.
 """
 
 import numpy as np
@@ -45,6 +46,7 @@ class CatalogueServingModule(tf.Module):
                                         name="entry_image_features")
         self.entry_texts = tf.Variable(recognizer.entry_text_features.astype(np.float32), trainable=False,
                                        name="entry_text_features")
+        self.entry_bias = tf.constant(recognizer.entry_bias)
         self.preprocessor = recognizer.preprocessor
         self.model_variables = raw_variables(recognizer.image_encoder, recognizer.text_encoder, recognizer.matcher)
         self._recognizer = Untracked(recognizer)
@@ -60,7 +62,8 @@ class CatalogueServingModule(tf.Module):
     def _serve(self, image_bytes):
         image, text = self._recognizer.value.matcher.cosines(
             self._image_features(image_bytes), self.entry_images, self.entry_texts)
-        best = tf.math.top_k(self.image_weight * image + (1 - self.image_weight) * text, k=self.k)
+        scores = self.image_weight * image + (1 - self.image_weight) * text - self.entry_bias
+        best = tf.math.top_k(scores, k=self.k)
         products = tf.gather(self.entry_names, best.indices)
         return {"product": products[:, 0], "score": best.values[:, 0], "products": products, "scores": best.values}
 
@@ -94,7 +97,8 @@ def export_catalogue_recognizer(recognizer, export_dir, model_name, k=5, version
     """
     module = CatalogueServingModule(recognizer, k)
     card = {"task": "catalogue_recognition", "k": k, "entries": list(recognizer.entry_names),
-            "image_size": list(recognizer.image_size), "image_weight": module.image_weight, **(card or {})}
+            "image_size": list(recognizer.image_size), "image_weight": module.image_weight,
+            "trained_entries": recognizer.num_trained, "seen_bias": recognizer.seen_bias, **(card or {})}
     return export_module(
         module, {"serving_default": module.serve, "embed_entries": module.embed_entries}, export_dir, model_name,
         version, warmup_requests=[{"image_bytes": [encoded]} for encoded in warmup_images], card=card)

@@ -7,6 +7,12 @@ A frozen image backbone embeds photos and catalogue images, a frozen text
 backbone embeds descriptions, and a `CatalogueMatcher` trained on the
 classes that have photos projects them into one space. An entry is stored as
 its backbone features, so adding one is two forward passes.
+
+Ranked among all entries, photos of added products lose to the trained
+entries, which the matcher has learned to score high (the bias of
+generalised zero-shot recognition); `calibrate` chooses `seen_bias`, a
+score the trained entries give up (calibrated stacking, Chao et al. 2016),
+on photos of known products and of products added for validation.
 """
 
 import json
@@ -61,6 +67,8 @@ class CatalogueRecognizer(TransferTask):
         self.entry_names = []
         self.entry_image_features = np.zeros([0, self.matcher.image_dim], np.float32)
         self.entry_text_features = np.zeros([0, self.matcher.text_dim], np.float32)
+        self.num_trained = 0  # The first entries, those `fit` trained on.
+        self.seen_bias = 0.0
 
     @classmethod
     def from_preset(cls, preset, text_preset=None, image_size=224, sequence_length=128, pooling=None,
@@ -93,6 +101,7 @@ class CatalogueRecognizer(TransferTask):
                 raise ValueError(f"{folder / ENTRY_FILE}: missing or damaged; save the recognizer again.")
             recognizer.entry_names = json.loads((folder / "entries.json").read_text())
             recognizer.entry_image_features, recognizer.entry_text_features = arrays["image"], arrays["text"]
+            recognizer.num_trained, recognizer.seen_bias = stored["num_trained"], stored["seen_bias"]
             return recognizer
         if text_preset is None:
             raise ValueError(f"{preset} is an image preset; pass `text_preset` to embed the descriptions.")
@@ -160,6 +169,7 @@ class CatalogueRecognizer(TransferTask):
         self.entry_image_features = self.entry_image_features[:0]
         self.entry_text_features = self.entry_text_features[:0]
         self.add_entries(entries, verbose)
+        self.num_trained, self.seen_bias = len(self.entry_names), 0.0
         unknown = sorted(set(labels) - set(self.entry_names))
         if unknown:
             raise ValueError(f"Labels with no entry among `entries`: {unknown[:5]!r}.")
@@ -168,12 +178,59 @@ class CatalogueRecognizer(TransferTask):
         return self.matcher.fit_entries(features, rows, self.entry_image_features, self.entry_text_features, epochs,
                                         batch_size, learning_rate, seed)
 
-    def predict(self, photos, batch_size=32):
-        """Scores `[N, entries]` of photos against every entry."""
+    @property
+    def entry_bias(self):
+        """What each entry's score gives up: `seen_bias` for the trained
+        entries, 0 for those added since."""
+        return np.where(np.arange(len(self.entry_names)) < self.num_trained, self.seen_bias, 0.0).astype(np.float32)
+
+    def _similarities(self, photos, batch_size=32):
         if not self.entry_names:
             raise ValueError("The recognizer has no entries; `fit` or `add_entries` first.")
         return self.matcher.similarities(self.image_features(photos, batch_size), self.entry_image_features,
                                          self.entry_text_features)
+
+    def predict(self, photos, batch_size=32):
+        """Scores `[N, entries]` of photos against every entry (the trained
+        entries' less `seen_bias`)."""
+        return self._similarities(photos, batch_size) - self.entry_bias
+
+    def calibrate(self, photos, labels, biases=None):
+        """Chooses `seen_bias` on labelled photos of trained entries and of
+        added ones: the value (of `biases`) with the best harmonic mean of
+        the two groups' top-1 accuracy among all entries.
+
+        Args:
+            photos: photos of both groups (not the ones `fit` trained on).
+            labels: their entry names.
+            biases: the values tried (default 0 to 0.5 in steps of 0.025).
+
+        Returns:
+            A list of dicts a value: `bias`, `trained`, `added`,
+            `harmonic_mean`; `seen_bias` is set to the best.
+
+        Example:
+        >>> recognizer.calibrate(validation_photos, validation_labels)
+        """
+        biases = np.arange(0.0, 0.5001, 0.025) if biases is None else np.asarray(biases, float)
+        unknown = sorted(set(labels) - set(self.entry_names))
+        if unknown:
+            raise ValueError(f"Labels with no entry: {unknown[:5]!r}.")
+        rows = np.array([self.entry_names.index(label) for label in labels])
+        trained = rows < self.num_trained
+        if trained.all() or not trained.any():
+            raise ValueError(f"`calibrate` needs photos of trained entries and of added ones; received "
+                             f"{int(trained.sum())} of trained and {int((~trained).sum())} of added entries.")
+        similarities = self._similarities(photos)
+        table = []
+        for bias in biases:
+            shift = np.where(np.arange(len(self.entry_names)) < self.num_trained, bias, 0.0)
+            right = (similarities - shift).argmax(axis=1) == rows
+            groups = float(right[trained].mean()), float(right[~trained].mean())
+            mean = 0.0 if min(groups) == 0 else 2 * groups[0] * groups[1] / sum(groups)
+            table.append({"bias": float(bias), "trained": groups[0], "added": groups[1], "harmonic_mean": mean})
+        self.seen_bias = max(table, key=lambda row: row["harmonic_mean"])["bias"]
+        return table
 
     def predict_labels(self, photos, batch_size=32):
         """The best entry's name for each photo."""
@@ -184,7 +241,8 @@ class CatalogueRecognizer(TransferTask):
     def task_config(self):
         return {"image_size": list(self.image_size), "sequence_length": int(self.preprocessor.sequence_length),
                 "pooling": self.pooling, "projection_dim": self.matcher.projection_dim,
-                "image_weight": self.matcher.image_weight}
+                "image_weight": self.matcher.image_weight, "num_trained": self.num_trained,
+                "seen_bias": self.seen_bias}
 
     def write_preset_parts(self, folder):
         (folder / "image").mkdir()
