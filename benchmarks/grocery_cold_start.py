@@ -162,12 +162,15 @@ def served_through_export(folder, work, weight, seen, validation, test):
             batch = [pathlib.Path(path).read_bytes() for path, _ in rows[first:first + 64]]
             served += serve(image_bytes=tf.constant(batch))["product"].numpy().astype(str).tolist()
         truth = np.array([label for _, label in rows])
+        features = recognizer.image_features([path for path, _ in rows])
+        nearest = nearest_catalogue_image(features, recognizer.entry_image_features).argmax(axis=1)
         scores = recognizer.predict([path for path, _ in rows])
         uncalibrated = (scores + recognizer.entry_bias).argmax(axis=1)
         offline = np.array(recognizer.entry_names)[scores.argmax(axis=1)]
         report[group] = {"photos": len(rows), "served": float(np.mean(np.array(served) == truth)),
                          "served_equals_offline": float(np.mean(np.array(served) == offline)),
-                         "uncalibrated": float(np.mean(np.array(recognizer.entry_names)[uncalibrated] == truth))}
+                         "uncalibrated": float(np.mean(np.array(recognizer.entry_names)[uncalibrated] == truth)),
+                         "nearest": float(np.mean(np.array(recognizer.entry_names)[nearest] == truth))}
 
     def harmonic(a, b):
         return 0.0 if min(a, b) == 0 else 2 * a * b / (a + b)
@@ -178,7 +181,8 @@ def served_through_export(folder, work, weight, seen, validation, test):
           f"(trained {chosen['trained']:.3f}, added {chosen['added']:.3f}); {time.perf_counter() - started:.0f} s")
     print("\n| top-1 among all entries | seen classes' held-out photos | new classes' photos | harmonic mean |")
     print("|---|---|---|---|")
-    for name, key in (("served, calibrated", "served"), ("offline, seen_bias 0", "uncalibrated")):
+    for name, key in (("served, calibrated", "served"), ("offline, seen_bias 0", "uncalibrated"),
+                      ("nearest catalogue image (raw features, no training)", "nearest")):
         seen_figure, new_figure = report["seen"][key], report["new"][key]
         print(f"| {name} | {seen_figure:.3f} | {new_figure:.3f} | {harmonic(seen_figure, new_figure):.3f} |")
     print(f"\nphotos: {report['seen']['photos']} seen, {report['new']['photos']} new; served = offline on "

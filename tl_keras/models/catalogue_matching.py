@@ -47,19 +47,20 @@ class CatalogueMatcher(keras.Model):
         image_weight: the image cosine's share of the score (the rest is the
             text cosine); choose it on validation classes.
         dropout: dropout on the photo features in training.
+        seed: the dropout's seed (`fit_entries` seeds the rest).
 
     Example:
     >>> matcher = CatalogueMatcher(1280, 384, image_weight=0.7)
     """
 
     def __init__(self, image_dim, text_dim, projection_dim=256, temperature=0.05, image_weight=0.7, dropout=0.2,
-                 **kwargs):
+                 seed=1234, **kwargs):
         super().__init__(**kwargs)
         if not 0 <= image_weight <= 1:
             raise ValueError(f"`image_weight` must be in [0, 1], received {image_weight!r}.")
         self.image_dim, self.text_dim, self.projection_dim = image_dim, text_dim, projection_dim
         self.temperature, self.image_weight = temperature, image_weight
-        self.dropout = keras.layers.Dropout(dropout, name="photo_dropout")
+        self.dropout = keras.layers.Dropout(dropout, seed=seed, name="photo_dropout")
         self.photo_to_image = keras.layers.Dense(projection_dim, name="photo_to_image")
         self.photo_to_text = keras.layers.Dense(projection_dim, name="photo_to_text")
         self.catalogue_image = keras.layers.Dense(projection_dim, name="catalogue_image")
