@@ -3,6 +3,7 @@ the coarse fallback by hand, the cold-start catalogue matcher on a planted
 domain shift, and the image recipe on an image list with a catalogue."""
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -117,6 +118,7 @@ def test_image_recipe_reports_coarse_classes_for_an_image_list(shop, tmp_path):
 
 def test_recognizer_adds_new_products_from_their_entry_and_serves_them(tmp_path, tiny_bert_preset):
     import tensorflow as tf
+    from conftest import SAVED_MODEL_CLI
     from image_data import tiny_efficientnet_preset
 
     from tl_keras.data.catalogue import CatalogueEntry
@@ -172,6 +174,14 @@ def test_recognizer_adds_new_products_from_their_entry_and_serves_them(tmp_path,
                                atol=1e-5)
     card = json.loads((version / "model_card.json").read_text())
     assert card["entries"] == recognizer.entry_names and card["task"] == "catalogue_recognition"
+    assert card["seen_bias"] == 0.1 and card["trained_entries"] == 4
+    # saved_model_cli loads the SavedModel into a TF1 session, as TF Serving does.
+    np.save(tmp_path / "request.npy", np.array([open(held_out[0][0], "rb").read()]))
+    ran = subprocess.run([*SAVED_MODEL_CLI, "run", "--dir", str(version), "--tag_set", "serve", "--signature_def",
+                          "serving_default", "--inputs", f"image_bytes={tmp_path}/request.npy", "--outdir",
+                          str(tmp_path)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "score.npy"), scores.max(axis=1)[:1], rtol=1e-4, atol=1e-5)
 
 
 def test_bundled_grocery_slice_is_the_image_recipes_default_and_its_splits_share_no_photo():

@@ -173,7 +173,8 @@ def build_image_encoder(backbone, image_size, scale=None, offset=None, test_time
     over space, token sequences (ViT) over tokens. With
     `test_time_augmentation="flip"`, inference averages the features of each
     image and its mirror image (`MirrorAveraged`; twice the backbone's cost);
-    training sees the images alone.
+    training batches see the images alone, while features cached for the
+    frozen head (computed in inference) are averaged too.
 
     Example:
     >>> encoder = build_image_encoder(backbone, (224, 224), 1 / 255.0, test_time_augmentation="flip")
