@@ -33,19 +33,21 @@ def _domain(path, count, seed, filler):
     return str(write_tsv(path, texts, labels))
 
 
-@pytest.mark.parametrize("method, strategy", [("coral", "frozen"), ("dann", "partial:1")])
-def test_domain_adaptation_recipe_reports_both_methods_and_exports(tiny_bert_preset, tmp_path, method, strategy):
+@pytest.mark.parametrize("method, strategy, epochs", [("coral", "frozen", 5), ("dann", "partial:1", 2)])
+def test_domain_adaptation_recipe_reports_both_methods_and_exports(tiny_bert_preset, tmp_path, method, strategy,
+                                                                   epochs):
     source = _domain(tmp_path / "source.tsv", 96, 1, FILLER[:5])
     target = _domain(tmp_path / "target.tsv", 64, 2, FILLER[5:])
     domain_adaptation.main([
         "--source", source, "--target", target, "--target-validation", target, "--backbone", tiny_bert_preset,
-        "--method", method, "--strategy", strategy, "--epochs", "5", "--sequence-length", "32", "--pooling", "mean",
+        "--method", method, "--strategy", strategy, "--epochs", str(epochs), "--sequence-length", "32", "--pooling",
+        "mean",
         "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports"), "--verbose", "0"])
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     metrics = written["metrics"]["target"]
     assert set(metrics) == {"source_only", method}
     if strategy != "frozen":  # Fine-tuned with the adaptation loss, beside the baseline's epochs.
-        assert len(written["history"][method]["loss"]) == 5
+        assert len(written["history"][method]["loss"]) == epochs
     # The target file is also the labelled one: a quarter of it is the test.
     assert all(0.0 <= m["accuracy"] <= 1.0 and m["examples"] == 16 for m in metrics.values())
     served = tf.saved_model.load(str(tmp_path / "exports" / "adapted_classifier" / "1"))
@@ -75,7 +77,7 @@ def test_few_target_labels_run_alone_joint_and_source_then_target(tiny_bert_pres
     target = _domain(tmp_path / "target.tsv", 64, 2, FILLER[5:])
     few = _domain(tmp_path / "few.tsv", 12, 3, FILLER[5:])
     common = ["--source", source, "--target", target, "--target-validation", target, "--backbone", tiny_bert_preset,
-              "--epochs", "2", "--target-epochs", "4", "--sequence-length", "32", "--pooling", "mean", "--verbose",
+              "--epochs", "1", "--target-epochs", "2", "--sequence-length", "32", "--pooling", "mean", "--verbose",
               "0"]
     domain_adaptation.main([*common, "--method", "joint", "--target-labelled", few, "--target-weight", "3",
                             "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports")])
