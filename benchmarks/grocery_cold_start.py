@@ -81,7 +81,7 @@ def main():
     data = features(pathlib.Path(args.folder), cache)
     print(f"features: {time.perf_counter() - start:.0f} s")
     photos, labels, icons, descriptions = data["photos"], data["labels"], data["icons"], data["descriptions"]
-    rows, matchers = [], []
+    rows, split_classes = [], []
     for split in range(args.splits):
         order = np.random.default_rng(split).permutation(len(icons))
         test, validation, seen = order[:10], order[10:20], order[20:]
@@ -101,7 +101,7 @@ def main():
         weight = max(WEIGHTS, key=lambda w: top1(*scores(validation, w)))
         chosen = np.isin(labels, test)
         truth = np.array([list(test).index(c) for c in labels[chosen]])
-        matchers.append((weight, seen, validation, test))
+        split_classes.append((weight, seen, validation, test))
         rows.append({
             "nearest catalogue image": top1(nearest_catalogue_image(photos[chosen], icons[test]), truth),
             "matcher, image only": top1(*scores(test, 1.0)),
@@ -122,7 +122,7 @@ def main():
     print(f"\nimage weights chosen: {[row['weight'] for row in rows]}; test photos a split: "
           f"{[row['photos'] for row in rows]}; matcher training {np.mean([row['seconds'] for row in rows]):.0f} s")
     if args.export:
-        served_through_export(pathlib.Path(args.folder), cache.parent, *matchers[0])
+        served_through_export(pathlib.Path(args.folder), cache.parent, *split_classes[0])
 
 
 def served_through_export(folder, work, weight, seen, validation, test):
