@@ -4,14 +4,16 @@ By default MiniLM-L6 is fine-tuned (`partial:2`) on the source, scored on
 the target (the source-only baseline), then self-trained on its own
 confident predictions on the target texts and scored again. The target file
 doubles as the labelled one: a stratified quarter of it (200 of 800) is the
-test and never enters the unlabelled texts. `--method dann|coral` trains an
-adapter over frozen features instead.
+test and never enters the unlabelled texts. `--method dann|coral` fine-tunes
+with the same strategy on the source and the target texts at once (with
+`--strategy frozen`, an adapter over cached features); `--target-labelled
+FILE --method joint|source_then_target` uses a few labelled target texts.
 
     python recipes/domain_adaptation.py
-    python recipes/domain_adaptation.py --method dann \
+    python recipes/domain_adaptation.py --method dann --domain-weight 0.3 \
         --source data/sentiment_labelled_sentences/amazon_cells_labelled.txt \
-        --target data/sentiment_labelled_sentences/yelp_labelled.txt \
-        --target-validation data/sentiment_labelled_sentences/yelp_labelled.txt
+        --target data/sentiment_labelled_sentences/imdb_labelled.txt \
+        --target-validation data/sentiment_labelled_sentences/imdb_labelled.txt
 """
 
 import pathlib
