@@ -10,7 +10,7 @@ with the same strategy on the source and the target texts at once (with
 FILE --method joint|source_then_target` uses a few labelled target texts.
 
     python recipes/domain_adaptation.py
-    python recipes/domain_adaptation.py --method dann --domain-weight 0.3 \
+    python recipes/domain_adaptation.py --method dann \
         --source data/sentiment_labelled_sentences/amazon_cells_labelled.txt \
         --target data/sentiment_labelled_sentences/imdb_labelled.txt \
         --target-validation data/sentiment_labelled_sentences/imdb_labelled.txt

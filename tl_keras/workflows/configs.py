@@ -294,7 +294,9 @@ class DomainAdaptationConfig:
         hidden_dim, alpha: DANN's domain classifier width and λ ramp (and
             the frozen-feature adapter's width).
         coral_weight: the CORAL penalty's weight.
-        domain_weight: DANN's domain loss weight when fine-tuning (the
+        domain_weight: DANN's domain loss weight when fine-tuning (0.3:
+            chosen on the amazon → imdb pool in
+            `benchmarks/transfer_between_domains.py --validate`; the
             frozen-feature adapter's is 1).
         export_dir, model_name: export the adapted text model.
     """
@@ -319,7 +321,7 @@ class DomainAdaptationConfig:
     hidden_dim: int = 128
     alpha: float = 10.0
     coral_weight: float = 1.0
-    domain_weight: float = 1.0
+    domain_weight: float = 0.3
     seed: int = 1234
     text_column: str = "text"
     label_column: str = "label"
