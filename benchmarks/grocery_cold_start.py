@@ -30,7 +30,7 @@ from tl_keras.data.images import load_images
 from tl_keras.data.texts import LabelledTexts
 from tl_keras.models.catalogue_matching import CatalogueMatcher, nearest_catalogue_image
 from tl_keras.models.efficientnet_lite import offline_lite0_preset
-from tl_keras.tasks.catalogue_recognizer import CatalogueRecognizer
+from tl_keras.tasks.catalogue_recognizer import CatalogueRecognizer, harmonic_mean
 from tl_keras.tasks.image_classifier import ImageClassifier
 from tl_keras.tasks.text_classifier import TextClassifier
 
@@ -172,9 +172,6 @@ def served_through_export(folder, work, weight, seen, validation, test):
                          "uncalibrated": float(np.mean(np.array(recognizer.entry_names)[uncalibrated] == truth)),
                          "nearest": float(np.mean(np.array(recognizer.entry_names)[nearest] == truth))}
 
-    def harmonic(a, b):
-        return 0.0 if min(a, b) == 0 else 2 * a * b / (a + b)
-
     print(f"\nexported recognizer ({version}): {len(recognizer.entry_names)} entries, {recognizer.num_trained} trained "
           f"on {len(trained)} photos, {len(recognizer.entry_names) - recognizer.num_trained} added from their "
           f"catalogue entries; seen_bias {recognizer.seen_bias:g} chosen on {len(calibration)} validation photos "
@@ -184,7 +181,7 @@ def served_through_export(folder, work, weight, seen, validation, test):
     for name, key in (("served, calibrated", "served"), ("offline, seen_bias 0", "uncalibrated"),
                       ("nearest catalogue image (raw features, no training)", "nearest")):
         seen_figure, new_figure = report["seen"][key], report["new"][key]
-        print(f"| {name} | {seen_figure:.3f} | {new_figure:.3f} | {harmonic(seen_figure, new_figure):.3f} |")
+        print(f"| {name} | {seen_figure:.3f} | {new_figure:.3f} | {harmonic_mean(seen_figure, new_figure):.3f} |")
     print(f"\nphotos: {report['seen']['photos']} seen, {report['new']['photos']} new; served = offline on "
           f"{report['seen']['served_equals_offline']:.3f} and {report['new']['served_equals_offline']:.3f}")
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tl_keras.export.image import decode_batch
 from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+from tl_keras.export.text import token_inputs
 
 
 class CatalogueServingModule(tf.Module):
@@ -40,7 +41,6 @@ class CatalogueServingModule(tf.Module):
             raise ValueError(f"`k` must be in [1, {len(recognizer.entry_names)}] (the number of entries), "
                              f"received {k!r}.")
         self.k, self.image_size = k, tuple(recognizer.image_size)
-        self.image_weight = float(recognizer.matcher.image_weight)
         self.entry_names = tf.constant(list(recognizer.entry_names))
         self.entry_images = tf.Variable(recognizer.entry_image_features.astype(np.float32), trainable=False,
                                         name="entry_image_features")
@@ -60,17 +60,15 @@ class CatalogueServingModule(tf.Module):
         return self._recognizer.value.image_encoder(tf.cast(pixels, tf.float32), training=False)
 
     def _serve(self, image_bytes):
-        image, text = self._recognizer.value.matcher.cosines(
-            self._image_features(image_bytes), self.entry_images, self.entry_texts)
-        scores = self.image_weight * image + (1 - self.image_weight) * text - self.entry_bias
-        best = tf.math.top_k(scores, k=self.k)
+        scores = self._recognizer.value.matcher.scores(self._image_features(image_bytes), self.entry_images,
+                                                       self.entry_texts)
+        best = tf.math.top_k(scores - self.entry_bias, k=self.k)
         products = tf.gather(self.entry_names, best.indices)
         return {"product": products[:, 0], "score": best.values[:, 0], "products": products, "scores": best.values}
 
     def _embed_entries(self, catalogue_image_bytes, description):
-        inputs = self.preprocessor(description)
         encoder = self._recognizer.value.text_encoder
-        text = encoder({name: tf.cast(inputs[name], tf.int32) for name in encoder.input}, training=False)
+        text = encoder(token_inputs(self.preprocessor(description), encoder), training=False)
         return {"image_features": self._image_features(catalogue_image_bytes), "text_features": text}
 
 
@@ -97,7 +95,7 @@ def export_catalogue_recognizer(recognizer, export_dir, model_name, k=5, version
     """
     module = CatalogueServingModule(recognizer, k)
     card = {"task": "catalogue_recognition", "k": k, "entries": list(recognizer.entry_names),
-            "image_size": list(recognizer.image_size), "image_weight": module.image_weight,
+            "image_size": list(recognizer.image_size), "image_weight": float(recognizer.matcher.image_weight),
             "trained_entries": recognizer.num_trained, "seen_bias": recognizer.seen_bias, **(card or {})}
     return export_module(
         module, {"serving_default": module.serve, "embed_entries": module.embed_entries}, export_dir, model_name,

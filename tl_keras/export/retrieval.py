@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+from tl_keras.export.text import token_inputs
 from tl_keras.models.two_tower import unit_length
 
 
@@ -90,7 +91,7 @@ class RetrievalServingModule(tf.Module):
 
     def _embed_items(self, text):
         inputs = self.preprocessor(text)
-        features = self._encoder.value({name: tf.cast(inputs[name], tf.int32) for name in self._encoder.value.input},
+        features = self._encoder.value(token_inputs(inputs, self._encoder.value),
                                        training=False)
         return {"embeddings": unit_length(self._projection.value(features))}
 

@@ -17,6 +17,12 @@ from tl_keras.data.tokens import trim_to_bucket
 from tl_keras.export.saved_model import Untracked, export_module, raw_variables
 
 
+def token_inputs(preprocessed, model):
+    """The preprocessor's outputs that `model` takes, as int32 (its
+    inputs' dtype), for a serving graph that tokenises raw strings."""
+    return {name: tf.cast(preprocessed[name], tf.int32) for name in model.input}
+
+
 def labelled_outputs(outputs, task, class_names):
     """A classifier's serving outputs: `probabilities`, `label_id` and
     `label` (multi-label: names over the threshold joined by commas;
@@ -80,7 +86,7 @@ class TextServingModule(tf.Module):
         return self._outputs_of_preprocessed(self.preprocessor(x=(text, text_pair)))
 
     def _outputs_of_preprocessed(self, inputs):
-        return self._outputs({name: tf.cast(inputs[name], tf.int32) for name in self._model.value.input})
+        return self._outputs(token_inputs(inputs, self._model.value))
 
     def _serve_tokens(self, tokens):
         return self._outputs(tokens)

@@ -83,6 +83,14 @@ class CatalogueMatcher(keras.Model):
         text = tf.matmul(normal(self.photo_to_text(photos)), normal(self.catalogue_text(texts)), transpose_b=True)
         return image, text
 
+    def scores(self, photos, images, texts, image_weight=None):
+        """The combined scores `[photos, entries]` as a tensor (also in the
+        serving graph): `image_weight` (the matcher's unless given) times
+        the image cosine plus the rest times the text cosine."""
+        weight = self.image_weight if image_weight is None else image_weight
+        image, text = self.cosines(photos, images, texts)
+        return weight * image + (1 - weight) * text
+
     def similarities(self, photo_features, catalogue_image_features, description_embeddings, image_weight=None):
         """Scores `[photos, entries]` of photos against catalogue entries
         (seen or new); `image_weight` overrides the matcher's.
@@ -90,10 +98,8 @@ class CatalogueMatcher(keras.Model):
         Example:
         >>> scores = matcher.similarities(photos, new_images, new_descriptions)
         """
-        weight = self.image_weight if image_weight is None else image_weight
-        image, text = self.cosines(*(tf.constant(np.asarray(x), tf.float32) for x in (
-            photo_features, catalogue_image_features, description_embeddings)))
-        return (weight * image + (1 - weight) * text).numpy()
+        return self.scores(*(tf.constant(np.asarray(x), tf.float32) for x in (
+            photo_features, catalogue_image_features, description_embeddings)), image_weight).numpy()
 
     def fit_entries(self, photo_features, labels, catalogue_image_features, description_embeddings, epochs=30,
                     batch_size=64, learning_rate=1e-3, seed=1234):

@@ -248,7 +248,7 @@ class Classifier(TransferTask):
         if source is None or target is None:
             raise ValueError("`x` and `unlabelled` must be raw inputs (texts, images).")
         keras.utils.set_random_seed(seed)
-        trainer, reversal = build_adaptation_trainer(self, method, hidden_dim, adaptation_weight, adaptation_weight)
+        trainer, reversal = build_adaptation_trainer(self, method, adaptation_weight, hidden_dim)
         apply_trainability(trainer, self.strategy)
         rate = backbone_learning_rate or DEFAULT_BACKBONE_LEARNING_RATES.get(self.strategy.kind, 5e-5)
         loss, metrics = loss_and_metrics("classification")

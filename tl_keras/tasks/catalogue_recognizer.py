@@ -32,6 +32,11 @@ from tl_keras.tasks.base import TransferTask, read_task_config
 ENTRY_FILE = "entries.npz"
 
 
+def harmonic_mean(first, second):
+    """The harmonic mean of two accuracies (0 when either is 0)."""
+    return 0.0 if min(first, second) == 0 else 2 * first * second / (first + second)
+
+
 class CatalogueRecognizer(TransferTask):
     """Photos to catalogue entries over frozen image and text backbones.
 
@@ -170,19 +175,28 @@ class CatalogueRecognizer(TransferTask):
         self.entry_text_features = self.entry_text_features[:0]
         self.add_entries(entries, verbose)
         self.num_trained, self.seen_bias = len(self.entry_names), 0.0
-        unknown = sorted(set(labels) - set(self.entry_names))
-        if unknown:
-            raise ValueError(f"Labels with no entry among `entries`: {unknown[:5]!r}.")
+        rows = self._rows(labels)
         features = self.image_features(photos, verbose=verbose)
-        rows = [self.entry_names.index(label) for label in labels]
         return self.matcher.fit_entries(features, rows, self.entry_image_features, self.entry_text_features, epochs,
                                         batch_size, learning_rate, seed)
+
+    def _rows(self, labels):
+        """The entry index of each label; a label with no entry is refused."""
+        index = {name: row for row, name in enumerate(self.entry_names)}
+        unknown = sorted(set(labels) - set(index))
+        if unknown:
+            raise ValueError(f"Labels with no entry: {unknown[:5]!r}.")
+        return np.array([index[label] for label in labels])
+
+    def _bias_of(self, bias):
+        """`bias` for each trained entry, 0 for each entry added since."""
+        return np.where(np.arange(len(self.entry_names)) < self.num_trained, bias, 0.0).astype(np.float32)
 
     @property
     def entry_bias(self):
         """What each entry's score gives up: `seen_bias` for the trained
         entries, 0 for those added since."""
-        return np.where(np.arange(len(self.entry_names)) < self.num_trained, self.seen_bias, 0.0).astype(np.float32)
+        return self._bias_of(self.seen_bias)
 
     def _similarities(self, photos, batch_size=32):
         if not self.entry_names:
@@ -213,10 +227,7 @@ class CatalogueRecognizer(TransferTask):
         >>> recognizer.calibrate(validation_photos, validation_labels)
         """
         biases = np.arange(0.0, 0.5001, 0.025) if biases is None else np.asarray(biases, float)
-        unknown = sorted(set(labels) - set(self.entry_names))
-        if unknown:
-            raise ValueError(f"Labels with no entry: {unknown[:5]!r}.")
-        rows = np.array([self.entry_names.index(label) for label in labels])
+        rows = self._rows(labels)
         trained = rows < self.num_trained
         if trained.all() or not trained.any():
             raise ValueError(f"`calibrate` needs photos of trained entries and of added ones; received "
@@ -224,11 +235,10 @@ class CatalogueRecognizer(TransferTask):
         similarities = self._similarities(photos)
         table = []
         for bias in biases:
-            shift = np.where(np.arange(len(self.entry_names)) < self.num_trained, bias, 0.0)
-            right = (similarities - shift).argmax(axis=1) == rows
+            right = (similarities - self._bias_of(bias)).argmax(axis=1) == rows
             groups = float(right[trained].mean()), float(right[~trained].mean())
-            mean = 0.0 if min(groups) == 0 else 2 * groups[0] * groups[1] / sum(groups)
-            table.append({"bias": float(bias), "trained": groups[0], "added": groups[1], "harmonic_mean": mean})
+            table.append({"bias": float(bias), "trained": groups[0], "added": groups[1],
+                          "harmonic_mean": harmonic_mean(*groups)})
         self.seen_bias = max(table, key=lambda row: row["harmonic_mean"])["bias"]
         return table
 

@@ -265,7 +265,7 @@ def _inputs_like(encoder, prefix):
     return keras.Input(shape=encoder.input.shape[1:], dtype=encoder.input.dtype, name=f"{prefix}_images")
 
 
-def build_adaptation_trainer(model, method, hidden_dim=128, coral_weight=1.0, domain_weight=1.0):
+def build_adaptation_trainer(model, method, weight=1.0, hidden_dim=128):
     """A training model around `model`'s own `"encoder"` and `"head"`
     layers (so training it adapts `model`): inputs `{"source": ...,
     "target": ...}` (see `DomainPairs`), output the head's predictions for
@@ -275,15 +275,16 @@ def build_adaptation_trainer(model, method, hidden_dim=128, coral_weight=1.0, do
     Args:
         model: a classifier with `"encoder"` and `"head"` layers.
         method: `"coral"` or `"dann"`.
+        weight: the adaptation loss's weight (CORAL's penalty or DANN's
+            domain loss).
         hidden_dim: DANN's domain classifier width.
-        coral_weight, domain_weight: the adaptation loss's weight.
 
     Returns:
         `(trainer, reversal)`: `reversal` is DANN's `GradientReversal`
         (its λ set by `DannSchedule`), `None` for CORAL.
 
     Example:
-    >>> trainer, reversal = build_adaptation_trainer(classifier, "coral", coral_weight=10.0)
+    >>> trainer, reversal = build_adaptation_trainer(classifier, "coral", weight=10.0)
     """
     if method not in ("coral", "dann"):
         raise ValueError(f"`method` must be 'coral' or 'dann' to adapt through the backbone, received {method!r}.")
@@ -292,8 +293,8 @@ def build_adaptation_trainer(model, method, hidden_dim=128, coral_weight=1.0, do
     source, target = encoder(inputs["source"]), encoder(inputs["target"])
     reversal = None
     if method == "coral":
-        source = CoralPenalty(coral_weight, name="coral")(source, target)
+        source = CoralPenalty(weight, name="coral")(source, target)
     else:
-        confusion = DomainConfusion(hidden_dim, domain_weight, name="domain_confusion")
+        confusion = DomainConfusion(hidden_dim, weight, name="domain_confusion")
         source, reversal = confusion(source, target), confusion.reversal
     return keras.Model(inputs, head(source), name=f"{method}_trainer"), reversal

@@ -96,7 +96,7 @@ def run(config):
         score(config.method)
     elif config.method in FEW_LABEL_METHODS:
         classifier = _few_labels(config, labelled, classifier, new_classifier, source_texts, source_labels, score,
-                                 settings)
+                                 dict(settings, epochs=epochs))
 
     def export(folder, card):
         return classifier.export(folder, config.model_name, warmup_texts=target_texts[:5],
@@ -120,20 +120,20 @@ def read_target_labelled(config, test):
 
 def _few_labels(config, labelled, classifier, new_classifier, source_texts, source_labels, score, settings):
     """With a few labelled target texts: those alone, the joint loss and
-    source-then-target, each scored; returns the model of `config.method`."""
+    source-then-target, each scored; returns the model of `config.method`.
+    `settings` are the source fine-tune's (`epochs` among them)."""
     texts, labels = list(labelled.texts), [str(label) for label in labelled.labels]
     print(f"{len(texts)} labelled target texts: alone, joint (λ = {config.target_weight:g}) and source then target")
     alone = new_classifier()
-    alone.fit(texts, labels, epochs=config.target_epochs, **settings)
+    alone.fit(texts, labels, **dict(settings, epochs=config.target_epochs))
     score("target_labelled_only", alone)
     joint = new_classifier()
     # L_source + λ·L_target as λ copies of each target text (the trainer has
     # no sample weights; for whole λ each epoch's gradient is the same sum).
     repeats = round(config.target_weight)
-    joint.fit(source_texts + texts * repeats, source_labels + labels * repeats, epochs=config.epochs or 3,
-              **settings)
+    joint.fit(source_texts + texts * repeats, source_labels + labels * repeats, **settings)
     score("joint", joint)
-    classifier.fit(texts, labels, epochs=config.epochs or 3, warmup_epochs=0, **settings)
+    classifier.fit(texts, labels, warmup_epochs=0, **settings)
     score("source_then_target")
     return joint if config.method == "joint" else classifier
 
