@@ -16,7 +16,7 @@ import tensorflow as tf
 from conftest import SAVED_MODEL_CLI
 from tl_keras.data.texts import DataError
 from tl_keras.data.interactions import (
-    Interactions, cold_start_split, histories, read_interactions, read_items, read_users, sequential_examples,
+    Interactions, cold_start_split, histories, pack_recent, read_interactions, read_items, read_users, sequential_examples,
     time_ordered_split, user_runs,
 )
 from tl_keras.models.collaborative import EASE, ItemKNN, Popularity, interaction_matrix, text_similarity_scores
@@ -356,6 +356,35 @@ def test_export_returns_the_keras_top_k(shop_run):
     card = json.loads((result.export_path / "model_card.json").read_text())
     assert set(card["signatures"]["serving_default"]["inputs"]) == {"user_id", "recent_item_ids"}
     assert card["signatures"]["serving_default"]["outputs"]["item_ids"]["shape"] == [-1, 20]
+
+
+def test_served_rankings_equal_in_process_ones_with_distinct_recency_weights(shop_run, tmp_path):
+    # Short histories take the last recency weights: the SavedModel must pack
+    # them as training and `Recommender` do (left-padded), or scores differ.
+    shop, result = shop_run
+    tower = result.task.user_tower
+    saved = tower.recency_logits.numpy()
+    try:
+        tower.recency_logits.assign(np.random.default_rng(0).normal(0.0, 2.0, len(saved)).astype("float32"))
+        result.task._recommender = None
+        recommender = result.task.recommender()
+        user_ids = ["u0001", "u0007", "u0042", "someone-new"]
+        recent = [["kit-001", "", "kit-004"], ["gar-002", "", ""], ["gar-002", "pet-003", "gar-010"], ["cam-001", "", ""]]
+        expected_ids, expected_scores = recommender.recommend(user_ids, recent, k=20)
+        path = result.task.export(str(tmp_path), "recency", k=20)
+        served = tf.saved_model.load(str(path)).signatures["serving_default"](
+            user_id=tf.constant(user_ids), recent_item_ids=tf.constant(recent))
+        assert served["item_ids"].numpy().astype(str).tolist() == expected_ids.tolist()
+        np.testing.assert_allclose(served["scores"].numpy(), expected_scores, rtol=1e-5, atol=1e-5)
+    finally:
+        tower.recency_logits.assign(saved)
+        result.task._recommender = None
+
+
+def test_pack_recent_keeps_the_last_items_left_padded():
+    packed = pack_recent(tf.ragged.constant([[4, 0, 7], [3], [], [1, 2, 3, 4, 5]]), 3).numpy()
+    assert packed.tolist() == [[0, 4, 7], [0, 0, 3], [0, 0, 0], [3, 4, 5]]
+    assert pack_recent(tf.constant([[0, 5, 0, 6]]), 3).numpy().tolist() == [[0, 5, 6]]
 
 
 def test_new_items_join_the_index_without_retraining(shop_run):

@@ -15,6 +15,7 @@ import dataclasses
 import math
 
 import numpy as np
+import tensorflow as tf
 
 from tl_keras.data.texts import DataError, csv_records
 
@@ -289,33 +290,59 @@ def user_runs(users):
     return [(int(users[start]), start, end) for start, end in zip(starts, ends)]
 
 
+def pack_recent(items, length):
+    """Each row's last `length` item numbers (0s dropped wherever they are),
+    most recent last, left-padded with 0: an int32 `[rows, length]` tensor.
+    The one packing of recent items that training, `Recommender` and the
+    retrieval SavedModel share, so served and in-process scores agree.
+
+    Args:
+        items: a `tf.RaggedTensor`, or a dense int `[rows, n]` tensor, of
+            item numbers in time order (0 is padding).
+        length: the user tower's history length.
+
+    Example:
+    >>> pack_recent(tf.ragged.constant([[4, 0, 7], [3]]), 3).numpy().tolist()
+    [[0, 4, 7], [0, 0, 3]]
+    """
+    if not isinstance(items, tf.RaggedTensor):
+        items = tf.RaggedTensor.from_tensor(tf.convert_to_tensor(items))
+    items = tf.cast(items, tf.int32)
+    items = tf.ragged.boolean_mask(items, items > 0)[:, -length:]
+    right_padded = items.to_tensor(default_value=0, shape=[None, length])
+    # Column j of a row of n items holds its item j - (length - n).
+    source = tf.range(length)[None, :] - (length - tf.cast(items.row_lengths(), tf.int32))[:, None]
+    return tf.where(source >= 0, tf.gather(right_padded, tf.maximum(source, 0), batch_dims=1), 0)
+
+
 def histories(interactions, num_users, length):
     """Each user's `length` most recent items in `interactions` (grouped by
     user and in time order, as `time_ordered_split` leaves them), most
-    recent last, left-padded with 0: an int32 array `[num_users + 1, length]`."""
-    result = np.zeros((num_users + 1, length), np.int32)
+    recent last, left-padded with 0 (`pack_recent`): an int32 array
+    `[num_users + 1, length]`."""
+    rows = [np.zeros(0, np.int64)] * (num_users + 1)
     for user, start, end in user_runs(interactions.users):
-        items = interactions.items[max(start, end - length):end]
-        result[user, length - len(items):] = items
-    return result
+        rows[user] = interactions.items[max(start, end - length):end]
+    return pack_recent(ragged_rows(rows), length).numpy()
+
+
+def ragged_rows(rows):
+    """A `tf.RaggedTensor` of int64 rows from a list of 1-D arrays."""
+    lengths = [len(row) for row in rows]
+    values = np.concatenate([np.asarray(row, np.int64) for row in rows]) if rows else np.zeros(0, np.int64)
+    return tf.RaggedTensor.from_row_lengths(values, np.asarray(lengths, np.int64))
 
 
 def sequential_examples(interactions, length):
     """Training examples from time-ordered interactions: for each interaction,
     the user, the `length` items they interacted with just before it
-    (left-padded with 0) and the item itself.
+    (left-padded with 0, `pack_recent`) and the item itself.
 
     Returns:
         A dict of int32 arrays `user [n]`, `history [n, length]`, `item [n]`.
     """
-    history = np.zeros((len(interactions), length), np.int32)
-    previous_user, recent = None, []
-    for row, (user, item) in enumerate(zip(interactions.users, interactions.items)):
-        if user != previous_user:
-            previous_user, recent = user, []
-        window = recent[-length:]
-        if window:
-            history[row, length - len(window):] = window
-        recent.append(item)
-    return {"user": interactions.users.astype(np.int32), "history": history,
+    windows = []
+    for _, start, end in user_runs(interactions.users):
+        windows += [interactions.items[max(start, row - length):row] for row in range(start, end)]
+    return {"user": interactions.users.astype(np.int32), "history": pack_recent(ragged_rows(windows), length).numpy(),
             "item": interactions.items.astype(np.int32)}

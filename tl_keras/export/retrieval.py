@@ -16,6 +16,7 @@ Signatures:
 import numpy as np
 import tensorflow as tf
 
+from tl_keras.data.interactions import pack_recent
 from tl_keras.export.saved_model import Untracked, export_module, raw_variables
 from tl_keras.export.text import token_inputs
 from tl_keras.models.two_tower import unit_length
@@ -72,10 +73,7 @@ class RetrievalServingModule(tf.Module):
                                     summarize=10)
         with tf.control_dependencies([check]):  # Before any op indexes with an unknown (-1) number.
             numbers = tf.identity(numbers)
-        # The user tower pools its items without regard to order, so keeping
-        # each row's last `history_length` real items is all it needs.
-        recent = tf.ragged.boolean_mask(numbers, numbers > 0)[:, -self.history_length:]
-        history = recent.to_tensor(default_value=0, shape=[None, self.history_length])
+        history = pack_recent(numbers, self.history_length)  # As training and `Recommender` pack it.
         users = self.user_numbers.lookup(user_id)
         user = self._user_tower.value(users, tf.gather(self.item_matrix, history), training=False)
         scores = tf.matmul(user, self.item_matrix, transpose_b=True)

@@ -5,7 +5,7 @@ so new items join the index without retraining.
 
 import numpy as np
 
-from tl_keras.data.interactions import Catalog
+from tl_keras.data.interactions import Catalog, pack_recent, ragged_rows
 from tl_keras.data.texts import DataError
 from tl_keras.data.tokens import predict_in_length_order, tokenize
 from tl_keras.models.two_tower import unit_length
@@ -39,20 +39,16 @@ def top_k(scores, k, exclude=None, seed=None):
 
 def recent_item_numbers(catalog, recent_item_ids, length):
     """Maps lists of recent item ids to a `[rows, length]` int32 array of
-    item numbers holding each row's last `length` items (0-padded).
-    Empty strings are padding; an unknown id is a `DataError` naming it."""
-    numbers = np.zeros((len(recent_item_ids), length), np.int32)
+    item numbers holding each row's last `length` items, packed by
+    `pack_recent` as the SavedModel packs them. Empty strings are padding;
+    an unknown id is a `DataError` naming it."""
+    rows = []
     for row, item_ids in enumerate(recent_item_ids):
-        known = []
-        for item_id in item_ids:
-            if item_id == "":
-                continue
-            if item_id not in catalog.index:
-                raise DataError(f"Unknown item id {item_id!r} in the recent items of request row {row}.")
-            known.append(catalog.index[item_id])
-        known = known[-length:]
-        numbers[row, length - len(known):] = known
-    return numbers
+        unknown = [item_id for item_id in item_ids if item_id and item_id not in catalog.index]
+        if unknown:
+            raise DataError(f"Unknown item id {unknown[0]!r} in the recent items of request row {row}.")
+        rows.append([catalog.index[item_id] for item_id in item_ids if item_id])
+    return pack_recent(ragged_rows(rows), length).numpy()
 
 
 class Recommender:
