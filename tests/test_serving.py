@@ -141,12 +141,13 @@ def test_generated_config_serves_what_was_exported(server, tmp_path):
 
     from tl_keras.serving.kit import serving_config
     from tl_keras.serving.model_repository import read_model_config
+    from tl_keras.serving.tf_serving_files import check_export
 
     running, base = server
     config = serving_config(base, base=str(base))
     assert config.count("config {") == 1 and f'base_path: "{base}/reviews"' in config
     assert "per-model batching" in config
-    assert (base / "reviews" / "1" / "batching_params.pbtxt").read_text().startswith("max_batch_size")
+    assert check_export(base / "reviews" / "1").pad_variable_length_inputs  # As TF Serving parses it.
     (tmp_path / "models.config").write_text(config)
     with LocalServer(models=read_model_config(tmp_path / "models.config"), grpc_port=0, rest_port=0) as local:
         connection = http.client.HTTPConnection("127.0.0.1", local.rest_port, timeout=30)

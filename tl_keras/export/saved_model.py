@@ -80,8 +80,10 @@ def write_warmup_requests(path, model_name, requests):
 
 
 # TF Serving's per-model batching (`--enable_per_model_batching_parameters`
-# reads `batching_params.pbtxt` beside `saved_model.pb`),
-# written only into exports whose every signature may be batched: requests
+# reads `batching_params.pbtxt` beside `saved_model.pb` as a
+# `BatchingParameters` text proto: wrapped numbers are messages, the plain
+# `bool` `pad_variable_length_inputs` is not; `tl_keras.serving.tf_serving_files`
+# checks it with TF Serving's own protos), written only into exports whose every signature may be batched: requests
 # are split into batches of at most 32 rows, any size is accepted, and
 # variable-length dimensions are padded (token ids with 0, which the padding
 # mask ignores).
@@ -92,7 +94,7 @@ enable_large_batch_splitting { value: true }
 batch_timeout_micros { value: 1000 }
 max_enqueued_batches { value: 100 }
 num_batch_threads { value: 2 }
-pad_variable_length_inputs { value: true }
+pad_variable_length_inputs: true
 """
 
 

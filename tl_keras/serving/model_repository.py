@@ -3,6 +3,11 @@ folders read as TF Serving reads them, a `model_version_policy` per model
 (`latest` N, the default 1; `all`; `specific`), version labels, a
 `--model_config_file` in `ModelServerConfig` text format, and reloads.
 
+A version whose `batching_params.pbtxt` or warm-up records TF Serving would
+refuse fails to load here too (checked with TF Serving's protos, whether or
+not batching is asked for: stricter than TF Serving without
+`--enable_per_model_batching_parameters`, on purpose).
+
 A version that fails to load is logged and skipped: under `latest`, the
 newest versions that load are served, so a broken new export leaves the one
 before it serving.
@@ -21,6 +26,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tl_keras.core.files import SAFE_NAME
+from tl_keras.serving.tf_serving_files import check_export
 
 
 class ModelError(LookupError):
@@ -154,6 +160,7 @@ class ModelRepository:
             stamp = folder.stat().st_mtime_ns
             if key not in self._broken or self._broken[key][0] != stamp:
                 try:
+                    check_export(folder)  # A batching file TF Serving cannot parse fails the load there too.
                     self._loaded[key] = tf.saved_model.load(str(folder))
                     # Read once here, not on every request that needs a method name.
                     self._signatures[key] = _signature_defs(folder)
