@@ -48,7 +48,7 @@ def main():
     ours_accuracy = result.metrics["test"]["accuracy"]
 
     print(f"frozen, {args.epochs} epochs, MiniLM-L6, {len(train)} train / {len(validation)} validation, "
-          f"sequence length {args.sequence_length}, tl_keras pooling {result.model.get_layer('encoder').layers[-1].name}")
+          f"sequence length {args.sequence_length}, tl_keras pooling {result.model.encoder.layers[-1].name}")
     print(f"KerasHub-only (fit on strings): {hub_time.seconds:7.1f} s   validation accuracy {hub_accuracy:.4f}")
     print(f"tl_keras (cached features):     {ours_time.seconds:7.1f} s   validation accuracy {ours_accuracy:.4f}")
     print(f"speed-up {hub_time.seconds / ours_time.seconds:.1f}x (target >= 4x); "

@@ -50,13 +50,13 @@ def features(folder, cache):
     icons = LabelledTexts([e.image for e in entries], [e.name for e in entries], [e.image for e in entries])
     images = ImageClassifier.from_preset(offline_lite0_preset(cache.parent / "presets"), labels=["a", "b"],
                                          image_size=224)
-    encoder = images.get_layer("encoder")
+    encoder = images.encoder
     embed = {}
     for name, rows in (("photos", photos), ("icons", icons)):
         pixels, _, _ = load_images(rows, (224, 224), verbose=1)
         embed[name] = encoder.predict(pixels.astype("float32"), batch_size=64, verbose=0)
     texts = TextClassifier.from_preset(minilm_l6_offline_path(), labels=["a", "b"], sequence_length=128)
-    embed["descriptions"] = texts.get_layer("encoder").predict(
+    embed["descriptions"] = texts.encoder.predict(
         texts.tokenize([e.description for e in entries]).arrays, verbose=0)
     names = [e.name for e in entries]
     embed["labels"] = np.array([names.index(label) for label in photos.labels])

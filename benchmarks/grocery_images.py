@@ -42,7 +42,7 @@ def mirrored(classifier):
     """The same trained weights with mirror test-time augmentation."""
     copy = ImageClassifier(classifier.backbone, classifier.vocabulary, classifier.image_size,
                            classifier.image_converter, test_time_augmentation="flip")
-    copy.get_layer("head").set_weights(classifier.get_layer("head").get_weights())
+    copy.head.set_weights(classifier.head.get_weights())
     return copy
 
 

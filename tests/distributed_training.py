@@ -57,13 +57,13 @@ def mirrored():
 
     single = build()
     initial = single.get_weights()
-    single, _ = train(single, parse_strategy("full"), data, "classification", TrainingConfig(batch_size=8, shuffle=False, **FULL))
+    single, _ = train(single, parse_strategy("full"), data, TrainingConfig(batch_size=8, shuffle=False, **FULL))
     strategy = pick_distribution("mirrored")
     with strategy.scope():
         replicated = build()
         replicated.set_weights(initial)
     # The same global batch of 8: `batch_size` is per replica.
-    replicated, _ = train(replicated, parse_strategy("full"), data, "classification",
+    replicated, _ = train(replicated, parse_strategy("full"), data,
                           TrainingConfig(batch_size=8 // strategy.num_replicas_in_sync, shuffle=False, **FULL),
                           distribution=strategy)
     save("single", single, **{f"initial_w{i}": w for i, w in enumerate(initial)})

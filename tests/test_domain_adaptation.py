@@ -104,7 +104,7 @@ def test_coral_and_dann_adapt_through_the_unfrozen_backbone(tiny_bert_preset):
               separable_sentences(64, seed=2)[0]]
 
     def covariance_gap(classifier):
-        encoder = classifier.get_layer("encoder")
+        encoder = classifier.encoder
         features = [classifier.tokenize(x).predict(encoder) for x in (texts, target)]
         return float(coral_loss(*features))
 

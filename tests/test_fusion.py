@@ -24,7 +24,7 @@ def ingredients():
         tokens = tokenize(texts, preprocessor, verbose=0)
         data = TrainingData(tokens, VOCAB.encode(labels), tokens, VOCAB.encode(labels))
         model = build_text_model(build_encoder(backbone, "mean"), build_head(32, 2, "classification"))
-        model, _ = train(model, parse_strategy("full"), data, "classification",
+        model, _ = train(model, parse_strategy("full"), data,
                          TrainingConfig(epochs=2, warmup_epochs=0, batch_size=16, seed=seed,
                                         backbone_learning_rate=1e-3, verbose=0))
         models.append(model)

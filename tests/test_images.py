@@ -104,14 +104,14 @@ def test_mirror_test_time_augmentation_averages_both_views_at_inference_only(tmp
     plain = ImageClassifier.from_preset(preset, labels=["a", "b", "c"], image_size=32)
     mirrored = ImageClassifier.from_preset(preset, labels=["a", "b", "c"], image_size=32,
                                            test_time_augmentation="flip")
-    mirrored.get_layer("head").set_weights(plain.get_layer("head").get_weights())
+    mirrored.head.set_weights(plain.head.get_weights())
     images = sample_crops("chelsea", 4, size=32)
-    features = plain.get_layer("encoder").predict(images.astype("float32"), verbose=0)
-    flipped = plain.get_layer("encoder").predict(images[:, :, ::-1].astype("float32"), verbose=0)
+    features = plain.encoder.predict(images.astype("float32"), verbose=0)
+    flipped = plain.encoder.predict(images[:, :, ::-1].astype("float32"), verbose=0)
     assert np.abs(features - flipped).max() > 0.1 * np.abs(features).max()  # The views differ.
-    np.testing.assert_allclose(mirrored.get_layer("encoder").predict(images.astype("float32"), verbose=0),
+    np.testing.assert_allclose(mirrored.encoder.predict(images.astype("float32"), verbose=0),
                                (features + flipped) / 2, rtol=1e-4, atol=1e-8)
-    expected = plain.get_layer("head").predict((features + flipped) / 2, verbose=0)
+    expected = plain.head.predict((features + flipped) / 2, verbose=0)
     np.testing.assert_allclose(mirrored.predict(images), expected, rtol=1e-4, atol=1e-6)
     mirrored.save_to_preset(tmp_path / "saved")
     loaded = ImageClassifier.from_preset(tmp_path / "saved")
@@ -125,8 +125,8 @@ def test_mirror_test_time_augmentation_averages_both_views_at_inference_only(tmp
                                          r"received 'crops'"):
         ImageClassifier.from_preset(preset, labels=["a", "b"], image_size=32, test_time_augmentation="crops")
     # Training sees the images alone (last: training-mode BatchNorm moves the statistics).
-    np.testing.assert_allclose(mirrored.get_layer("encoder")(images.astype("float32"), training=True),
-                               plain.get_layer("encoder")(images.astype("float32"), training=True), rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(mirrored.encoder(images.astype("float32"), training=True),
+                               plain.encoder(images.astype("float32"), training=True), rtol=1e-4, atol=1e-8)
 
 
 def tiny_image_model():
@@ -309,7 +309,7 @@ def test_resnet_mobilenet_and_vit_unfreeze_only_their_top_block(tmp_path, make, 
     apply_trainability(model, parse_strategy("partial:1"))
     groups = backbone_layer_groups(backbone)
     top = [layer for layer in groups[-2] + groups[-1] if not isinstance(layer, keras.layers.BatchNormalization)]
-    expected = {w.path for layer in top for w in layer.trainable_weights} | {w.path for w in model.get_layer("head").weights}
+    expected = {w.path for layer in top for w in layer.trainable_weights} | {w.path for w in model.head.weights}
     assert {w.path for w in model.trainable_weights} == expected and len(expected) > 2
     bottom = [layer for layer in backbone_blocks(backbone)[0] if layer.weights]
     before = [w.numpy().copy() for layer in bottom for w in layer.weights]

@@ -47,6 +47,45 @@ def test_imports_follow_the_data_flow():
     assert against == []
 
 
+LAYER_NAMES = ("encoder", "head", "span")
+TASK_KINDS = ("classification", "multilabel", "regression", "span", "retrieval", "question_answering")
+
+
+def _reaches_into_layers(tree):
+    """`get_layer("encoder"|"head"|...)` calls: a layer contract by name
+    instead of `EncoderHeadModel`'s typed `encoder` and `head`."""
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get_layer"
+                and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in LAYER_NAMES):
+            yield node.lineno
+
+
+def _switches_on_task_kinds(tree):
+    """Comparisons with a task kind's name (`task == "span"`, `kind in
+    ("classification", ...)`): the task should bring its own piece."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for constant in ast.walk(node):
+                if isinstance(constant, ast.Constant) and constant.value in TASK_KINDS:
+                    yield node.lineno
+
+
+def test_no_layer_contract_by_name_and_no_switch_on_task_kinds_in_training():
+    roots = [PACKAGE, PACKAGE.parent / "benchmarks", PACKAGE.parent / "recipes", PACKAGE.parent / "tests"]
+    by_name = [f"{path}:{line}" for root in roots for path in sorted(root.rglob("*.py"))
+               for line in _reaches_into_layers(ast.parse(path.read_text()))]
+    assert by_name == []
+    switches = [f"{path.relative_to(PACKAGE)}:{line}" for path in sorted((PACKAGE / "training").rglob("*.py"))
+                for line in _switches_on_task_kinds(ast.parse(path.read_text()))]
+    assert switches == []
+
+
+def test_the_contract_checks_catch_what_they_forbid():
+    tree = ast.parse('head = model.get_layer("head")\nif task == "span":\n    pass\n')
+    assert list(_reaches_into_layers(tree)) == [1]
+    assert list(_switches_on_task_kinds(tree)) == [2]
+
+
 def test_the_layering_check_catches_an_import_against_the_flow(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from tl_keras.workflows.common import RunResult\n")

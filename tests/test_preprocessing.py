@@ -86,7 +86,7 @@ def test_predict_in_length_order_keeps_row_order(tokens_and_model):
 
 def test_feature_cache_hits_and_invalidates(tokens_and_model, tmp_path):
     texts, tokens, preprocessor, model = tokens_and_model
-    encoder = model.get_layer("encoder")
+    encoder = model.encoder
     cache = FeatureCache(tmp_path)
     first = cache.features(encoder, tokens, verbose=0)
     assert (cache.hits, cache.misses) == (0, 1)

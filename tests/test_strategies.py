@@ -31,7 +31,7 @@ def _model_and_data(pooling="mean", task="classification"):
         tokenize(val_texts, preprocessor, verbose=0), vocab.encode(val_labels),
     )
     encoder = build_encoder(backbone, pooling)
-    model = build_text_model(encoder, build_head(32, 2, task))
+    model = build_text_model(encoder, build_head(32, 2, task), task)
     return model, data
 
 
@@ -78,13 +78,13 @@ def test_layer_groups_found_by_structure_not_names():
 def test_frozen_trains_head_only_from_cache():
     model, data = _model_and_data()
     backbone = backbone_of(model)
-    before_backbone, before_head = _snapshot([backbone]), _snapshot([model.get_layer("head")])
-    model, history = train(model, parse_strategy("frozen"), data, "classification",
+    before_backbone, before_head = _snapshot([backbone]), _snapshot([model.head])
+    model, history = train(model, parse_strategy("frozen"), data,
                            TrainingConfig(epochs=8, batch_size=16, head_learning_rate=1e-2, verbose=0))
     assert history["loss"][-1] < history["loss"][0]
     assert history["phase"] == ["head"] * 8
     assert not any(_changed(before_backbone, _snapshot([backbone])))
-    assert all(_changed(before_head, _snapshot([model.get_layer("head")])))
+    assert all(_changed(before_head, _snapshot([model.head])))
 
 
 def test_partial_trains_top_blocks_only():
@@ -93,7 +93,7 @@ def test_partial_trains_top_blocks_only():
     blocks = transformer_blocks(backbone)
     frozen_layers = [backbone.get_layer("token_embedding"), blocks[0], backbone.get_layer("pooled_dense")]
     before_frozen, before_top = _snapshot(frozen_layers), _snapshot([blocks[1]])
-    model, history = train(model, parse_strategy("partial:1"), data, "classification",
+    model, history = train(model, parse_strategy("partial:1"), data,
                            TrainingConfig(epochs=4, batch_size=16, head_learning_rate=1e-2,
                                           backbone_learning_rate=1e-3, verbose=0))
     assert history["loss"][-1] < history["loss"][0]
@@ -112,7 +112,7 @@ def test_full_warms_up_head_then_trains_everything_with_decayed_rates():
     assert multipliers[bottom_block] == pytest.approx(0.025)
     assert multipliers[embedding] == pytest.approx(0.0125)
     before = _snapshot([backbone.get_layer("token_embedding")] + transformer_blocks(backbone))
-    model, history = train(model, parse_strategy("full"), data, "classification",
+    model, history = train(model, parse_strategy("full"), data,
                            TrainingConfig(epochs=3, warmup_epochs=1, batch_size=16, head_learning_rate=1e-2,
                                           backbone_learning_rate=1e-3, verbose=0))
     assert history["phase"] == ["head", "full", "full", "full"]
@@ -136,7 +136,7 @@ def test_lora_trains_adapters_and_merges_them_before_export():
     model, data = _model_and_data()
     backbone = backbone_of(model)
     before = {w.path: w.numpy().copy() for w in backbone.weights}
-    model_after, history = train(model, parse_strategy("lora:2"), data, "classification",
+    model_after, history = train(model, parse_strategy("lora:2"), data,
                                  TrainingConfig(epochs=4, batch_size=16, head_learning_rate=1e-2,
                                                 backbone_learning_rate=1e-2, verbose=0))
     assert history["loss"][-1] < history["loss"][0]
@@ -166,9 +166,9 @@ def test_regression_head_trains(tmp_path):
     texts, labels = separable_sentences(64, seed=5)
     targets = np.array([4.0 if l == "pos" else 1.0 for l in labels], "float32")
     tokens = tokenize(texts, preprocessor, verbose=0)
-    model = build_text_model(build_encoder(backbone, "cls"), build_head(32, 1, "regression", hidden_dim=16))
+    model = build_text_model(build_encoder(backbone, "cls"), build_head(32, 1, "regression", hidden_dim=16), "regression")
     model, history = train(model, parse_strategy("partial:2"), TrainingData(tokens, targets, tokens, targets),
-                           "regression", TrainingConfig(epochs=5, batch_size=16, head_learning_rate=1e-2,
+                           TrainingConfig(epochs=5, batch_size=16, head_learning_rate=1e-2,
                                                         backbone_learning_rate=1e-3, verbose=0))
     assert history["val_loss"][-1] < history["val_loss"][0]
     assert model.output.shape[-1] == 1

@@ -274,6 +274,21 @@ def read_texts(path, text_column="text"):
     return [sentence for _, sentence, _ in _read_rows(path, text_column, None, labelled=False)]
 
 
+def sorted_names(names):
+    """Class names in the order their outputs take: by number when every
+    name is an integer (`"2"` before `"10"`, so `num_classes` names are
+    indices), otherwise as strings.
+
+    Example:
+    >>> sorted_names(["10", "2", "0"]), sorted_names(["pos", "neg"])
+    (('0', '2', '10'), ('neg', 'pos'))
+    """
+    names = [str(name) for name in names]
+    if names and all(name.lstrip("-").isdigit() for name in names):
+        return tuple(sorted(names, key=int))
+    return tuple(sorted(names))
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelVocabulary:
     """Maps raw label strings to model targets, for one task.
@@ -284,7 +299,7 @@ class LabelVocabulary:
 
     Args:
         task: one of `"classification"`, `"multilabel"`, `"regression"`.
-        names: the sorted class names (empty for regression).
+        names: the class names, `sorted_names` (empty for regression).
 
     Example:
     >>> vocab = LabelVocabulary.from_labels(["pos", "neg", "pos"])
@@ -312,7 +327,7 @@ class LabelVocabulary:
                 f"training data has only one class {sorted(names)}; a "
                 "classifier needs at least two."
             )
-        return cls(task, tuple(sorted(names)))
+        return cls(task, sorted_names(names))
 
     @property
     def num_outputs(self):

@@ -82,7 +82,7 @@ def text_embedding_model(classifier):
     embeddings = keras.Input((None, backbone.token_embedding.output.shape[-1]), name="token_embeddings")
     extra = {name: keras.Input((None,), dtype="int32", name=name) for name in others}
     features = pool(tail([embeddings, *extra.values()]), extra["padding_mask"], classifier.pooling)
-    return keras.Model({"token_embeddings": embeddings, **extra}, classifier.get_layer("head")(features))
+    return keras.Model({"token_embeddings": embeddings, **extra}, classifier.head(features))
 
 
 def explain_texts(classifier, texts, labels=None, steps=64):

@@ -1,4 +1,6 @@
-"""Pooling, trainable heads, and the backbone-plus-head functional model."""
+"""Pooling, trainable heads, and the encoder-plus-head model every task is
+(`EncoderHeadModel`: the typed contract the trainer, the strategies, the
+feature cache and the explainer read)."""
 
 import keras
 from keras import ops
@@ -121,25 +123,91 @@ def reads_sequence_output_only(encoder):
     return any(isinstance(layer, SequencePooling) for layer in encoder.layers)
 
 
-def build_text_model(encoder, head):
-    """Chains encoder and head into one functional `keras.Model`.
+def inputs_like(encoder, prefix=""):
+    """Fresh `keras.Input`s shaped like the encoder's (a dict of token ids,
+    or one image tensor), their names prefixed with `prefix`."""
+    if isinstance(encoder.input, dict):
+        return {name: keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name=f"{prefix}{name}")
+                for name, spec in encoder.input.items()}
+    return keras.Input(shape=encoder.input.shape[1:], dtype=encoder.input.dtype, name=f"{prefix}images")
 
-    The model takes the backbone's token inputs (`token_ids`, `padding_mask`,
-    and `segment_ids` where the family has them), as produced by the
-    backbone's preprocessor, so it trains with plain `model.fit` on a
-    `tf.data.Dataset` of `(token_dict, target)`. Its layers are the encoder
-    and the head, reachable as `model.get_layer("encoder")` and
-    `model.get_layer("head")`.
+
+def head_loss_and_metrics(task):
+    """`(loss, metrics)` for a head `build_head` made for `task` (it outputs
+    probabilities; raw values for regression)."""
+    if task == "classification":
+        return keras.losses.SparseCategoricalCrossentropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if task == "multilabel":
+        return keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy")]
+    if task == "regression":
+        return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
+    raise ValueError(f"`task` must be 'classification', 'multilabel' or 'regression', received {task!r}.")
+
+
+class EncoderHeadModel(keras.Model):
+    """`head(encoder(inputs))` as one functional Keras model: the contract
+    between a task and the layers below it. The trainer, the strategies,
+    the feature cache and the explainer read `encoder`, `head` and
+    `loss_and_metrics()`, never layer names; a task overrides
+    `loss_and_metrics` when its head is not a `build_head` head.
+
+    `compile()` called by a user is kept (`compiled_by_user`): the trainer
+    then uses that optimizer (and loss and metrics, where given) for the
+    strategy's last phase instead of its own; `"auto"` keeps the default.
+
+    Args:
+        encoder: inputs to features (`build_encoder`, `build_image_encoder`,
+            `build_sequence_encoder`).
+        head: features to outputs (`build_head`, `build_span_head`).
+        task: the head's kind for the default loss, as for `build_head`.
+
+    Example:
+    >>> model = EncoderHeadModel(build_encoder(backbone, "mean"), build_head(384, 2, "classification"))
+    >>> model.encoder.output.shape, model.loss_and_metrics()[0]
+    """
+
+    def __init__(self, encoder, head, task="classification", **kwargs):
+        inputs = inputs_like(encoder)
+        super().__init__(inputs, head(encoder(inputs)), **kwargs)
+        self.encoder, self.head, self.head_task = encoder, head, task
+        self.compiled_by_user = {}
+
+    def loss_and_metrics(self):
+        """The task's default `(loss, metrics)`."""
+        return head_loss_and_metrics(self.head_task)
+
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
+        """Keras' `compile`, with the task's loss and metrics and AdamW(1e-3)
+        for `"auto"` (no metrics for `"auto"` beside a loss of the user's);
+        what is given here is what `fit` trains with."""
+        def given(value):
+            return not (isinstance(value, str) and value == "auto")
+
+        user = {}
+        if given(optimizer):
+            user["optimizer"] = optimizer
+        if given(loss):  # The task's metrics need not fit another loss's targets.
+            user["loss"], user["metrics"] = loss, metrics if given(metrics) else []
+        elif given(metrics):
+            user["metrics"] = metrics
+        self.compiled_by_user = user
+        default_loss, default_metrics = self.loss_and_metrics()
+        super().compile(optimizer=user.get("optimizer", keras.optimizers.AdamW(1e-3)),
+                        loss=user.get("loss", default_loss), metrics=user.get("metrics", default_metrics), **kwargs)
+
+
+def build_text_model(encoder, head, task="classification"):
+    """Chains encoder and head into one `EncoderHeadModel` taking the
+    backbone's token inputs (`token_ids`, `padding_mask`, and `segment_ids`
+    where the family has them), as produced by the backbone's preprocessor,
+    so it trains with plain `model.fit` on a `tf.data.Dataset` of
+    `(token_dict, target)`.
 
     Example:
     >>> model = build_text_model(build_encoder(backbone, "mean"),
     ...                          build_head(384, 2, "classification"))
     """
-    inputs = {
-        name: keras.Input(shape=(None,), dtype="int32", name=name)
-        for name in encoder.input
-    }
-    return keras.Model(inputs, head(encoder(inputs)), name="text_model")
+    return EncoderHeadModel(encoder, head, task, name="text_model")
 
 
 class MirrorAveraged(keras.layers.Layer):
@@ -200,15 +268,14 @@ def build_image_encoder(backbone, image_size, scale=None, offset=None, test_time
 
 
 def build_image_model(encoder, head):
-    """Chains an image encoder and head into one functional `keras.Model`
-    taking float32 pixels (0-255), with layers `"encoder"` and `"head"`.
+    """Chains an image encoder and a classification head into one
+    `EncoderHeadModel` taking float32 pixels (0-255).
 
     Example:
     >>> model = build_image_model(build_image_encoder(backbone, (224, 224)),
     ...                           build_head(1280, 5, "classification"))
     """
-    inputs = keras.Input(shape=encoder.input.shape[1:], dtype="float32", name="images")
-    return keras.Model(inputs, head(encoder(inputs)), name="image_model")
+    return EncoderHeadModel(encoder, head, "classification", name="image_model")
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")

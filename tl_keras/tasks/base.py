@@ -21,10 +21,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tl_keras.data.texts import MULTILABEL_SEPARATOR, MULTILABEL_THRESHOLD
+from tl_keras.data.texts import MULTILABEL_SEPARATOR, MULTILABEL_THRESHOLD, sorted_names
 from tl_keras.evaluation.classification import evaluate_predictions, write_report
 from tl_keras.training.trainer import (DEFAULT_BACKBONE_LEARNING_RATES, TrainingConfig, TrainingData,
-                                       loss_and_metrics, predict_through_cache, train)
+                                       predict_through_cache, train)
 from tl_keras.transfer.domain_adaptation import DannSchedule, DomainPairs, build_adaptation_trainer
 from tl_keras.transfer.self_training import changed_share, confident_pseudo_labels
 from tl_keras.transfer.strategies import apply_trainability, discriminative_optimizer
@@ -116,38 +116,61 @@ class Classifier(TransferTask):
     `predict_labels` and `evaluate_report` on raw inputs, which a classifier
     turns into arrays with `transfer_inputs(x)` (`None` for what Keras' own
     methods take). It needs the attributes `vocabulary`, `strategy` and
-    `feature_cache`, and `"encoder"` and `"head"` layers."""
+    `feature_cache`, and is an `EncoderHeadModel`."""
 
     def transfer_inputs(self, x, verbose=0):
         raise NotImplementedError
 
     def targets(self, labels, origins=None):
-        """Model targets for raw labels (strings; numbers for regression)."""
-        return self.vocabulary.encode([str(label) for label in labels], origins)
+        """Model targets for raw labels: class names (strings), or, as
+        KerasHub takes them, integer class indices into
+        `vocabulary.names` (unless every name is itself an integer, as with
+        `num_classes`: then an integer is looked up by name); numbers for
+        regression."""
+        labels = list(labels)
+        if self.vocabulary.task == "classification" and labels and all(_is_integer(label) for label in labels):
+            named = all(name.lstrip("-").isdigit() for name in self.vocabulary.names)
+            if not named:
+                wrong = [label for label in labels if not 0 <= int(label) < len(self.vocabulary.names)]
+                if wrong:
+                    raise ValueError(f"Integer label {int(wrong[0])!r} is not a class index in "
+                                     f"[0, {len(self.vocabulary.names)}) of {list(self.vocabulary.names)}.")
+                return np.asarray(labels, "int32")
+        return self.vocabulary.encode([str(int(label)) if _is_integer(label) else str(label) for label in labels],
+                                      origins)
 
-    def fit(self, x=None, y=None, validation_data=None, epochs=3, batch_size=16, distribution=None, callbacks=(),
-            verbose=1, **settings):
+    def fit(self, x=None, y=None, batch_size=16, epochs=3, verbose=1, callbacks=None, validation_data=None,
+            distribution=None, **settings):
         """Trains with the classifier's transfer strategy on raw inputs
         (texts, images: see `transfer_inputs`) and their labels; what
         Keras' own `fit` takes (tensors, `tf.data` datasets) goes to it
-        unchanged.
+        unchanged. The arguments come in Keras' order.
+
+        A classifier the user compiled (`classifier.compile(optimizer=...)`)
+        trains the strategy's last phase with that optimizer (and loss and
+        metrics, where given); otherwise with the strategy's own.
 
         Args:
-            x, y: raw inputs and labels (strings; numbers for regression).
-            validation_data: `(inputs, labels)` scored each epoch, or `None`.
-            epochs, batch_size: the strategy's main phase; the batch is
+            x, y: raw inputs and labels (class names or integer class
+                indices; numbers for regression).
+            batch_size, epochs: the strategy's main phase; the batch is
                 global (split across replicas).
+            verbose: progress bars (1) or none (0).
+            callbacks: Keras callbacks for every phase.
+            validation_data: `(inputs, labels)` scored each epoch, or `None`.
             distribution: a `tf.distribute.Strategy` (the current one if
                 `None`); build the classifier under its scope.
-            callbacks: Keras callbacks for every phase.
-            verbose: progress bars (1) or none (0).
             **settings: other `TrainingConfig` fields (`head_learning_rate`,
                 `backbone_learning_rate`, `layer_decay`, `warmup_epochs`,
                 `seed`, `backup_dir`, ...).
 
         Returns:
             A `keras.callbacks.History`; its `history` has a `"phase"` list.
+
+        Example:
+        >>> classifier.fit(["great phone", "broke in a week"], [1, 0], batch_size=2, epochs=2)
         """
+        callbacks = list(callbacks or ())
         train_inputs = self.transfer_inputs(x, verbose)
         if train_inputs is None:  # Keras' own fit; a dataset carries its own batches.
             batch_size = None if isinstance(x, tf.data.Dataset) else batch_size
@@ -158,8 +181,7 @@ class Classifier(TransferTask):
             validation_inputs, validation_targets = self.transfer_inputs(validation_data[0]), self.targets(validation_data[1])
         data = TrainingData(train_inputs, self.targets(y), validation_inputs, validation_targets)
         config = training_config(epochs, batch_size, {"verbose": verbose, **settings})
-        _, history = train(self, self.strategy, data, self.vocabulary.task, config, self.feature_cache,
-                           distribution, callbacks)
+        _, history = train(self, self.strategy, data, config, self.feature_cache, distribution, callbacks)
         return history_of(history)
 
     def self_train(self, unlabelled, shares=(0.6, 0.9), epochs=1, min_change=0.01, batch_size=16, seed=1234,
@@ -249,10 +271,10 @@ class Classifier(TransferTask):
             raise ValueError("`x` and `unlabelled` must be raw inputs (texts, images).")
         keras.utils.set_random_seed(seed)
         trainer, reversal = build_adaptation_trainer(self, method, adaptation_weight, hidden_dim)
-        apply_trainability(trainer, self.strategy)
+        apply_trainability(self, self.strategy)  # The trainer's encoder and head are this classifier's.
         rate = backbone_learning_rate or DEFAULT_BACKBONE_LEARNING_RATES.get(self.strategy.kind, 5e-5)
-        loss, metrics = loss_and_metrics("classification")
-        trainer.compile(optimizer=discriminative_optimizer(trainer, head_learning_rate, rate), loss=loss,
+        loss, metrics = self.loss_and_metrics()
+        trainer.compile(optimizer=discriminative_optimizer(self, head_learning_rate, rate), loss=loss,
                         metrics=metrics)
         dataset = DomainPairs(source, target).dataset(self.targets(y), batch_size, shuffle=True, seed=seed)
         steps = -(-len(source) // batch_size)
@@ -283,7 +305,8 @@ class Classifier(TransferTask):
     def evaluate_report(self, x, y, out_dir=None, split="test", history=None, batch_size=64):
         """Metrics of the classifier on inputs `x` with labels `y`, named by
         `split`; with `out_dir`, writes `metrics.json`, the confusion matrix
-        and (given `history`) the learning curve there.
+        and (given `history`: the `History` `fit` returned, or its dict) the
+        learning curve there.
 
         Returns:
             The metrics dict (with `"split"`).
@@ -292,8 +315,33 @@ class Classifier(TransferTask):
         outputs = predict_through_cache(self, inputs, self.feature_cache, batch_size)
         metrics = {"split": split, **evaluate_predictions(outputs, self.targets(y), self.vocabulary)}
         if out_dir is not None:
-            write_report(metrics, history or {}, out_dir)
+            write_report(metrics, getattr(history, "history", history) or {}, out_dir)
         return metrics
+
+
+def class_names(labels, num_classes):
+    """The class names a classifier is built with: `labels`, or KerasHub's
+    `num_classes` as the names `"0"` ... `"n-1"` (class indices); both must
+    agree when both are given."""
+    if num_classes is None:
+        return None if labels is None else sorted_names(labels)
+    if not _is_integer(num_classes) or num_classes < 2:
+        raise ValueError(f"`num_classes` must be an integer >= 2, received {num_classes!r}.")
+    if labels is not None and len(set(map(str, labels))) != num_classes:
+        raise ValueError(f"`num_classes={num_classes}` but {len(set(map(str, labels)))} `labels`: {list(labels)!r}.")
+    return sorted_names(labels) if labels is not None else tuple(str(i) for i in range(num_classes))
+
+
+def head_changes(stored, **given):
+    """The head settings given to `from_preset` that differ from a saved
+    task's (`None` means not given): any of them means a new head on the
+    fine-tuned backbone (sequential transfer) instead of the saved one."""
+    return {name: value for name, value in given.items()
+            if value is not None and value != (tuple(stored[name]) if isinstance(stored[name], list) else stored[name])}
+
+
+def _is_integer(label):
+    return isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_))
 
 
 def training_config(epochs, batch_size, settings):

@@ -12,13 +12,14 @@ from tl_keras.data.texts import LabelVocabulary
 from tl_keras.evaluation.explanations import explain_images
 from tl_keras.export.image import export_image_model
 from tl_keras.models.backbones import load_image_backbone
-from tl_keras.models.heads import build_head, build_image_encoder
-from tl_keras.tasks.base import Classifier, read_task_config
+from tl_keras.models.heads import EncoderHeadModel, build_head, build_image_encoder
+from tl_keras.tasks.base import Classifier, class_names, head_changes, read_task_config
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.transfer.strategies import parse_strategy
 
 
-class ImageClassifier(Classifier, keras.Model):
+@keras.saving.register_keras_serializable(package="tl_keras")
+class ImageClassifier(Classifier, EncoderHeadModel):
     """An image backbone, average pooling and a trainable head, as one Keras
     model taking float32 pixels (0-255) `[N, h, w, 3]`.
 
@@ -58,8 +59,7 @@ class ImageClassifier(Classifier, keras.Model):
         offset = getattr(image_converter, "offset", None)
         encoder = build_image_encoder(backbone, image_size, scale, offset, test_time_augmentation)
         head = build_head(encoder.output.shape[-1], vocabulary.num_outputs, "classification", hidden_dim, dropout)
-        inputs = keras.Input(shape=(*image_size, 3), dtype="float32", name="images")
-        super().__init__(inputs, head(encoder(inputs)), name=kwargs.pop("name", "image_classifier"), **kwargs)
+        super().__init__(encoder, head, "classification", name=kwargs.pop("name", "image_classifier"), **kwargs)
         self.backbone, self.vocabulary, self.image_size = backbone, vocabulary, image_size
         self.image_converter = image_converter
         self.strategy, self.augmentation_names, self.seed = strategy, augmentation, seed
@@ -69,33 +69,71 @@ class ImageClassifier(Classifier, keras.Model):
         self.test_time_augmentation = test_time_augmentation
         self.feature_cache = FeatureCache()
 
+    def get_config(self):
+        """The classifier's settings with its backbone and image converter
+        serialized, as KerasHub's tasks do, so `.keras` files round-trip."""
+        return {"backbone": keras.saving.serialize_keras_object(self.backbone),
+                "image_converter": keras.saving.serialize_keras_object(self.image_converter),
+                "labels": list(self.vocabulary.names), "image_size": list(self.image_size),
+                "strategy": str(self.strategy), "augmentation": self.augmentation_names,
+                "hidden_dim": self.hidden_dim, "dropout": self.dropout, "seed": self.seed,
+                "test_time_augmentation": self.test_time_augmentation, "name": self.name, "trainable": self.trainable}
+
     @classmethod
-    def from_preset(cls, preset, labels=None, image_size=None, strategy="frozen", augmentation="none",
-                    hidden_dim=0, dropout=0.1, seed=None, test_time_augmentation=None):
+    def from_config(cls, config):
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        converter = config.pop("image_converter")
+        converter = None if converter is None else keras.saving.deserialize_keras_object(converter)
+        vocabulary = LabelVocabulary("classification", tuple(config.pop("labels")))
+        return cls(backbone, vocabulary, image_converter=converter, **config)
+
+    @classmethod
+    def from_preset(cls, preset, labels=None, num_classes=None, image_size=None, strategy="frozen",
+                    augmentation="none", hidden_dim=None, dropout=None, seed=None, test_time_augmentation=None):
         """A classifier on a KerasHub image preset (Kaggle handle, preset
-        folder, timm folder) or on a folder written by `save_to_preset`
-        (which restores the head, labels, image size and test-time
-        augmentation unless `test_time_augmentation` is given).
+        folder, timm folder) or on a folder written by `save_to_preset`.
+
+        A saved classifier comes back whole (head, labels, image size,
+        test-time augmentation); `image_size`, `strategy`, `augmentation`,
+        `dropout`, `seed` and `test_time_augmentation` apply to it. Head
+        settings that differ from its own (`labels`/`num_classes`,
+        `hidden_dim`) give its fine-tuned backbone a new head instead
+        (sequential transfer), as for `TextClassifier`.
+
+        Args:
+            preset: the preset.
+            labels: the class names (not needed for a saved classifier).
+            num_classes: KerasHub's alternative to `labels` (names `"0"` ...).
+            image_size: an int or `(height, width)`: 224, or the saved one.
+            strategy, augmentation, test_time_augmentation: see
+                `ImageClassifier`.
+            hidden_dim, dropout: the head's shape (0 and 0.1, or the saved
+                ones).
+            seed: the augmentation's seed.
 
         Example:
         >>> ImageClassifier.from_preset("presets/efficientnet_lite0", labels=["bag", "shoe"], image_size=224)
+        >>> ImageClassifier.from_preset("presets/shop_a_photos", labels=["bottle", "can", "jar"])  # A new head.
         """
+        labels = class_names(labels, num_classes)
         backbone, converter = load_image_backbone(preset, with_converter=True)
-        stored = read_task_config(preset, cls)
-        if stored is not None:
-            vocabulary = LabelVocabulary("classification", tuple(stored["labels"]))
-            classifier = cls(backbone, vocabulary, stored["image_size"], converter, strategy, augmentation,
-                             stored["hidden_dim"], stored["dropout"], seed,
-                             test_time_augmentation or stored.get("test_time_augmentation", "none"))
-            classifier.get_layer("head").load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
-            return classifier
-        if not labels:
-            raise ValueError(f"`labels` must name the classes, received {labels!r}.")
-        vocabulary = LabelVocabulary.from_labels([str(label) for label in labels])
-        size = image_size or 224
-        size = (size, size) if isinstance(size, int) else size
-        return cls(backbone, vocabulary, size, converter, strategy, augmentation, hidden_dim, dropout, seed,
-                   test_time_augmentation or "none")
+        stored = read_task_config(preset, cls) or {}
+        changes = head_changes(stored, labels=labels, hidden_dim=hidden_dim) if stored else {}
+        if not stored and not labels:
+            raise ValueError(f"`labels` (or `num_classes`) must name the classes, received {labels!r}.")
+        vocabulary = LabelVocabulary.from_labels(list(labels)) if not stored or "labels" in changes \
+            else LabelVocabulary("classification", tuple(stored["labels"]))
+        size = image_size or stored.get("image_size") or 224
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        hidden_dim = stored.get("hidden_dim", 0) if hidden_dim is None else hidden_dim
+        dropout = stored.get("dropout", 0.1) if dropout is None else dropout
+        test_time_augmentation = test_time_augmentation or stored.get("test_time_augmentation", "none")
+        classifier = cls(backbone, vocabulary, size, converter, strategy, augmentation, hidden_dim, dropout, seed,
+                         test_time_augmentation)
+        if stored and not changes:
+            classifier.head.load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
+        return classifier
 
     @property
     def augmentation(self):
@@ -127,7 +165,7 @@ class ImageClassifier(Classifier, keras.Model):
         self.backbone.save_to_preset(str(folder))
         if self.image_converter is not None:
             self.image_converter.save_to_preset(str(folder))
-        self.get_layer("head").save_weights(str(folder / "head.weights.h5"))
+        self.head.save_weights(str(folder / "head.weights.h5"))
 
     def export(self, export_dir, model_name, version=None, warmup_images=(), card=None):
         """Writes the TF Serving SavedModel (image bytes or pixels in, labels

@@ -18,8 +18,8 @@ from tl_keras.data.spans import SpanTokenizer, span_targets
 from tl_keras.evaluation.squad import squad_scores
 from tl_keras.export.question_answering import export_question_answering
 from tl_keras.models.backbones import load_text_backbone
-from tl_keras.models.extractive_qa import answer_questions
-from tl_keras.models.heads import build_sequence_encoder, build_span_head
+from tl_keras.models.extractive_qa import SpanAccuracy, SpanLoss, answer_questions
+from tl_keras.models.heads import EncoderHeadModel, build_sequence_encoder, build_span_head
 from tl_keras.tasks.base import TransferTask, history_of, read_task_config, training_config
 from tl_keras.training.trainer import TrainingData, train
 from tl_keras.transfer.feature_cache import FeatureCache
@@ -55,7 +55,7 @@ class ValidationF1(keras.callbacks.Callback):
                 weight.assign(value)
 
 
-class QuestionAnswerer(TransferTask, keras.Model):
+class QuestionAnswerer(TransferTask, EncoderHeadModel):
     """A text backbone with a span head (a start and an end logit a token),
     as one Keras model on the backbone's token inputs, with its windowing
     tokenizer.
@@ -83,8 +83,7 @@ class QuestionAnswerer(TransferTask, keras.Model):
                  max_question_length=64, max_answer_length=30, no_answer_threshold=None, dropout=0.1, **kwargs):
         encoder = build_sequence_encoder(backbone)
         head = build_span_head(encoder.output.shape[-1], dropout)
-        inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in encoder.input}
-        super().__init__(inputs, head(encoder(inputs)), name=kwargs.pop("name", "question_answerer"), **kwargs)
+        super().__init__(encoder, head, name=kwargs.pop("name", "question_answerer"), **kwargs)
         self.backbone, self.preprocessor = backbone, preprocessor
         self.strategy = parse_strategy(strategy)
         self.span_tokenizer = SpanTokenizer(preprocessor.tokenizer, sequence_length, doc_stride, max_question_length)
@@ -111,8 +110,12 @@ class QuestionAnswerer(TransferTask, keras.Model):
         backbone, preprocessor = load_text_backbone(preset, settings["sequence_length"])
         answerer = cls(backbone, preprocessor, strategy, dropout=stored.get("dropout", dropout), **settings)
         if stored:
-            answerer.get_layer("head").load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
+            answerer.head.load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
         return answerer
+
+    def loss_and_metrics(self):
+        """The span loss (start and end cross-entropy) and span accuracy."""
+        return SpanLoss(), [SpanAccuracy()]
 
     # --- Data ---------------------------------------------------------------
 
@@ -153,7 +156,7 @@ class QuestionAnswerer(TransferTask, keras.Model):
         if validation_data:
             callbacks = [*callbacks, ValidationF1(self, list(validation_data))]
         config = training_config(epochs, batch_size, {"verbose": verbose, "warmup_epochs": 0, **settings})
-        _, history = train(self, self.strategy, data, "span", config, FeatureCache(), distribution, callbacks)
+        _, history = train(self, self.strategy, data, config, FeatureCache(), distribution, callbacks)
         self._answer = None
         return history_of(history)
 
@@ -241,7 +244,7 @@ class QuestionAnswerer(TransferTask, keras.Model):
     def write_preset_parts(self, folder):
         self.backbone.save_to_preset(str(folder))
         self.preprocessor.save_to_preset(str(folder))
-        self.get_layer("head").save_weights(str(folder / "head.weights.h5"))
+        self.head.save_weights(str(folder / "head.weights.h5"))
 
     def export(self, export_dir, model_name, version=None, warmup=(), card=None):
         """Writes the TF Serving SavedModel (`question`, `context` in;

@@ -16,8 +16,8 @@ from tl_keras.data.tokens import TokenizedTexts, is_pairs, make_dataset, tokeniz
 from tl_keras.evaluation.explanations import explain_texts
 from tl_keras.export.text import export_text_model
 from tl_keras.models.backbones import default_pooling, load_text_backbone
-from tl_keras.models.heads import build_encoder, build_head
-from tl_keras.tasks.base import Classifier, read_task_config
+from tl_keras.models.heads import EncoderHeadModel, build_encoder, build_head
+from tl_keras.tasks.base import Classifier, class_names, head_changes, read_task_config
 from tl_keras.transfer.distillation import (
     DistillationLoss,
     distillation_targets,
@@ -47,7 +47,8 @@ def _as_texts(texts, what="texts"):
     return texts
 
 
-class TextClassifier(Classifier, keras.Model):
+@keras.saving.register_keras_serializable(package="tl_keras")
+class TextClassifier(Classifier, EncoderHeadModel):
     """A text backbone, a pooling and a trainable head, as one Keras model
     taking the backbone's token inputs, with its preprocessor and labels.
 
@@ -76,8 +77,7 @@ class TextClassifier(Classifier, keras.Model):
                  dropout=0.1, **kwargs):
         encoder = build_encoder(backbone, pooling)
         head = build_head(encoder.output.shape[-1], vocabulary.num_outputs, vocabulary.task, hidden_dim, dropout)
-        inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in encoder.input}
-        super().__init__(inputs, head(encoder(inputs)), name=kwargs.pop("name", "text_classifier"), **kwargs)
+        super().__init__(encoder, head, vocabulary.task, name=kwargs.pop("name", "text_classifier"), **kwargs)
         self.backbone, self.preprocessor, self.vocabulary = backbone, preprocessor, vocabulary
         self.pooling, self.strategy = pooling, parse_strategy(strategy)
         self.hidden_dim, self.dropout = hidden_dim, dropout
@@ -85,51 +85,90 @@ class TextClassifier(Classifier, keras.Model):
         self.token_cache_dir = None
         self.text_pairs = False  # Set by `fit`: trained on (text, text_pair) tuples.
 
+    def get_config(self):
+        """The classifier's settings with its backbone and preprocessor
+        serialized, as KerasHub's tasks do, so `.keras` files round-trip."""
+        return {"backbone": keras.saving.serialize_keras_object(self.backbone),
+                "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
+                "task": self.vocabulary.task, "labels": list(self.vocabulary.names), "pooling": self.pooling,
+                "strategy": str(self.strategy), "hidden_dim": self.hidden_dim, "dropout": self.dropout,
+                "text_pairs": self.text_pairs, "name": self.name, "trainable": self.trainable}
+
     @classmethod
-    def from_preset(cls, preset, labels=None, task=None, strategy="frozen", sequence_length=None,
-                    pooling=None, hidden_dim=0, dropout=0.1, dtype=None):
+    def from_config(cls, config):
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        preprocessor = keras.saving.deserialize_keras_object(config.pop("preprocessor"))
+        vocabulary = LabelVocabulary(config.pop("task"), tuple(config.pop("labels")))
+        text_pairs = config.pop("text_pairs", False)
+        classifier = cls(backbone, preprocessor, vocabulary, **config)
+        classifier.text_pairs = text_pairs
+        return classifier
+
+    @classmethod
+    def from_preset(cls, preset, labels=None, num_classes=None, task=None, strategy="frozen", sequence_length=None,
+                    pooling=None, hidden_dim=None, dropout=None, dtype=None):
         """A classifier on a KerasHub preset: a Kaggle handle, a preset
         folder, a Hugging Face folder, or a folder written by
-        `save_to_preset`. A saved classifier comes back whole (head, labels,
-        settings) unless `labels` or `task` differ from its own: then its
-        fine-tuned backbone gets a new head (sequential transfer).
+        `save_to_preset`.
+
+        A saved classifier comes back whole (head, labels, settings);
+        `strategy`, `sequence_length`, `dropout` and `dtype` apply to it.
+        Head settings that differ from its own (`labels`/`num_classes`,
+        `task`, `pooling`, `hidden_dim`) give its fine-tuned backbone a new
+        head instead (sequential transfer), keeping the saved values of
+        those not given.
 
         Args:
             preset: the preset.
             labels: the class names (classification, multilabel); not
                 needed for regression or a saved classifier.
+            num_classes: KerasHub's alternative to `labels`: classes named
+                `"0"` ... `"n-1"`, so `fit` takes integer class indices.
             task: `"classification"` (the default), `"multilabel"` or
                 `"regression"`.
             strategy: what `fit` trains (see `TextClassifier`).
             sequence_length: token positions a text (128, or the saved one).
-            pooling: `None` picks the backbone's default.
-            hidden_dim, dropout: the head's shape.
+            pooling: `None` picks the backbone's default (or the saved one).
+            hidden_dim, dropout: the head's shape (0 and 0.1, or the saved
+                ones).
             dtype: the backbone's dtype policy (`"float16"`), or `None`.
 
         Example:
-        >>> TextClassifier.from_preset("bert_base_en_uncased", labels=["neg", "pos"])
+        >>> TextClassifier.from_preset("bert_base_en_uncased", num_classes=2)
+        >>> TextClassifier.from_preset("presets/shop_a", labels=["bad", "good", "mixed"])  # A new head.
         """
+        labels = class_names(labels, num_classes)
         stored = read_task_config(preset, cls)
-        same_labels = labels is None or (stored and tuple(sorted(map(str, labels))) == tuple(stored["labels"]))
-        if stored is not None and same_labels and task in (None, stored["task"]):
-            vocabulary = LabelVocabulary(stored["task"], tuple(stored["labels"]))
+        if stored is not None:
+            stored_task = stored["task"]
+            changes = head_changes(stored, labels=labels, task=task, pooling=pooling, hidden_dim=hidden_dim)
+            if "task" in changes and changes["task"] != "regression" and labels is None:
+                raise ValueError(f"{preset} holds a {stored_task} classifier; a {task} head needs `labels`.")
             backbone, preprocessor = load_text_backbone(preset, sequence_length or stored["sequence_length"], dtype)
-            classifier = cls(backbone, preprocessor, vocabulary, stored["pooling"], strategy, stored["hidden_dim"],
-                             stored["dropout"])
-            classifier.get_layer("head").load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
-            classifier.text_pairs = stored.get("text_pairs", False)
+            task = task or stored_task
+            vocabulary = LabelVocabulary(task, () if task == "regression" else tuple(stored["labels"]))
+            if "labels" in changes or "task" in changes:
+                vocabulary = LabelVocabulary.from_labels(list(labels or ()), task)
+            classifier = cls(backbone, preprocessor, vocabulary,
+                             pooling or stored["pooling"], strategy,
+                             stored["hidden_dim"] if hidden_dim is None else hidden_dim,
+                             stored["dropout"] if dropout is None else dropout)
+            if not changes:
+                classifier.head.load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
+                classifier.text_pairs = stored.get("text_pairs", False)
             return classifier
         task = task or "classification"
         if task == "regression":
             vocabulary = LabelVocabulary("regression", ())
         else:
             if not labels:
-                raise ValueError(f"`labels` must name the classes of a {task} task, received {labels!r}.")
-            vocabulary = LabelVocabulary.from_labels([str(label) for label in labels], task)
-        backbone, preprocessor = load_text_backbone(
-            preset, sequence_length or (stored or {}).get("sequence_length", 128), dtype)
+                raise ValueError(f"`labels` (or `num_classes`) must name the classes of a {task} task, "
+                                 f"received {labels!r}.")
+            vocabulary = LabelVocabulary.from_labels(list(labels), task)
+        backbone, preprocessor = load_text_backbone(preset, sequence_length or 128, dtype)
         return cls(backbone, preprocessor, vocabulary, pooling or default_pooling(preset, backbone), strategy,
-                   hidden_dim, dropout)
+                   hidden_dim or 0, 0.1 if dropout is None else dropout)
 
     # --- Data ---------------------------------------------------------------
 
@@ -188,7 +227,7 @@ class TextClassifier(Classifier, keras.Model):
         keras.utils.set_random_seed(seed)
         student = TextClassifier(student_backbone(self.backbone, num_blocks), self.preprocessor, self.vocabulary,
                                  self.pooling, "full", self.hidden_dim, self.dropout)
-        student.get_layer("head").set_weights(self.get_layer("head").get_weights())
+        student.head.set_weights(self.head.get_weights())
         student.text_pairs = self.text_pairs
         apply_trainability(student, student.strategy)  # All but a pooler the head does not read.
         all_texts = list(texts) + list(unlabelled_texts)
@@ -213,7 +252,7 @@ class TextClassifier(Classifier, keras.Model):
     def write_preset_parts(self, folder):
         self.backbone.save_to_preset(str(folder))  # LoRA factors are saved merged into the kernels.
         self.preprocessor.save_to_preset(str(folder))
-        self.get_layer("head").save_weights(str(folder / "head.weights.h5"))
+        self.head.save_weights(str(folder / "head.weights.h5"))
         if self.pooling in ("mean", "cls"):  # So `default_pooling` reads the choice back for `--backbone`.
             (folder / "1_Pooling").mkdir()
             (folder / "1_Pooling" / "config.json").write_text(json.dumps(
@@ -241,7 +280,7 @@ class TextClassifier(Classifier, keras.Model):
             model = model.merged_copy() if model is self else model
             with warnings.catch_warnings():  # Layers without weights (softmax, inputs) say they have no quantize.
                 warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
-                for part in (model.backbone, model.get_layer("head")):  # Not the (unbuilt) tokenizer.
+                for part in (model.backbone, model.head):  # Not the (unbuilt) tokenizer.
                     part.quantize("int8")
         return export_text_model(model, self.preprocessor, self.vocabulary, export_dir, model_name, version,
                                  warmup_texts=warmup_texts, card=card, text_pairs=self.text_pairs)

@@ -1,4 +1,6 @@
-"""Training a backbone-plus-head model with a transfer strategy.
+"""Training an `EncoderHeadModel` (every task is one) with a transfer
+strategy. The trainer reads the model's `encoder`, `head`,
+`loss_and_metrics()` and `compiled_by_user`, and nothing else of it.
 
 `train` runs the strategy's phases with plain `compile` and `fit`:
 - `frozen`: the head trains on cached encoder features (`FeatureCache`),
@@ -6,6 +8,9 @@
 - `partial:N` and `lora:R`: one phase, head and unfrozen weights together.
 - `full`: fastai-style, a head warm-up on cached features with the backbone
   frozen, then everything at discriminative learning rates.
+
+A model the user compiled (`model.compile(optimizer=...)`) trains its last
+phase with that optimizer (and loss and metrics, where given).
 """
 
 import csv
@@ -16,7 +21,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tl_keras.models.extractive_qa import SpanAccuracy, SpanLoss
 from tl_keras.training.config import TrainingConfig
 from tl_keras.training import multi_worker
 from tl_keras.training.distribution import global_batch_size, pick_distribution, set_precision, worker_name
@@ -56,22 +60,6 @@ def prepare_distributed_training(training, output_dir, distribute="auto", precis
     return distribution, dataclasses.replace(training, backup_dir=backup_dir)
 
 
-def loss_and_metrics(task):
-    """Returns `(loss, metrics)` for a task; the head outputs probabilities
-    (raw values for regression, start and end logits for `"span"`)."""
-    if task == "span":
-        return SpanLoss(), [SpanAccuracy()]
-    if task == "classification":
-        return keras.losses.SparseCategoricalCrossentropy(), [
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        ]
-    if task == "multilabel":
-        return keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy")]
-    if task == "regression":
-        return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
-    raise ValueError(f"Unknown task {task!r}.")
-
-
 @dataclasses.dataclass
 class TrainingData:
     """Training and validation inputs (`TokenizedTexts` or `ImageArray`:
@@ -84,23 +72,30 @@ class TrainingData:
     validation_targets: np.ndarray
 
 
-def _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+def _compile_arguments(model, optimizer, last_phase):
+    """The phase's `compile` arguments: the trainer's optimizer and the
+    model's loss and metrics, or in the last phase what the user compiled."""
+    loss, metrics = model.loss_and_metrics()
+    arguments = {"optimizer": optimizer, "loss": loss, "metrics": metrics}
+    return {**arguments, **model.compiled_by_user} if last_phase else arguments
+
+
+def _fit(fitted, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
          callbacks, phase):
     with distribution.scope():
-        loss, metrics = loss_and_metrics(task)
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=config.jit_compile)
+        keras.Model.compile(fitted, **arguments, jit_compile=config.jit_compile)  # Not a task's own `compile`.
 
     def fit(backup_callbacks):
         return multi_worker.fit(
-            model, distribution, train_dataset, validation_dataset, initial_epoch=first_epoch,
+            fitted, distribution, train_dataset, validation_dataset, initial_epoch=first_epoch,
             epochs=first_epoch + epochs, callbacks=[*backup_callbacks, *callbacks], verbose=config.verbose,
         ).history
 
     return _resumable(fit, config.backup_dir, phase)
 
 
-def _fit_head_on_cache(model, data, task, config, cache, first_epoch, epochs, distribution, callbacks):
-    encoder, head = model.get_layer("encoder"), model.get_layer("head")
+def _fit_head_on_cache(model, data, config, cache, first_epoch, epochs, distribution, callbacks, last_phase):
+    encoder, head = model.encoder, model.head
     train_features = cache.features(encoder, data.train_inputs, verbose=config.verbose)
     train_dataset = tf.data.Dataset.from_tensor_slices((train_features, data.train_targets))
     if config.shuffle:
@@ -113,8 +108,8 @@ def _fit_head_on_cache(model, data, task, config, cache, first_epoch, epochs, di
             (validation_features, data.validation_targets)
         ).batch(config.batch_size)
     with distribution.scope():
-        optimizer = keras.optimizers.AdamW(config.head_learning_rate)
-    return _fit(head, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+        arguments = _compile_arguments(model, keras.optimizers.AdamW(config.head_learning_rate), last_phase)
+    return _fit(head, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
                 callbacks, "head")
 
 
@@ -128,13 +123,14 @@ def _datasets(data, config):
     return train_dataset, data.validation_inputs.dataset(data.validation_targets, config.batch_size)
 
 
-def _fit_head_through_frozen_backbone(model, data, task, config, cache, first_epoch, epochs, distribution, callbacks):
+def _fit_head_through_frozen_backbone(model, data, config, cache, first_epoch, epochs, distribution, callbacks,
+                                      last_phase):
     # For augmented inputs (no `cache`: each epoch sees other pixels), the
     # backbone is frozen but runs on every batch.
     train_dataset, validation_dataset = _datasets(data, config)
     with distribution.scope():
-        optimizer = keras.optimizers.AdamW(config.head_learning_rate)
-    return _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+        arguments = _compile_arguments(model, keras.optimizers.AdamW(config.head_learning_rate), last_phase)
+    return _fit(model, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
                 callbacks, "head")
 
 
@@ -166,18 +162,15 @@ def _append(history, new, phase):
     history.setdefault("phase", []).extend([phase] * len(next(iter(new.values()))))
 
 
-def train(model, strategy, data, task, config=None, cache=None, distribution=None, callbacks=()):
-    """Trains `model` (from `build_text_model` or `build_image_model`) with a
-    transfer strategy.
+def train(model, strategy, data, config=None, cache=None, distribution=None, callbacks=()):
+    """Trains an `EncoderHeadModel` with a transfer strategy.
 
     Args:
-        model: a functional model with `"encoder"` and `"head"` layers
-            (`build_text_model`, `build_image_model`); built under
-            `distribution.scope()`.
+        model: an `EncoderHeadModel` (a task, or `build_text_model` /
+            `build_image_model`), built under `distribution.scope()`; its
+            `loss_and_metrics()` gives the loss.
         strategy: a `TransferStrategy`.
         data: a `TrainingData`.
-        task: `"classification"`, `"multilabel"`, `"regression"` or
-            `"span"` (extractive question answering).
         config: a `TrainingConfig`.
         cache: a `FeatureCache` for `frozen` and the `full` warm-up; a fresh
             in-memory one if `None`.
@@ -190,8 +183,7 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
         naming each epoch's phase.
 
     Example:
-    >>> model, history = train(model, parse_strategy("partial:2"), data,
-    ...                        "classification", TrainingConfig(epochs=3))
+    >>> model, history = train(model, parse_strategy("partial:2"), data, TrainingConfig(epochs=3))
     """
     config = config or TrainingConfig()
     cache = cache or FeatureCache()
@@ -205,8 +197,8 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
         head_epochs = config.epochs if strategy.kind == "frozen" else config.warmup_epochs
         if head_epochs:
             fit_head = _fit_head_on_cache if data.train_inputs.cacheable else _fit_head_through_frozen_backbone
-            _append(history, fit_head(model, data, task, config, cache, 0, head_epochs, distribution, callbacks),
-                    "head")
+            _append(history, fit_head(model, data, config, cache, 0, head_epochs, distribution, callbacks,
+                                      last_phase=strategy.kind == "frozen"), "head")
         if strategy.kind == "frozen":
             return model, history
     apply_trainability(model, strategy)
@@ -214,9 +206,10 @@ def train(model, strategy, data, task, config=None, cache=None, distribution=Non
     layer_decay = config.layer_decay if strategy.kind == "full" else 1.0
     with distribution.scope():
         optimizer = discriminative_optimizer(model, config.head_learning_rate, backbone_rate, layer_decay)
+        arguments = _compile_arguments(model, optimizer, last_phase=True)
     train_dataset, validation_dataset = _datasets(data, config)
     first_epoch = len(history.get("phase", []))
-    _append(history, _fit(model, optimizer, task, train_dataset, validation_dataset, first_epoch, config.epochs,
+    _append(history, _fit(model, arguments, train_dataset, validation_dataset, first_epoch, config.epochs,
                           config, distribution, callbacks, strategy.kind), strategy.kind)
     return merge_lora(model), history
 
@@ -230,5 +223,5 @@ def predict_through_cache(model, inputs, cache, batch_size=64):
     Example:
     >>> probabilities = predict_through_cache(model, data.validation_inputs, cache)
     """
-    features = cache.features(model.get_layer("encoder"), inputs, batch_size, verbose=0)
-    return model.get_layer("head").predict(features, batch_size=batch_size, verbose=0)
+    features = cache.features(model.encoder, inputs, batch_size, verbose=0)
+    return model.head.predict(features, batch_size=batch_size, verbose=0)

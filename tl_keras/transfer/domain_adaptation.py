@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras.core.choices import FEATURE_ADAPTATION_METHODS
+from tl_keras.models.heads import inputs_like
 
 
 def dann_lambda(progress, alpha=10.0):
@@ -256,24 +257,15 @@ class DomainConfusion(keras.layers.Layer):
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "weight": self.weight}
 
 
-def _inputs_like(encoder, prefix):
-    """Fresh `keras.Input`s shaped like the encoder's (a dict of token ids,
-    or one image tensor), named with `prefix`."""
-    if isinstance(encoder.input, dict):
-        return {name: keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name=f"{prefix}_{name}")
-                for name, spec in encoder.input.items()}
-    return keras.Input(shape=encoder.input.shape[1:], dtype=encoder.input.dtype, name=f"{prefix}_images")
-
-
 def build_adaptation_trainer(model, method, weight=1.0, hidden_dim=128):
-    """A training model around `model`'s own `"encoder"` and `"head"`
-    layers (so training it adapts `model`): inputs `{"source": ...,
+    """A training model around `model`'s own `encoder` and `head` (so
+    training it adapts `model`): inputs `{"source": ...,
     "target": ...}` (see `DomainPairs`), output the head's predictions for
     the source; the CORAL penalty or DANN's domain loss on the two domains'
     encoder features is added to the losses.
 
     Args:
-        model: a classifier with `"encoder"` and `"head"` layers.
+        model: an `EncoderHeadModel` (a classifier).
         method: `"coral"` or `"dann"`.
         weight: the adaptation loss's weight (CORAL's penalty or DANN's
             domain loss).
@@ -288,8 +280,8 @@ def build_adaptation_trainer(model, method, weight=1.0, hidden_dim=128):
     """
     if method not in ("coral", "dann"):
         raise ValueError(f"`method` must be 'coral' or 'dann' to adapt through the backbone, received {method!r}.")
-    encoder, head = model.get_layer("encoder"), model.get_layer("head")
-    inputs = {"source": _inputs_like(encoder, "source"), "target": _inputs_like(encoder, "target")}
+    encoder, head = model.encoder, model.head
+    inputs = {"source": inputs_like(encoder, "source_"), "target": inputs_like(encoder, "target_")}
     source, target = encoder(inputs["source"]), encoder(inputs["target"])
     reversal = None
     if method == "coral":

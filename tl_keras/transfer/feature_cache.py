@@ -40,7 +40,7 @@ class FeatureCache:
 
     Example:
     >>> cache = FeatureCache("runs/cache")
-    >>> features = cache.features(model.get_layer("encoder"), tokens)
+    >>> features = cache.features(model.encoder, tokens)
     """
 
     def __init__(self, directory=None):

@@ -61,9 +61,8 @@ def parse_strategy(text):
 
 
 def backbone_of(model):
-    """Returns the KerasHub backbone inside the model's `"encoder"`."""
-    encoder = model.get_layer("encoder")
-    return next(l for l in encoder.layers if isinstance(l, keras_hub.models.Backbone))
+    """Returns the KerasHub backbone inside an `EncoderHeadModel`'s `encoder`."""
+    return next(l for l in model.encoder.layers if isinstance(l, keras_hub.models.Backbone))
 
 
 def apply_trainability(model, strategy):
@@ -76,8 +75,8 @@ def apply_trainability(model, strategy):
     layers stay frozen, so in inference mode (`freeze_batch_norm`).
     """
     backbone = backbone_of(model)
-    model.get_layer("head").trainable = True
-    model.get_layer("encoder").trainable = True
+    model.head.trainable = True
+    model.encoder.trainable = True
     if strategy.kind == "frozen":
         backbone.trainable = False
     elif strategy.kind == "partial":
@@ -86,7 +85,7 @@ def apply_trainability(model, strategy):
         backbone.trainable = True
     else:
         backbone.enable_lora(rank=strategy.value)
-    if reads_sequence_output_only(model.get_layer("encoder")):
+    if reads_sequence_output_only(model.encoder):
         freeze_unused_pooler(backbone)
     freeze_batch_norm(backbone)
 
