@@ -10,6 +10,11 @@ whose u.data and u.item match the release's sizes). It is converted to the
 recipe's CSV files in a temporary folder.
 
     .venv/bin/python benchmarks/movielens.py /path/to/ml-100k --seeds 3
+    .venv/bin/python benchmarks/movielens.py /path/to/ml-100k --seeds 1 --check-export
+
+`--check-export` also exports the first seed's retrieval model and checks that
+the SavedModel's top-10 (user id and the user's recent training items in) is
+the in-process `Recommender.recommend`'s for every test user, in order.
 """
 
 import argparse
@@ -21,6 +26,7 @@ import numpy as np
 
 import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
 from tl_keras.core.offline import minilm_l6_offline_path
+from tl_keras.data.interactions import histories, read_interactions, read_items, read_users, time_ordered_split
 from tl_keras.data.movielens import convert_movielens
 from tl_keras.workflows.configs import RecommendationConfig
 from tl_keras.workflows.recommendation import run
@@ -34,6 +40,8 @@ def main():
     parser.add_argument("folder", help="the ml-100k/ folder (u.data, u.item, u.user)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--settings", default="{}", help="JSON of RecommendationConfig fields to change")
+    parser.add_argument("--check-export", action="store_true",
+                        help="served top-10 against in-process recommendations for every test user (first seed)")
     args = parser.parse_args()
     settings = json.loads(args.settings)
     runs, chances, seconds = [], [], []
@@ -41,10 +49,13 @@ def main():
         items, interactions, users = convert_movielens(args.folder, f"{folder}/data")
         for seed in range(args.seeds):
             start = time.perf_counter()
+            export = dict(export_dir=f"{folder}/exports", top_k=10) if args.check_export and not seed else {}
             result = run(RecommendationConfig(
                 interactions=str(interactions), items=str(items), users=str(users),
                 backbone=minilm_l6_offline_path(), output_dir=f"{folder}/run{seed}", seed=seed, verbose=0,
-                **settings))
+                **export, **settings))
+            if export:
+                check_export(result, items, interactions, users, settings.get("holdout", 2))
             seconds.append(time.perf_counter() - start)
             runs.append({m: f for m, f in result.metrics.items() if m != "chance"})
             chances.append(result.metrics["chance"])
@@ -66,6 +77,32 @@ def main():
             print(f"| {group} | {method} | {cells} | {np.mean(values['recall@10']) / chance10:.2f}x |")
         print(f"| {group} | chance | {chance10:.4f} | | {np.mean([c[group]['recall@50'] for c in chances]):.4f} | "
               "| 1.00x |")
+
+
+def check_export(result, items, interactions, users, holdout):
+    """Served top-10 against `Recommender.recommend` for every test user of
+    the time split, with the user's last training items as recent items."""
+    import tensorflow as tf
+
+    catalog = read_items(items)
+    interactions, known_users = read_interactions(interactions, catalog, read_users(users))
+    split = time_ordered_split(interactions, holdout)
+    recommender = result.task.recommender()
+    test_users = np.unique(split.test.users)
+    recent = histories(split.train, len(known_users), recommender.history_length)[test_users]
+    names = np.array([""] + list(catalog.item_ids), dtype=object)
+    recent_ids = [[names[n] for n in row if n] for row in recent]
+    width = max(len(row) for row in recent_ids)
+    recent_ids = [[""] * (width - len(row)) + row for row in recent_ids]
+    user_ids = [known_users.user_ids[u - 1] for u in test_users]
+    expected, _ = recommender.recommend(user_ids, recent_ids, k=10)
+    serve = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    served = np.concatenate([serve(user_id=tf.constant(user_ids[i:i + 256]),
+                                   recent_item_ids=tf.constant(recent_ids[i:i + 256]))["item_ids"].numpy().astype(str)
+                             for i in range(0, len(user_ids), 256)])
+    same = [list(a) == list(b) for a, b in zip(served, expected)]
+    print(f"export check: served top-10 equals Recommender.recommend, in order, for {sum(same)} of {len(same)} "
+          f"test users (recent items: each user's last {recommender.history_length} training items)", flush=True)
 
 
 if __name__ == "__main__":

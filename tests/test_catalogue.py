@@ -132,7 +132,7 @@ def test_recognizer_adds_new_products_from_their_entry_and_serves_them(tmp_path,
     recognizer = CatalogueRecognizer.from_preset(tiny_efficientnet_preset(tmp_path / "image"), tiny_bert_preset,
                                                  image_size=32, sequence_length=16, projection_dim=16)
     train = [(path, entry.name) for entry in seen for path in photos[entry.name][1:]]
-    losses = recognizer.fit([p for p, _ in train], [label for _, label in train], seen, epochs=20)
+    losses = recognizer.fit([p for p, _ in train], [label for _, label in train], seen, epochs=20).history["loss"]
     assert losses[-1] < losses[0]
     held_out = [(path, entry.name) for entry in new for path in photos[entry.name][1:]]
     assert set(recognizer.predict_labels([p for p, _ in held_out])) <= {e.name for e in seen}
@@ -157,6 +157,8 @@ def test_recognizer_adds_new_products_from_their_entry_and_serves_them(tmp_path,
     scores = recognizer.predict([p for p, _ in held_out])
     recognizer.save_to_preset(tmp_path / "saved")
     loaded = CatalogueRecognizer.from_preset(tmp_path / "saved")
+    with pytest.raises(ValueError, match=r"saved CatalogueRecognizer.*cannot apply image_weight=0.5"):
+        CatalogueRecognizer.from_preset(tmp_path / "saved", image_weight=0.5)
     assert loaded.entry_names == recognizer.entry_names and loaded.seen_bias == 0.1 and loaded.num_trained == 4
     np.testing.assert_allclose(loaded.predict([p for p, _ in held_out]), scores, rtol=1e-5, atol=1e-6)
     version = loaded.export(tmp_path / "exports", "products", k=3)

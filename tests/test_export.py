@@ -17,12 +17,13 @@ from tl_keras.data.texts import LabelVocabulary
 from tl_keras.export.saved_model import WARMUP_FILE, next_version
 from tl_keras.export.text import export_text_model
 from tl_keras.models.heads import build_encoder, build_head, build_text_model
+from tl_keras.transfer.strategies import backbone_of
 
 TEXTS = ["good phone", "the battery was very bad and the case is broken and it is awful", "great", "sad"]
 def _tiny_classifier(task="classification", labels=("neg", "pos")):
     backbone, preprocessor = tiny_bert(seed=7)
     vocab = LabelVocabulary(task, tuple(labels) if task != "regression" else ())
-    model = build_text_model(build_encoder(backbone, "mean"), build_head(32, vocab.num_outputs, task))
+    model = build_text_model(build_encoder(backbone, "mean"), build_head(32, vocab.num_outputs, task), task)
     return model, preprocessor, vocab
 
 
@@ -66,6 +67,26 @@ def test_reloaded_model_answers_raw_text_like_keras(exported):
     tokens = {k: tf.cast(v, tf.int32) for k, v in preprocessor(tf.constant(TEXTS)).items()}
     by_tokens = loaded.signatures["serve_tokens"](**tokens)
     np.testing.assert_allclose(by_tokens["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def test_serve_tokens_refuses_what_the_backbone_cannot_look_up(exported):
+    model, preprocessor, vocab, _, path = exported
+    serve = tf.saved_model.load(str(path)).signatures["serve_tokens"]
+    good = {k: tf.cast(v, tf.int32).numpy() for k, v in preprocessor(tf.constant(TEXTS[:1])).items()}
+    size = backbone_of(model).vocabulary_size
+    cases = [("token_ids", lambda t: t.__setitem__((0, 1), size), f"token_ids must be < {size}"),
+             ("token_ids", lambda t: t.__setitem__((0, 1), -1), "token_ids must be >= 0"),
+             ("padding_mask", lambda t: t.__setitem__((0, 1), 2), "padding_mask must be < 2"),
+             ("segment_ids", lambda t: t.__setitem__((0, 1), 7), "segment_ids must be <")]
+    for name, spoil, message in cases:
+        tokens = {k: v.copy() for k, v in good.items()}
+        spoil(tokens[name])
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            serve(**{k: tf.constant(v) for k, v in tokens.items()})
+    long = {k: np.zeros((1, 600), np.int32) for k in good}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"more positions than the backbone has \(64\)"):
+        serve(**{k: tf.constant(v) for k, v in long.items()})
+    assert serve(**{k: tf.constant(v) for k, v in good.items()})["probabilities"].shape == (1, vocab.num_outputs)
 
 
 def test_trimmed_graph_equals_untrimmed_graph(exported, tmp_path):

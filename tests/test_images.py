@@ -342,7 +342,7 @@ def test_cli_predicts_image_files(image_run, capsys):
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [line["image"] for line in lines] == files and all(len(line["probabilities"]) == 3 for line in lines)
         assert cli(["predict", "--address", f"127.0.0.1:{server.grpc_port}", "--model", "products", "--images",
-                    str(root / "missing.jpg")]) == 2
+                    str(root / "missing.jpg")]) == 1
         assert "cannot read" in capsys.readouterr().err
 
 

@@ -104,6 +104,28 @@ def test_help_is_quick_and_imports_no_tensorflow():
     assert time.perf_counter() - started < 5  # A TensorFlow import alone takes longer here.
 
 
+def test_commands_that_do_not_train_import_no_tensorflow(tmp_path):
+    (tmp_path / "exports" / "reviews" / "1").mkdir(parents=True)
+    (tmp_path / "exports" / "reviews" / "1" / "saved_model.pb").write_bytes(b"")
+    script = ("import sys, contextlib, io\n"
+              "from tl_keras.cli.main import main\n"
+              "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+              "    codes = [main(['predict', '--rest', '127.0.0.1:1', '--model', 'reviews', 'great phone']),\n"
+              f"             main(['serving-config', {str(tmp_path / 'exports')!r}])]\n"
+              "print(*codes, 'tensorflow' in sys.modules, 'grpc' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    # A refused connection is a runtime failure (1), not a usage error (2).
+    assert result.stdout.split() == ["1", "0", "False", "False"]
+
+
+def test_a_task_loads_without_tensorflow_start_up_lines():
+    script = "import tl_keras\ntl_keras.TextClassifier\nimport tensorflow as tf\nprint(int(tf.constant(1) + 1))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            env={k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert result.stdout.split() == ["2"]
+    assert result.stderr == ""
+
+
 def test_every_workflow_is_a_subcommand_with_complete_help():
     from tl_keras.cli.workflows import COMMANDS
 

@@ -132,7 +132,7 @@ def test_cli_predict_prints_one_json_line_a_text(server, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["text"] for line in lines] == TEXTS
     assert [line["label"] for line in lines] == [l.decode() for l in _expected(base, 1)["label"].numpy()]
-    assert cli(["predict", "--rest", f"127.0.0.1:{running.rest_port}", "--model", "nope", "x"]) == 2
+    assert cli(["predict", "--rest", f"127.0.0.1:{running.rest_port}", "--model", "nope", "x"]) == 1  # A runtime failure, not a usage error.
     assert "REST 127.0.0.1" in capsys.readouterr().err
 
 

@@ -97,6 +97,8 @@ def test_retrieval_fits_interactions_and_round_trips_a_preset(tiny_bert_preset, 
     assert 0 <= metrics["overall"]["recall@5"] <= 1 and metrics["split"] == "test"
     retrieval.save_to_preset(tmp_path / "saved")
     loaded = tl_keras.Retrieval.from_preset(tmp_path / "saved")
+    with pytest.raises(ValueError, match=r"saved Retrieval.*cannot apply sequence_length=64, embedding_dim=8"):
+        tl_keras.Retrieval.from_preset(tmp_path / "saved", sequence_length=64, embedding_dim=8)
     request = ([users.user_ids[0], "someone-new"], [[catalog.item_ids[0]], [""]])
     ids, scores = retrieval.recommend(*request, k=5)
     loaded_ids, loaded_scores = loaded.recommend(*request, k=5)

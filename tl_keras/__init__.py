@@ -42,6 +42,9 @@ def __getattr__(name):
     # Lazy: the task modules import TensorFlow, which the command line's
     # help must not wait for.
     if name in _TASKS:
+        from tl_keras.core.quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # Without TensorFlow's C++ start-up lines.
         return getattr(importlib.import_module(_TASKS[name]), name)
     if name in LAYERS:
         return importlib.import_module(f"tl_keras.{name}")

@@ -9,7 +9,8 @@ names, converted to the fields' types (so `1e-3` is a float); flags override
 it, which overrides the recipe's defaults.
 
 `main_with_error_line(main)` runs a command so that an error ends it with one
-`error: ...` line on stderr and exit status 2; `--debug` shows the traceback.
+`error: ...` line on stderr and exit status 2 (a bad value) or 1 (a runtime
+failure); `--debug` shows the traceback.
 """
 
 import argparse
@@ -128,7 +129,9 @@ def add_config_flags(parser, config_types, defaults=None, help=None, choices=Non
         kind = _field_kind(field)
         text = (help or {}).get(name) or docs.get(name) or name.replace("_", " ")
         default = defaults.get(name, _default(field))
-        if field.default is dataclasses.MISSING and name not in defaults:
+        if "default" in text:  # The docstring says what the default is.
+            pass
+        elif field.default is dataclasses.MISSING and name not in defaults:
             text += " (required)"
         elif default not in (None, ""):
             text += f" (default: {default})"
@@ -150,12 +153,7 @@ def settings_from(args, config_types, defaults=None, choices=None):
     settings = dict(defaults or {})
     if args.config:
         path = pathlib.Path(args.config)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ValueError(f"{path}: cannot read the settings: {error}") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of settings, received {type(loaded).__name__}.")
+        loaded = read_settings_file(path)
         unknown = sorted(set(loaded) - set(fields))
         if unknown:
             raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(fields)}")
@@ -166,6 +164,44 @@ def settings_from(args, config_types, defaults=None, choices=None):
             settings[name] = value
     settings.update({k: v for k, v in vars(args).items() if v is not None and k in fields})
     return settings
+
+
+MAX_SETTINGS_BYTES = 1024 * 1024
+
+
+def read_settings_file(path):
+    """A `--config` YAML file as a flat mapping of setting names to scalars,
+    read with bounds: a regular file (not a FIFO or a device) of at most
+    `MAX_SETTINGS_BYTES`, no anchors or aliases, no nested values; every
+    refusal names the file."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file of settings.")
+    size = path.stat().st_size
+    if size > MAX_SETTINGS_BYTES:
+        raise ValueError(f"{path}: {size} bytes; a settings file holds at most {MAX_SETTINGS_BYTES}.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        # Events first: aliases ("billion laughs") and nesting are refused
+        # before anything is built.
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ValueError(f"{path}: anchors and aliases are not allowed in a settings file.")
+            depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+            if depth > 1:
+                raise ValueError(f"{path}: settings are single values, not nested lists or mappings "
+                                 f"(line {event.start_mark.line + 1}).")
+        loaded = yaml.safe_load(text) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: cannot read the settings: {str(error).splitlines()[0]}") from None
+    except ValueError as error:  # Such as a 5,000-digit integer.
+        message = str(error).split("; use sys.set_int_max_str_digits")[0]
+        raise ValueError(message if message.startswith(str(path)) else
+                         f"{path}: cannot read the settings: {message}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, received {type(loaded).__name__}.")
+    return loaded
 
 
 def check_required(settings, config_types):
@@ -211,9 +247,12 @@ def build(config_type, settings, **extra):
 
 def main_with_error_line(main, argv=None):
     """Runs `main(argv)` and returns its exit status; an exception ends it
-    with one `error: ...` line on stderr and status 2 (1 for an unexpected
-    kind of error), unless `--debug` is among the arguments, which shows the
-    traceback.
+    with one `error: ...` line on stderr, unless `--debug` is among the
+    arguments, which shows the traceback. The status says whose the error
+    is: 2 for a bad value given (`ValueError`, `LookupError`: flags, settings,
+    data), as for argparse's usage errors; 1 for what failed at run time (a
+    refused connection, a server's answer, a file that cannot be read or
+    written) and for an unexpected kind of error.
 
     Example:
     >>> sys.exit(main_with_error_line(main))
@@ -229,10 +268,11 @@ def main_with_error_line(main, argv=None):
         if debug:
             traceback.print_exc()
         expected = isinstance(error, (ValueError, OSError, LookupError, RuntimeError))
+        usage = isinstance(error, (ValueError, LookupError))
         message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
         if not expected:
             message = f"{type(error).__name__}: {message}"
         print(f"error: {message.strip().splitlines()[0] if message.strip() else type(error).__name__}"
               f"{'' if expected or debug else ' (run with --debug for the traceback)'}",
               file=sys.stderr)
-        return 2 if expected else 1
+        return 2 if usage else 1

@@ -30,6 +30,9 @@ from tl_keras.cli.workflows import COMMANDS
 def _predict(args):
     from tl_keras.serving.clients import GrpcClient, RestClient
 
+    if not args.rest:
+        import_tensorflow_quietly()  # The gRPC client's protos import TensorFlow; REST needs none.
+
     options = dict(signature=args.signature, version=args.version, version_label=args.version_label,
                    timeout=args.timeout)
     client = RestClient(args.rest, args.model, **options) if args.rest else GrpcClient(args.address, args.model, **options)
@@ -134,7 +137,7 @@ def _convert_efficientnet_lite(args):
 
 def main(argv=None):
     """Runs a `tl-keras` subcommand; an error ends it with one `error: ...`
-    line and exit status 2 (`--debug` shows the traceback)."""
+    line and exit status 2 for a bad value, 1 for a runtime failure (`--debug` shows the traceback)."""
     return main_with_error_line(_main, argv)
 
 
@@ -160,7 +163,7 @@ def _main(argv):
     predict.add_argument("--version", type=int, help="a model version (default: the newest)")
     predict.add_argument("--version-label", help="a version label such as 'stable'")
     predict.add_argument("--timeout", type=float, default=10.0, help="seconds a call may take")
-    predict.set_defaults(run=_predict)
+    predict.set_defaults(run=_predict, tensorflow=False)
     serve = commands.add_parser("serve-local", help="serve an export folder without Docker (dev stand-in)",
                                 formatter_class=defaults_shown)
     serve.add_argument("exports", nargs="?", help="a folder of <name>/<version>/ SavedModels (every sub-folder a "
@@ -192,7 +195,7 @@ def _main(argv):
     kit.add_argument("export_dir", help="the export folder (<name>/<version>/ inside)")
     kit.add_argument("--base", default="/models", help="where TF Serving's container mounts the export folder")
     kit.add_argument("--output", help="the file to write (default: print it)")
-    kit.set_defaults(run=_serving_config)
+    kit.set_defaults(run=_serving_config, tensorflow=False)
     convert = commands.add_parser("convert-efficientnet-lite", formatter_class=defaults_shown,
                                   help="EfficientNet-PyTorch Lite0 .pth to a KerasHub preset folder, without torch")
     convert.add_argument("checkpoint", help="the .pth file")
@@ -200,7 +203,8 @@ def _main(argv):
     convert.add_argument("--image-size", type=int, default=224, help="the image converter's square size")
     convert.set_defaults(run=_convert_efficientnet_lite)
     args = parser.parse_args(argv)
-    import_tensorflow_quietly()
+    if getattr(args, "tensorflow", True):
+        import_tensorflow_quietly()
     return args.run(args)
 
 

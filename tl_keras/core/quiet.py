@@ -2,8 +2,9 @@
 
 TensorFlow's native libraries log (CUDA probing, oneDNN) to file descriptor
 2 before they read `TF_CPP_MIN_LOG_LEVEL`, so the variable alone cannot
-quiet them; the command line imports TensorFlow with that descriptor pointed
-at /dev/null, unless `TF_CPP_MIN_LOG_LEVEL` is 0.
+quiet them; the command line imports TensorFlow and lists its devices (where
+CUDA is probed, "failed call to cuInit" on a CPU machine) with that
+descriptor pointed at /dev/null, unless `TF_CPP_MIN_LOG_LEVEL` is 0.
 """
 
 import contextlib
@@ -34,5 +35,9 @@ def import_tensorflow_quietly():
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
         return
     with _native_stderr_silenced():
-        import tensorflow  # noqa: F401
+        import tensorflow
         import keras  # noqa: F401
+
+        # The CUDA platform logs "failed call to cuInit" on a machine without
+        # a GPU when devices are first listed; list them here, silenced.
+        tensorflow.config.list_physical_devices()

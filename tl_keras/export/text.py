@@ -7,7 +7,9 @@ Signatures:
   `prediction` [-1]; for multi-label, `label` joins the names over 0.5
   with commas.
 - `serve_tokens`: the backbone's token inputs (int32 [-1, -1] each) to the
-  same outputs, for clients that tokenise themselves.
+  same outputs, for clients that tokenise themselves; ids outside the
+  vocabulary (or segments, or a 0/1 mask) and more positions than the
+  backbone has fail the request with INVALID_ARGUMENT naming the limit.
 """
 
 import tensorflow as tf
@@ -15,6 +17,7 @@ import tensorflow as tf
 from tl_keras.data.texts import MULTILABEL_SEPARATOR, MULTILABEL_THRESHOLD
 from tl_keras.data.tokens import trim_to_bucket
 from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+from tl_keras.transfer.strategies import backbone_of
 
 
 def token_inputs(preprocessed, model):
@@ -72,6 +75,11 @@ class TextServingModule(tf.Module):
         else:
             self.serve_text = tf.function(self._serve_text, input_signature=text)
         self.serve_tokens = tf.function(self._serve_tokens, input_signature=[token_specs])
+        backbone = backbone_of(model)
+        # `[low, high)` of each token input the backbone can look up.
+        self.token_ranges = {"token_ids": getattr(backbone, "vocabulary_size", None), "padding_mask": 2,
+                             "segment_ids": getattr(backbone, "num_segments", None)}
+        self.max_positions = getattr(backbone, "max_sequence_length", None)
 
     def _outputs(self, inputs):
         if self.trim:
@@ -89,6 +97,18 @@ class TextServingModule(tf.Module):
         return self._outputs(token_inputs(inputs, self._model.value))
 
     def _serve_tokens(self, tokens):
+        checks = []
+        for name, tensor in tokens.items():
+            high = self.token_ranges.get(name)
+            if high is not None:
+                checks.append(tf.debugging.assert_non_negative(tensor, message=f"{name} must be >= 0"))
+                checks.append(tf.debugging.assert_less(tensor, high, message=f"{name} must be < {high}"))
+            if self.max_positions is not None:
+                checks.append(tf.debugging.assert_less_equal(
+                    tf.shape(tensor)[1], self.max_positions,
+                    message=f"{name} has more positions than the backbone has ({self.max_positions})"))
+        with tf.control_dependencies(checks):
+            tokens = {name: tf.identity(tensor) for name, tensor in tokens.items()}
         return self._outputs(tokens)
 
 

@@ -16,20 +16,12 @@ import json
 import urllib.error
 import urllib.request
 
-import grpc
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
 
 from tl_keras.serving.rest_json import from_json_values, holds_text, to_json_values
+
+# The REST client needs neither gRPC nor TensorFlow (whose import alone takes
+# seconds); `GrpcClient` imports them when it is made.
 
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # gRPC's default message limit.
 DEFAULT_MAX_BATCH_SIZE = 256  # Rows a request; more go as several requests.
@@ -129,6 +121,9 @@ class GrpcClient(_Client):
     protocol = "gRPC"
 
     def __init__(self, address, model_name, **kwargs):
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
         super().__init__(address, model_name, **kwargs)
         limit = max(self.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES) + 1024
         self._channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", limit)])
@@ -139,6 +134,8 @@ class GrpcClient(_Client):
         self._channel.close()
 
     def _model_spec(self, signature=True):
+        from tensorflow_serving.apis import model_pb2
+
         spec = model_pb2.ModelSpec(name=self.model_name)
         if signature:
             spec.signature_name = self.signature
@@ -149,12 +146,17 @@ class GrpcClient(_Client):
         return spec
 
     def _call(self, method, request):
+        import grpc
+
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as error:
             raise self._error(f"{error.code().name}: {error.details()}") from None
 
     def _predict(self, inputs):
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
         request = predict_pb2.PredictRequest(model_spec=self._model_spec())
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(_as_array(value)))
@@ -164,6 +166,8 @@ class GrpcClient(_Client):
 
     def metadata(self):
         """Returns the model's signatures as TF Serving reports them."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
         request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=self._model_spec(signature=False))
         request.metadata_field.append("signature_def")
         response = self._call(self._predictions.GetModelMetadata, request)
@@ -176,6 +180,8 @@ class GrpcClient(_Client):
 
     def status(self):
         """Returns the versions the server has, with their states."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._model_spec(signature=False))
         response = self._call(self._models.GetModelStatus, request)
         return [
@@ -190,9 +196,11 @@ class GrpcClient(_Client):
 
 
 def _signature_dict(signature):
+    from tensorflow.core.framework import types_pb2
+
     def tensors(infos):
         return {
-            name: {"dtype": tf.dtypes.as_dtype(info.dtype).name,
+            name: {"dtype": dtype_name(types_pb2.DataType.Name(info.dtype)),
                    "shape": [d.size for d in info.tensor_shape.dim]}
             for name, info in infos.items()
         }
@@ -260,7 +268,7 @@ class RestClient(_Client):
                 name: {
                     part: {
                         input_name: {
-                            "dtype": tf.dtypes.as_dtype(types_pb2.DataType.Value(info["dtype"])).name,
+                            "dtype": dtype_name(info["dtype"]),
                             "shape": [int(d["size"]) for d in info["tensor_shape"].get("dim", [])],
                         }
                         for input_name, info in sig[part].items()
@@ -283,6 +291,15 @@ class RestClient(_Client):
             }
             for s in response["model_version_status"]
         ]
+
+
+_FLOAT_NAMES = {"DT_HALF": "float16", "DT_FLOAT": "float32", "DT_DOUBLE": "float64"}
+
+
+def dtype_name(enum_name):
+    """TensorFlow's dtype name for a `DataType` enum name (`"DT_FLOAT"` →
+    `"float32"`, `"DT_STRING"` → `"string"`), without importing TensorFlow."""
+    return _FLOAT_NAMES.get(enum_name, enum_name.removeprefix("DT_").lower())
 
 
 def _named_inputs(values, input_name):

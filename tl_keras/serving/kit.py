@@ -5,12 +5,22 @@ it cannot find (tensorflow/serving#1693), so a fixed list breaks serving."""
 import json
 import pathlib
 
+from google.protobuf import text_encoding
+
 from tl_keras.core.files import SAFE_NAME
+
+
+def quoted(text):
+    """`text` as a protobuf text-format string literal (quotes, backslashes
+    and control characters escaped), so no value breaks out of its field."""
+    return '"' + text_encoding.CEscape(str(text), as_utf8=True) + '"'
 
 
 def exported_models(export_dir):
     """`{name: newest model card}` of the models under `export_dir` that have
     at least one complete version folder (`saved_model.pb`)."""
+    if not pathlib.Path(export_dir).is_dir():
+        raise ValueError(f"{export_dir} is not a folder of exported models.")
     models = {}
     for folder in sorted(pathlib.Path(export_dir).iterdir()):
         if not folder.is_dir() or not SAFE_NAME.fullmatch(folder.name):
@@ -38,13 +48,14 @@ def serving_config(export_dir, base="/models"):
     models = exported_models(export_dir)
     if not models:
         raise ValueError(f"{export_dir} holds no exported model (no <name>/<version>/saved_model.pb).")
-    lines = [f"# Written by `tl-keras serving-config {export_dir}`: the models exported there, each served",
-             f"# from {base}/<name> (newest version). Server-side batching: exports marked",
+    where = " ".join(str(export_dir).split())  # A comment holds one line.
+    lines = [f"# Written by `tl-keras serving-config {where}`: the models exported there, each served",
+             f"# from {' '.join(base.split())}/<name> (newest version). Server-side batching: exports marked",
              "# server_batching carry batching_params.pbtxt (--enable_per_model_batching_parameters).",
              "model_config_list {"]
     for name, card in models.items():
         batching = "per-model batching" if card.get("server_batching") else "no server-side batching"
-        lines += ["  config {", f'    name: "{name}"', f'    base_path: "{base.rstrip("/")}/{name}"',
+        lines += ["  config {", f"    name: {quoted(name)}", f"    base_path: {quoted(base.rstrip('/') + '/' + name)}",
                   '    model_platform: "tensorflow"', f"    # {card.get('task', 'model')}; {batching}",
                   "    model_version_policy { latest { num_versions: 1 } }", "  }"]
     return "\n".join(lines + ["}"]) + "\n"

@@ -81,9 +81,18 @@ class _Calls:
                 context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {first_line(error)}")
             finally:
                 name = getattr(getattr(request, "model_spec", None), "name", "") or ""
-                self.metrics.record(name, api, code, time.perf_counter() - started)
+                self.record(name, api, code, time.perf_counter() - started)
 
         return call
+
+    def record(self, name, api, code, seconds):
+        """Counts a call, for a served model only: requests naming unknown
+        models would otherwise add label sets without end."""
+        try:
+            self.repository.model(name)
+        except ModelError:
+            return
+        self.metrics.record(name, api, code, seconds)
 
     def predict(self, spec, inputs, output_filter=()):
         version, function, _ = inference.signature(self.repository, spec.name, _requested_version(spec),
@@ -246,7 +255,7 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
             self._send(500, {"error": f"{type(error).__name__}: {first_line(error)}"})
         finally:
             if name:
-                self.calls.metrics.record(name, f"rest_{method.lower()}", str(code), time.perf_counter() - started)
+                self.calls.record(name, f"rest_{method.lower()}", str(code), time.perf_counter() - started)
 
     def _answer(self, method, name, version, label, action):
         version = int(version) if version else None

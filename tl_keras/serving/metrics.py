@@ -9,6 +9,12 @@ BUCKETS = (10, 18, 32.4, 58.3, 105, 189, 340, 612, 1102, 1984, 3570, 6427, 11568
            121440, 218591, 393464, 708235, 1274823, 2294681, 4130426, 7434767, 13382581, 24088646)
 
 
+def label_value(text):
+    """A label value escaped as Prometheus' text format requires (backslash,
+    double quote and line feed), so no value writes its own line."""
+    return str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 class RequestMetrics:
     """Counts requests by model, API and status, and their latencies.
 
@@ -38,11 +44,11 @@ class RequestMetrics:
         lines = ["# TYPE :tensorflow:serving:request_count counter"]
         with self._lock:
             for (model, api, status), count in sorted(self._counts.items()):
-                lines.append(f':tensorflow:serving:request_count{{model_name="{model}",entrypoint="{api}",'
-                             f'status="{status}"}} {count}')
+                lines.append(f':tensorflow:serving:request_count{{model_name="{label_value(model)}",'
+                             f'entrypoint="{label_value(api)}",status="{label_value(status)}"}} {count}')
             lines.append("# TYPE :tensorflow:serving:request_latency histogram")
             for (model, api), (buckets, (total, count)) in sorted(self._latency.items()):
-                labels = f'model_name="{model}",API="{api}",entrypoint="{api}"'
+                labels = f'model_name="{label_value(model)}",API="{label_value(api)}",entrypoint="{label_value(api)}"'
                 cumulative = 0
                 for bound, number in zip(BUCKETS + ("+Inf",), buckets):
                     cumulative += number

@@ -29,6 +29,9 @@ from tl_keras.core.files import SAFE_NAME
 from tl_keras.serving.tf_serving_files import check_export
 
 
+MAX_VERSION = 2**63 - 1
+
+
 class ModelError(LookupError):
     """A request for a model, version or signature the server does not have,
     or with inputs the signature does not take. `status` is the gRPC code."""
@@ -83,6 +86,8 @@ def models_from_config(config, folder=pathlib.Path(".")):
     for entry in config.model_config_list.config:
         if not SAFE_NAME.fullmatch(entry.name):
             raise ValueError(f"model name {entry.name!r} is not a plain name")
+        if any(model.name == entry.name for model in models):  # As TF Serving's ServerCore refuses it.
+            raise ValueError(f"Illegal to list model {entry.name} multiple times in config list")
         policy = entry.model_version_policy.WhichOneof("policy_choice") or "latest"
         models.append(ServedModel(
             entry.name, (folder / entry.base_path).resolve(), policy,
@@ -143,7 +148,9 @@ class ModelRepository:
         base = self.model(name).base_path
         if base.is_dir():
             for folder in base.iterdir():
-                if folder.is_dir() and folder.name.isdigit() and folder.name.isascii():
+                # TF Serving parses a version as an int64; a larger number is not a version.
+                if (folder.is_dir() and folder.name.isdigit() and folder.name.isascii()
+                        and int(folder.name) <= MAX_VERSION):
                     folders.setdefault(int(folder.name), folder)
         return dict(sorted(folders.items()))
 

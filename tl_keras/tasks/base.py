@@ -172,8 +172,9 @@ class Classifier(TransferTask):
         """
         callbacks = list(callbacks or ())
         train_inputs = self.transfer_inputs(x, verbose)
-        if train_inputs is None:  # Keras' own fit; a dataset carries its own batches.
+        if train_inputs is None:  # Keras' own fit; a dataset carries its own batches and order.
             batch_size = None if isinstance(x, tf.data.Dataset) else batch_size
+            settings.setdefault("shuffle", not isinstance(x, tf.data.Dataset))
             return super().fit(x, y, validation_data=validation_data, epochs=epochs, batch_size=batch_size,
                                callbacks=list(callbacks), verbose=verbose, **settings)
         validation_inputs = validation_targets = None
@@ -317,6 +318,18 @@ class Classifier(TransferTask):
         if out_dir is not None:
             write_report(metrics, getattr(history, "history", history) or {}, out_dir)
         return metrics
+
+
+def refuse_overrides(preset, task_class, **given):
+    """Raises `ValueError` naming the `from_preset` arguments given (not
+    `None`) that a restored task of `task_class` cannot apply: an argument
+    is applied or refused, never ignored."""
+    given = {name: value for name, value in given.items() if value is not None}
+    if given:
+        names = ", ".join(f"{name}={value!r}"[:80] for name, value in given.items())
+        raise ValueError(f"{preset} holds a saved {task_class.__name__}, which restores its own settings; "
+                         f"{task_class.__name__}.from_preset cannot apply {names} to it. Load it without them, "
+                         "or build a new one from a backbone preset.")
 
 
 def class_names(labels, num_classes):

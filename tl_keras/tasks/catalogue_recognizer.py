@@ -27,7 +27,7 @@ from tl_keras.export.catalogue import export_catalogue_recognizer
 from tl_keras.models.backbones import default_pooling, load_image_backbone, load_text_backbone
 from tl_keras.models.catalogue_matching import CatalogueMatcher
 from tl_keras.models.heads import build_encoder, build_image_encoder
-from tl_keras.tasks.base import TransferTask, read_task_config
+from tl_keras.tasks.base import TransferTask, history_of, read_task_config, refuse_overrides
 
 ENTRY_FILE = "entries.npz"
 
@@ -76,25 +76,31 @@ class CatalogueRecognizer(TransferTask):
         self.seen_bias = 0.0
 
     @classmethod
-    def from_preset(cls, preset, text_preset=None, image_size=224, sequence_length=128, pooling=None,
-                    projection_dim=256, image_weight=0.7):
+    def from_preset(cls, preset, text_preset=None, image_size=None, sequence_length=None, pooling=None,
+                    projection_dim=None, image_weight=None):
         """A recognizer on a KerasHub image preset and text preset, or one
         written by `save_to_preset` (backbones, matcher and entries
-        restored; `text_preset` not needed).
+        restored; any argument given is refused, naming it, since the
+        trained matcher and stored entries hold them).
 
         Args:
             preset: the image preset, or a saved recognizer.
             text_preset: the text preset that embeds descriptions.
-            image_size: photos are resized to `image_size` x `image_size`.
-            sequence_length: description tokens kept.
+            image_size: photos are resized to `image_size` x `image_size`
+                (224).
+            sequence_length: description tokens kept (128).
             pooling: the text pooling (`None`: the backbone's default).
-            projection_dim, image_weight: the new matcher's settings.
+            projection_dim, image_weight: the new matcher's settings (256,
+                0.7).
 
         Example:
         >>> CatalogueRecognizer.from_preset("presets/efficientnet_lite0", text_preset=minilm_l6_offline_path())
         """
         stored = read_task_config(preset, cls)
         if stored is not None:
+            refuse_overrides(preset, cls, text_preset=text_preset, image_size=image_size,
+                             sequence_length=sequence_length, pooling=pooling, projection_dim=projection_dim,
+                             image_weight=image_weight)
             folder = pathlib.Path(str(preset))
             recognizer = cls.from_preset(folder / "image", folder / "text", stored["image_size"][0],
                                          stored["sequence_length"], stored["pooling"], stored["projection_dim"],
@@ -111,10 +117,12 @@ class CatalogueRecognizer(TransferTask):
         if text_preset is None:
             raise ValueError(f"{preset} is an image preset; pass `text_preset` to embed the descriptions.")
         image_backbone, converter = load_image_backbone(preset, with_converter=True)
-        text_backbone, preprocessor = load_text_backbone(text_preset, sequence_length)
+        text_backbone, preprocessor = load_text_backbone(text_preset, sequence_length or 128)
+        image_size = image_size or 224
         size = (image_size, image_size) if isinstance(image_size, int) else image_size
         return cls(image_backbone, converter, text_backbone, preprocessor, size,
-                   pooling or default_pooling(text_preset, text_backbone), None, projection_dim, image_weight)
+                   pooling or default_pooling(text_preset, text_backbone), None, projection_dim or 256,
+                   0.7 if image_weight is None else image_weight)
 
     # --- Features -----------------------------------------------------------
 
@@ -158,27 +166,32 @@ class CatalogueRecognizer(TransferTask):
 
     # --- Training and prediction -----------------------------------------
 
-    def fit(self, photos, labels, entries, epochs=30, batch_size=64, learning_rate=1e-3, seed=1234, verbose=0):
+    def fit(self, x, y, entries, batch_size=64, epochs=30, verbose=0, learning_rate=1e-3, seed=1234):
         """Trains the matcher on photos of the classes of `entries` (their
         labels are entry names), which become the recognizer's entries.
+        After `fit` and `add_entries`, `calibrate` on photos of both kinds
+        before trusting the ranking of added entries against trained ones.
 
         Args:
-            photos: encoded images, image files or uint8 arrays.
-            labels: each photo's entry name.
+            x: photos: encoded images, image files or uint8 arrays.
+            y: each photo's entry name.
             entries: the catalogue entries of the photos' classes.
+            batch_size, epochs, verbose: as Keras' `fit`.
+            learning_rate, seed: the matcher's training.
 
         Returns:
-            The mean loss of each epoch.
+            A `keras.callbacks.History` with the mean `loss` of each epoch.
         """
         self.entry_names = []
         self.entry_image_features = self.entry_image_features[:0]
         self.entry_text_features = self.entry_text_features[:0]
         self.add_entries(entries, verbose)
         self.num_trained, self.seen_bias = len(self.entry_names), 0.0
-        rows = self._rows(labels)
-        features = self.image_features(photos, verbose=verbose)
-        return self.matcher.fit_entries(features, rows, self.entry_image_features, self.entry_text_features, epochs,
-                                        batch_size, learning_rate, seed)
+        rows = self._rows(y)
+        features = self.image_features(x, verbose=verbose)
+        losses = self.matcher.fit_entries(features, rows, self.entry_image_features, self.entry_text_features,
+                                          epochs, batch_size, learning_rate, seed)
+        return history_of({"loss": [float(loss) for loss in losses]})
 
     def _rows(self, labels):
         """The entry index of each label; a label with no entry is refused."""

@@ -19,7 +19,7 @@ from tl_keras.models.backbones import default_pooling, load_text_backbone
 from tl_keras.models.heads import build_encoder
 from tl_keras.models.recommender import Recommender
 from tl_keras.models.two_tower import ItemTower, TwoTowerModel, UserTower
-from tl_keras.tasks.base import TransferTask, history_of, read_task_config
+from tl_keras.tasks.base import TransferTask, history_of, read_task_config, refuse_overrides
 from tl_keras.training import multi_worker
 from tl_keras.training.distribution import global_batch_size
 from tl_keras.transfer.feature_cache import FeatureCache
@@ -144,22 +144,27 @@ class Retrieval(TransferTask, TwoTowerModel):
         self.build({"user": (None,), "history": (None, history_length), "item": (None,)})
 
     @classmethod
-    def from_preset(cls, preset, catalog=None, users=None, sequence_length=32, pooling=None, cache_dir=None,
+    def from_preset(cls, preset, catalog=None, users=None, sequence_length=None, pooling=None, cache_dir=None,
                     verbose=0, **kwargs):
         """A retrieval model whose item tower embeds the catalogue's texts
         with the frozen text backbone `preset`, or one written by
-        `save_to_preset` (catalogue, users and weights restored).
+        `save_to_preset` (catalogue, users and weights restored: any other
+        argument is refused, naming it, since the trained towers and item
+        index hold them).
 
         Args:
             preset: a KerasHub text preset, or a saved retrieval preset.
             catalog, users: the `Catalog` and `Users` (new models only).
-            sequence_length, pooling: how item texts are embedded.
+            sequence_length, pooling: how item texts are embedded (32 tokens,
+                the backbone's default pooling).
             cache_dir: a feature cache folder for the item embeddings.
             **kwargs: the other `Retrieval` arguments (`known_items`,
                 `embedding_dim`, `temperature`, ...).
         """
         stored = read_task_config(preset, cls)
         if stored is not None:
+            refuse_overrides(preset, cls, catalog=catalog, users=users, sequence_length=sequence_length,
+                             pooling=pooling, **kwargs)
             folder = pathlib.Path(str(preset))
             items = load_arrays(folder / ITEM_FILE, "items")
             if items is None:
@@ -185,8 +190,8 @@ class Retrieval(TransferTask, TwoTowerModel):
             return retrieval
         if catalog is None or users is None:
             raise ValueError(f"A new retrieval model needs `catalog` and `users`; received {catalog!r}, {users!r}.")
-        features, encoder, preprocessor, settings = item_text_features(catalog, preset, sequence_length, pooling,
-                                                                       cache_dir, verbose)
+        features, encoder, preprocessor, settings = item_text_features(catalog, preset, sequence_length or 32,
+                                                                       pooling, cache_dir, verbose)
         return cls(catalog, users, features, encoder=encoder, preprocessor=preprocessor, settings=settings, **kwargs)
 
     def fit(self, x=None, y=None, epochs=10, batch_size=128, learning_rate=3e-3, distribution=None, seed=1234,

@@ -51,7 +51,9 @@ def prepare_distributed_training(training, output_dir, distribute="auto", precis
     set_precision(precision)
     distribution = distribution or pick_distribution(distribute)
     batch_size = global_batch_size(training.batch_size, distribution)
-    print(f"{type(distribution).__name__}: {distribution.num_replicas_in_sync} replica(s), global batch "
+    name = type(distribution).__name__
+    name = "one device (no tf.distribute strategy)" if name.startswith("_Default") else f"tf.distribute.{name}"
+    print(f"{name}: {distribution.num_replicas_in_sync} replica(s), global batch "
           f"{batch_size} = {training.batch_size} per replica x {distribution.num_replicas_in_sync}")
     backup_dir = None
     if resume:
@@ -84,6 +86,10 @@ def _fit(fitted, arguments, train_dataset, validation_dataset, first_epoch, epoc
          callbacks, phase):
     with distribution.scope():
         keras.Model.compile(fitted, **arguments, jit_compile=config.jit_compile)  # Not a task's own `compile`.
+
+    if config.verbose:
+        print(f"{phase} phase: epochs {first_epoch + 1}-{first_epoch + epochs}"
+              f"{' (the head alone, backbone frozen)' if phase == 'head' else ''}", flush=True)
 
     def fit(backup_callbacks):
         return multi_worker.fit(

@@ -1,0 +1,103 @@
+"""Hostile configs, folder names and metric labels: bounded settings files,
+quoted TF Serving configs, int64 versions, duplicate models refused, metric
+labels escaped and kept for served models only."""
+
+import http.client
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from tl_keras.cli.flags import read_settings_file
+from tl_keras.export.saved_model import export_module
+from tl_keras.serving.kit import serving_config
+from tl_keras.serving.local_server import LocalServer
+from tl_keras.serving.metrics import RequestMetrics, label_value
+from tl_keras.serving.model_repository import ModelRepository, models_from_config
+from tl_keras.serving.tf_serving_files import message_class, parse_text_proto
+
+
+class Doubler(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def serve(self, x):
+        return {"y": 2.0 * x}
+
+
+def _export(base, name="doubler"):
+    module = Doubler()
+    return export_module(module, {"serving_default": module.serve}, base, name)
+
+
+@pytest.mark.parametrize("content, pattern", [
+    ('a: &a ["x", "x"]\nb: &b [*a, *a]\nc: [*b, *b]\n', "anchors and aliases are not allowed"),
+    ("epochs: " + "[" * 5000 + "]" * 5000 + "\n", r"single values, not nested lists or mappings \(line 1\)"),
+    ("epochs: 3\nshares: [0.6, 0.9]\n", r"single values, not nested lists or mappings \(line 2\)"),
+    ("epochs: " + "9" * 5000 + "\n", "Exceeds the limit .* for integer string conversion"),
+    ("epochs: 3\n  bad: indent: here\n", "cannot read the settings"),
+])
+def test_settings_files_are_read_within_bounds(tmp_path, content, pattern):
+    path = tmp_path / "run.yaml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"^{path}: .*{pattern}"):
+        read_settings_file(path)
+
+
+def test_settings_files_must_be_small_regular_files(tmp_path):
+    with pytest.raises(ValueError, match="/dev/zero: not a regular file"):
+        read_settings_file("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.yaml")
+    with pytest.raises(ValueError, match="fifo.yaml: not a regular file"):
+        read_settings_file(tmp_path / "fifo.yaml")  # Reading it would wait for a writer forever.
+    (tmp_path / "big.yaml").write_text("# " + "x" * (1024 * 1024) + "\n")
+    with pytest.raises(ValueError, match="big.yaml: 1048579 bytes; a settings file holds at most 1048576"):
+        read_settings_file(tmp_path / "big.yaml")
+    (tmp_path / "ok.yaml").write_text("epochs: 2\nhead_learning_rate: 1e-3\n")
+    assert read_settings_file(tmp_path / "ok.yaml") == {"epochs": 2, "head_learning_rate": "1e-3"}
+
+
+def test_serving_config_values_cannot_break_out_of_their_field(tmp_path):
+    (tmp_path / "reviews" / "1").mkdir(parents=True)
+    (tmp_path / "reviews" / "1" / "saved_model.pb").write_bytes(b"")
+    base = '/models" }\n  config { name: "evil'
+    config = parse_text_proto("models", serving_config(tmp_path, base=base), "models.config")
+    assert [(entry.name, entry.base_path) for entry in config.model_config_list.config] == [
+        ("reviews", base + "/reviews")]
+
+
+def test_a_config_listing_a_model_twice_is_refused_as_tf_serving_refuses_it():
+    config = message_class("models")()
+    for _ in range(2):
+        entry = config.model_config_list.config.add()
+        entry.name, entry.base_path = "reviews", "/models/reviews"
+    from tensorflow_serving.config import model_server_config_pb2
+
+    with pytest.raises(ValueError, match="Illegal to list model reviews multiple times in config list"):
+        models_from_config(model_server_config_pb2.ModelServerConfig.FromString(config.SerializeToString()))
+
+
+def test_a_version_folder_beyond_int64_is_not_a_version(tmp_path):
+    _export(tmp_path)
+    (tmp_path / "doubler" / "99999999999999999999").mkdir()
+    repository = ModelRepository(tmp_path)
+    assert list(repository.version_folders("doubler")) == [1]
+    version, _ = repository.resolve("doubler")
+    assert version == 1 and repository.statuses("doubler")[0][0] == 1
+
+
+def test_metric_labels_are_escaped_and_kept_for_served_models_only(tmp_path):
+    metrics = RequestMetrics()
+    metrics.record('evil"} 1\n:tensorflow:serving:request_count{model_name="x', "predict", "OK", 0.01)
+    page = metrics.prometheus()
+    assert len([line for line in page.splitlines() if line.startswith(":tensorflow:serving:request_count{")]) == 1
+    assert label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    _export(tmp_path)
+    with LocalServer(tmp_path, grpc_port=0, rest_port=0) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+        for name in ["doubler"] + [f"nobody{i}" for i in range(50)]:
+            connection.request("POST", f"/v1/models/{name}:predict", body=json.dumps({"instances": [1.0]}))
+            connection.getresponse().read()
+        connection.request("GET", "/monitoring/prometheus/metrics")
+        page = connection.getresponse().read().decode()
+    assert 'model_name="doubler"' in page and "nobody" not in page
+    assert len([line for line in page.splitlines() if line.startswith(":tensorflow:serving:request_count{")]) == 1
