@@ -132,3 +132,18 @@ def test_distill_and_explain_commands(sentiment_classifier, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     line = json.loads(result.stdout.strip().splitlines()[-1])
     assert line["top_tokens"][0][0] == "great" and (tmp_path / "why" / "explanations.html").is_file()
+
+
+def test_pictures_show_words_and_name_the_true_label(tmp_path):
+    from tl_keras.evaluation.explanations import Explanation, word_attributions, write_explanations
+
+    text = Explanation("neg", 0.9, 0.5, np.array([0.0, -0.1, 0.25, 0.05, 0.2, 0.0]),
+                       tokens=["[CLS]", "a", "cum", "##bers", "##ome", "[SEP]"])
+    words, values = word_attributions(text)
+    assert words == ["a", "cumbersome"] and np.allclose(values, [-0.1, 0.5])
+    image = Explanation("milk", 0.4, 0.1, np.random.default_rng(0).normal(size=(16, 16)),
+                        image=np.zeros((16, 16, 3), np.uint8))
+    paths = write_explanations([text, image], tmp_path, captions=["true pos, predicted neg", "true oat, predicted milk"])
+    page = paths[0].read_text()
+    assert "cumbersome" in page and "##" not in page and "true pos, predicted neg" in page
+    assert all(path.stat().st_size > 5000 for path in paths[1:])  # Rendered pictures, not empty files.

@@ -101,3 +101,47 @@ def test_metric_labels_are_escaped_and_kept_for_served_models_only(tmp_path):
         page = connection.getresponse().read().decode()
     assert 'model_name="doubler"' in page and "nobody" not in page
     assert len([line for line in page.splitlines() if line.startswith(":tensorflow:serving:request_count{")]) == 1
+
+
+def test_serve_local_refuses_missing_folders_and_replays_warmup_at_load(tmp_path):
+    from tl_keras.serving.model_repository import ServedModel, replay_warmup
+
+    with pytest.raises(ValueError, match=f"{tmp_path / 'nowhere'}: no such folder of exported models"):
+        LocalServer(tmp_path / "nowhere", grpc_port=0, rest_port=0)
+    with pytest.raises(ValueError, match=r"base path of model reviews \(.*absent\) is not a folder"):
+        LocalServer(models=[ServedModel("reviews", tmp_path / "absent")], grpc_port=0, rest_port=0)
+    module = Doubler()
+    version = export_module(module, {"serving_default": module.serve}, tmp_path, "doubler",
+                            warmup_requests=[{"x": [1.0, 2.0]}, {"x": [3.0]}])
+    assert replay_warmup(tf.saved_model.load(str(version)), version) == 2
+    server = LocalServer(tmp_path, grpc_port=0, rest_port=0)
+    assert server.load_all() == {"doubler": [1]}
+    # A warm-up request the signature cannot run fails the load, as in TF Serving.
+    from tl_keras.export.saved_model import write_warmup_requests
+
+    write_warmup_requests(version / "assets.extra" / "tf_serving_warmup_requests", "doubler", [{"y": [1.0]}])
+    assert ModelRepository(tmp_path).served_versions("doubler") == []
+
+
+class Lengths(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve(self, text):
+        return {"length": tf.strings.length(text)}
+
+
+def test_a_string_past_the_limit_is_refused_before_the_graph_runs(tmp_path):
+    from tl_keras.serving.clients import GrpcClient, RestClient, ServingError
+    from tl_keras.serving.requests import RequestLimits
+
+    module = Lengths()
+    export_module(module, {"serving_default": module.serve}, tmp_path, "lengths")
+    limits = RequestLimits(max_string_bytes=1000)
+    with LocalServer(tmp_path, grpc_port=0, rest_port=0, limits=limits) as server:
+        rest = RestClient(f"127.0.0.1:{server.rest_port}", "lengths")
+        assert rest.predict(["x" * 1000])["length"].tolist() == [1000]
+        with pytest.raises(ServingError, match="HTTP 413: input 'text' holds a string of 1001 bytes, more than the "
+                                               "server's limit of 1000 bytes a value"):
+            rest.predict(["short", "x" * 1001])
+        grpc_client = GrpcClient(f"127.0.0.1:{server.grpc_port}", "lengths")
+        with pytest.raises(ServingError, match="RESOURCE_EXHAUSTED: input 'text' holds a string of 3000 bytes"):
+            grpc_client.predict(["é" * 1500])

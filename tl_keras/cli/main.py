@@ -27,6 +27,20 @@ from tl_keras.core.quiet import import_tensorflow_quietly
 from tl_keras.cli.workflows import COMMANDS
 
 
+def _positive(kind):
+    """An argparse type: a number of `kind` > 0, refused with the value."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number > 0, received {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a number > 0, received {text!r}")
+        return value
+
+    return parse
+
+
 def _predict(args):
     from tl_keras.serving.clients import GrpcClient, RestClient
 
@@ -63,7 +77,8 @@ def _serve_local(args):
     from tl_keras.serving.model_repository import ServedModel, read_model_config
 
     limits = RequestLimits(max_bytes=args.max_request_bytes, max_tensor_bytes=args.max_tensor_bytes,
-                           max_rows=args.max_rows, read_timeout=args.read_timeout)
+                           max_rows=args.max_rows, read_timeout=args.read_timeout,
+                           max_string_bytes=args.max_string_bytes)
     base, models = args.exports, None
     if args.model_config_file:
         base, models = None, read_model_config(args.model_config_file)
@@ -73,7 +88,10 @@ def _serve_local(args):
         raise ValueError("give an export folder, --model_config_file, or --model_name with --model_base_path")
     server = LocalServer(base, grpc_port=args.grpc_port, rest_port=args.rest_port, host=args.host, limits=limits,
                          models=models)
+    loaded = server.load_all()  # Warm-up requests replayed before the first real one, as TF Serving does.
     server.start()
+    print("loaded " + ", ".join(f"{name} {versions or '(no loadable version)'}" for name, versions in loaded.items()),
+          flush=True)
     what = base or ", ".join(f"{m.name} ({m.base_path})" for m in models)
     print(f"serving {what} (local stand-in for TF Serving, not for production): "
           f"gRPC {args.host}:{server.grpc_port}, REST http://{args.host}:{server.rest_port}", flush=True)
@@ -162,7 +180,7 @@ def _main(argv):
     predict.add_argument("--signature", default="serving_default", help="the signature to call")
     predict.add_argument("--version", type=int, help="a model version (default: the newest)")
     predict.add_argument("--version-label", help="a version label such as 'stable'")
-    predict.add_argument("--timeout", type=float, default=10.0, help="seconds a call may take")
+    predict.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds a call may take")
     predict.set_defaults(run=_predict, tensorflow=False)
     serve = commands.add_parser("serve-local", help="serve an export folder without Docker (dev stand-in)",
                                 formatter_class=defaults_shown)
@@ -172,15 +190,19 @@ def _main(argv):
                        "format): models, base paths, model_version_policy, version_labels")
     serve.add_argument("--model_name", "--model-name", help="one model's name (with --model_base_path)")
     serve.add_argument("--model_base_path", "--model-base-path", help="one model's folder of <version>/ folders")
-    serve.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (0 picks a free one)")
-    serve.add_argument("--rest-port", type=int, default=8501, help="REST port (0 picks a free one)")
+    serve.add_argument("--port", "--grpc-port", dest="grpc_port", type=int, default=8500,
+                       help="gRPC port, TF Serving's --port (0 picks a free one)")
+    serve.add_argument("--rest_api_port", "--rest-port", dest="rest_port", type=int, default=8501,
+                       help="REST port, TF Serving's --rest_api_port (0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="the address to bind (loopback by default)")
-    serve.add_argument("--max-request-bytes", type=int, default=4 * 1024 * 1024,
+    serve.add_argument("--max-request-bytes", type=_positive(int), default=4 * 1024 * 1024,
                        help="largest REST body or gRPC message")
-    serve.add_argument("--max-tensor-bytes", type=int, default=64 * 1024 * 1024,
+    serve.add_argument("--max-tensor-bytes", type=_positive(int), default=64 * 1024 * 1024,
                        help="largest size a request's tensors may declare")
-    serve.add_argument("--max-rows", type=int, default=1024, help="most rows an input may have")
-    serve.add_argument("--read-timeout", type=float, default=10.0,
+    serve.add_argument("--max-rows", type=_positive(int), default=1024, help="most rows an input may have")
+    serve.add_argument("--max-string-bytes", type=_positive(int), default=1024 * 1024,
+                       help="longest single string value (text, context, encoded image)")
+    serve.add_argument("--read-timeout", type=_positive(float), default=10.0,
                        help="seconds a REST client may take to send its request")
     serve.set_defaults(run=_serve_local)
     explain = commands.add_parser("explain", formatter_class=defaults_shown,
@@ -188,7 +210,7 @@ def _main(argv):
     explain.add_argument("inputs", nargs="+", help="texts, or image files for an image classifier")
     explain.add_argument("--preset", required=True, help="a saved classifier (--save-preset, save_to_preset)")
     explain.add_argument("--output", default="runs/explanations", help="the folder for explanations.html and PNGs")
-    explain.add_argument("--steps", type=int, default=64, help="integration steps")
+    explain.add_argument("--steps", type=_positive(int), default=64, help="integration steps")
     explain.set_defaults(run=_explain)
     kit = commands.add_parser("serving-config", formatter_class=defaults_shown,
                               help="write TF Serving's models.config for the models an export folder holds")

@@ -25,6 +25,9 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
+_devices_listed = False
+
+
 def import_tensorflow_quietly():
     """Imports TensorFlow (and TF Text), its native start-up logging
     silenced; a failed import still raises its error.
@@ -32,8 +35,12 @@ def import_tensorflow_quietly():
     Example:
     >>> import_tensorflow_quietly()
     """
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
+    global _devices_listed
+    if _devices_listed or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
         return
+    _devices_listed = True
+    # Also when TensorFlow was imported already (by a module that needs it):
+    # its devices, and the CUDA probe's line, may still be to come.
     with _native_stderr_silenced():
         import tensorflow
         import keras  # noqa: F401

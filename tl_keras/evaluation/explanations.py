@@ -16,6 +16,7 @@ embedding of the padding token, except the special tokens (`[CLS]`,
 import dataclasses
 import html
 import pathlib
+import textwrap
 
 import keras
 import numpy as np
@@ -155,62 +156,96 @@ def _shade(value, scale):
     return f"background: rgba({color},{strength:.2f})"
 
 
+def word_attributions(explanation):
+    """`(words, attributions)` of a text explanation: word pieces (`##ing`)
+    joined to their word with their attributions summed, special tokens
+    (`[CLS]`, `<s>`, ...) left out, so people read words."""
+    words, values = [], []
+    for token, value in zip(explanation.tokens, np.asarray(explanation.attributions, float)):
+        if (token.startswith("[") and token.endswith("]")) or (token.startswith("<") and token.endswith(">")):
+            continue
+        if token.startswith("##") and words:
+            words[-1], values[-1] = words[-1] + token[2:], values[-1] + value
+        else:
+            words.append(token)
+            values.append(value)
+    return words, np.asarray(values)
+
+
+def _title(explanation, caption):
+    text = (f"{caption} · " if caption else "") + f"explained {explanation.label}: p = {explanation.probability:.3f}"
+    return textwrap.fill(text, 60)
+
+
 def write_explanations(explanations, folder, title="Why the model decided", captions=None):
     """Writes `explanations.html` (every example: tokens shaded by their
     attribution, or the image beside its heat map) and one PNG an example
-    into `folder`; returns the paths written."""
+    into `folder`, each titled with its caption (such as the true and the
+    predicted label) and the explained class; returns the paths written."""
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows, paths = [], []
     for index, explanation in enumerate(explanations):
-        caption = (captions[index] + " · ") if captions else ""
-        head = (f"{caption}explained class <b>{html.escape(explanation.label)}</b>: p = "
-                f"{explanation.probability:.3f} (baseline {explanation.baseline_probability:.3f}; attributions sum "
-                f"to the difference within {explanation.completeness_gap:.4f})")
+        caption = captions[index] if captions else ""
+        head = (f"{html.escape(caption) + ' · ' if caption else ''}explained class <b>{html.escape(explanation.label)}"
+                f"</b>: p = {explanation.probability:.3f} (baseline {explanation.baseline_probability:.3f}; "
+                f"attributions sum to the difference within {explanation.completeness_gap:.4f})")
         png = folder / f"explanation_{index}.png"
         if explanation.tokens is not None:
-            scale = float(np.abs(explanation.attributions).max()) or 1.0
-            spans = " ".join(f'<span title="{a:+.4f}" style="{_shade(a, scale)}; padding: 2px">'
-                             f"{html.escape(t)}</span>" for t, a in zip(explanation.tokens, explanation.attributions))
+            words, values = word_attributions(explanation)
+            scale = float(np.abs(values).max()) if len(values) else 1.0
+            spans = " ".join(f'<span title="{a:+.4f}" style="{_shade(a, scale or 1.0)}; padding: 2px">'
+                             f"{html.escape(w)}</span>" for w, a in zip(words, values))
             rows.append(f"<p>{head}</p><p style='font-size: 1.3em'>{spans}</p>")
-            _plot_tokens(explanation, png)
+            _plot_words(explanation, png, caption)
         else:
             rows.append(f"<p>{head}</p><img src='{png.name}'>")
-            _plot_heat_map(explanation, png)
+            _plot_heat_map(explanation, png, caption)
         paths.append(png)
     page = folder / "explanations.html"
     page.write_text(f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                    f"<h1>{html.escape(title)}</h1><p>Integrated gradients: green tokens or pixels push toward the "
+                    f"<h1>{html.escape(title)}</h1><p>Integrated gradients: green words or pixels push toward the "
                     f"explained class, red ones away.</p>" + "<hr>".join(rows))
     return [page, *paths]
 
 
-def _plot_tokens(explanation, path):
+def _plot_words(explanation, path, caption=""):
     plt = pyplot()
-    values = np.asarray(explanation.attributions)
-    figure, axis = plt.subplots(figsize=(max(4, 0.45 * len(values)), 2.6))
+    words, values = word_attributions(explanation)
+    figure, axis = plt.subplots(figsize=(min(max(5, 0.5 * len(values) + 1.5), 16), 3.4))
     axis.bar(range(len(values)), values, color=["#00963c" if v >= 0 else "#c81e1e" for v in values])
-    axis.set_xticks(range(len(values)), explanation.tokens, rotation=60, ha="right")
+    axis.set_xticks(range(len(values)), words, rotation=60, ha="right")
     axis.axhline(0, color="grey", linewidth=0.8)
-    axis.set_ylabel("attribution")
-    axis.set_title(f"{explanation.label}: p={explanation.probability:.3f}")
+    axis.set_ylabel("attribution (share of p)")
+    axis.set_title(_title(explanation, caption), fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def _plot_heat_map(explanation, path):
+def _smoothed(heat, size=5):
+    # A box filter over rows then columns: pixel-level integrated gradients
+    # are speckle; regions are what a person reads (no SciPy dependency).
+    kernel = np.ones(size) / size
+    rows = np.apply_along_axis(np.convolve, 1, heat, kernel, mode="same")
+    return np.apply_along_axis(np.convolve, 0, rows, kernel, mode="same")
+
+
+def _plot_heat_map(explanation, path, caption=""):
     plt = pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(6, 3))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(7.5, 3.9), gridspec_kw={"width_ratios": [1, 1.2]})
     left.imshow(explanation.image)
-    left.set_title(f"{explanation.label}: p={explanation.probability:.3f}")
-    heat = np.asarray(explanation.attributions)
-    limit = float(np.abs(heat).max()) or 1.0
-    right.imshow(explanation.image, alpha=0.35)
-    right.imshow(heat, cmap="RdYlGn", vmin=-limit, vmax=limit, alpha=0.75)
-    right.set_title("integrated gradients")
+    left.set_title("the photo", fontsize=9)
+    heat = _smoothed(np.asarray(explanation.attributions, float))
+    limit = float(np.percentile(np.abs(heat), 99)) or 1.0  # The brightest 1% saturate, not the whole map fades.
+    right.imshow(explanation.image, alpha=0.3)
+    shown = right.imshow(heat, cmap="RdYlGn", vmin=-limit, vmax=limit, alpha=0.8)
+    right.set_title("integrated gradients", fontsize=9)
+    bar = figure.colorbar(shown, ax=right, fraction=0.046, pad=0.04)
+    bar.set_label("toward the class (green) / away (red)", fontsize=8)
     for axis in (left, right):
         axis.axis("off")
+    figure.suptitle(_title(explanation, caption), fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

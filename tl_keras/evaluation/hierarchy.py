@@ -68,10 +68,14 @@ def plot_fallback(report, path, title="Falling back to the coarse class"):
     axes.plot(coverage, accuracy, marker="o", label="fine when sure, else coarse")
     axes.axhline(report["fine_accuracy"], linestyle="--", color="grey", label="fine always")
     axes.axhline(report["coarse_accuracy"], linestyle=":", color="grey", label="coarse always")
-    for point in report["fallback"][::5]:
-        axes.annotate(f"t={point['threshold']:g}", (point["fine_coverage"], point["accuracy"]), fontsize=7)
+    for number, point in enumerate(report["fallback"][::5]):
+        # Labels alternate above and below the curve so neighbours do not overlap.
+        axes.annotate(f"t={point['threshold']:.2f}", (point["fine_coverage"], point["accuracy"]), fontsize=7,
+                      xytext=(8, 6 if number % 2 else -14), textcoords="offset points", annotation_clip=False,
+                      bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+    axes.set_xlim(-0.05, 1.1)
     axes.set(xlabel="share answered with the fine class", ylabel="accuracy (at the level answered)", title=title)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="best")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

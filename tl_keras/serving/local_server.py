@@ -403,6 +403,12 @@ class LocalServer:
             self.rest_port = self._http.server_address[1]
         self.host = host
 
+    def load_all(self):
+        """Loads every model's served versions now (replaying their warm-up
+        requests), as TF Serving does at start, instead of on first use.
+        Returns `{name: [versions]}`."""
+        return {name: self.repository.served_versions(name) for name in self.repository.names()}
+
     def start(self):
         self._grpc.start()
         if self._http:

@@ -26,7 +26,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tl_keras.core.files import SAFE_NAME
-from tl_keras.serving.tf_serving_files import check_export
+from tl_keras.serving.tf_serving_files import WARMUP_FILE, check_export
 
 
 MAX_VERSION = 2**63 - 1
@@ -111,6 +111,11 @@ class ModelRepository:
         import tensorflow_text  # noqa: F401  (registers the TF Text ops, as TF Serving links them)
 
         self.base_path = pathlib.Path(base_path) if base_path is not None else None
+        if self.base_path is not None and not self.base_path.is_dir():
+            raise ValueError(f"{self.base_path}: no such folder of exported models.")
+        missing = [f"{model.name} ({model.base_path})" for model in models or () if not model.base_path.is_dir()]
+        if missing:
+            raise ValueError(f"base path of model {missing[0]} is not a folder; export the model there first.")
         self.version_labels = version_labels or {}
         self._models = {model.name: model for model in models or ()}
         self._loaded, self._broken, self._signatures = {}, {}, {}
@@ -168,7 +173,9 @@ class ModelRepository:
             if key not in self._broken or self._broken[key][0] != stamp:
                 try:
                     check_export(folder)  # A batching file TF Serving cannot parse fails the load there too.
-                    self._loaded[key] = tf.saved_model.load(str(folder))
+                    loaded = tf.saved_model.load(str(folder))
+                    replay_warmup(loaded, folder)
+                    self._loaded[key] = loaded
                     # Read once here, not on every request that needs a method name.
                     self._signatures[key] = _signature_defs(folder)
                     self._broken.pop(key, None)
@@ -233,6 +240,28 @@ class ModelRepository:
         Serving reports) of a version `resolve` returned, read when it was
         loaded."""
         return self._signatures[(name, version)]
+
+
+def replay_warmup(loaded, folder):
+    """Runs the version's warm-up requests (`assets.extra/
+    tf_serving_warmup_requests`, `PredictLog`s) through their signatures
+    once, as TF Serving does at load, so the first real request is not the
+    one that traces and allocates. A failing request fails the load."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = folder / WARMUP_FILE
+    if not path.is_file():
+        return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        if log.WhichOneof("log_type") != "predict_log":
+            continue
+        request = log.predict_log.request
+        signature = loaded.signatures[request.model_spec.signature_name or "serving_default"]
+        signature(**{name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()})
+        count += 1
+    return count
 
 
 def _signature_defs(folder):

@@ -23,12 +23,23 @@ class RequestLimits:
         max_tensor_bytes: the largest size a request's tensors may declare.
         max_rows: the most rows an input may have.
         read_timeout: seconds a REST client may take to send its request.
+        max_string_bytes: the longest single string value (a text, a
+            context, an encoded image); TF Serving has no such limit, so
+            `serve-local` is stricter here on purpose (a 3 MB context would
+            be tokenised whole before any window is cut).
     """
 
     max_bytes: int = 4 * 1024 * 1024
     max_tensor_bytes: int = 64 * 1024 * 1024
     max_rows: int = 1024
     read_timeout: float = 10.0
+    max_string_bytes: int = 1024 * 1024
+
+    def check_strings(self, name, lengths):
+        longest = max(lengths, default=0)
+        if longest > self.max_string_bytes:
+            raise ModelError(f"input {name!r} holds a string of {longest} bytes, more than the server's limit of "
+                             f"{self.max_string_bytes} bytes a value", grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     def check_rows(self, name, rows):
         if rows > self.max_rows:
@@ -68,6 +79,7 @@ def tensor_from_proto(name, proto, limits):
     elements = int(np.prod(shape, dtype=object)) if shape else 1
     values = len(getattr(proto, _VALUE_FIELDS[dtype]))
     if dtype == tf.string:
+        limits.check_strings(name, (len(value) for value in proto.string_val))
         declared = elements * 8 + sum(len(value) for value in proto.string_val)
     else:
         declared = elements * dtype.size
@@ -154,6 +166,8 @@ def parse_predict_body(body, limits):
             raise RequestError(f"input {name!r} is not a rectangular array ({error})") from None
         if array.dtype == object and not all(isinstance(v, (str, bytes)) for v in array.reshape(-1)):
             raise RequestError(f"input {name!r} is ragged or mixes strings with other values")
+        if array.dtype == object:
+            limits.check_strings(name, (len(v.encode() if isinstance(v, str) else v) for v in array.reshape(-1)))
         if array.dtype.kind not in "biufO":
             raise RequestError(f"input {name!r} holds {array.dtype} values; expected numbers or strings")
         arrays[name] = array
