@@ -199,6 +199,28 @@ def _catalogue_outputs(task, inputs):
     return {"product": np.asarray(task.predict_labels(inputs), object), "score": scores.max(axis=1)}
 
 
+def _tagger_task(folder):
+    from test_token_classification import tagged_titles
+
+    titles, tags = tagged_titles(32, seed=7)
+    task = tl_keras.TokenClassifier.from_preset(folder.parent / "tiny_bert", tags=sorted({t for row in tags for t in row}),
+                                                strategy="partial:1", sequence_length=12)
+    return task, titles, tags
+
+
+def _tagger_outputs(task, inputs):
+    tags, probabilities = task.predict_labels(inputs), task.predict(inputs)
+    width = max(len(row) for row in tags)
+    return {"tags": np.asarray([row + [""] * (width - len(row)) for row in tags], object),
+            "scores": np.asarray([np.pad(p.max(axis=1), (0, width - len(p))) for p in probabilities], np.float32)}
+
+
+def _new_tagger_head(task, restored):
+    assert restored.vocabulary.names == ("B-x", "O") and restored.head.output.shape[-1] == 2
+    for tuned, kept in zip(task.backbone.weights, restored.backbone.weights):
+        np.testing.assert_array_equal(tuned.numpy(), kept.numpy())
+
+
 def _new_classifier_head(task, restored):
     assert restored.vocabulary.names == ("a", "b", "c", "d") and restored.head.output.shape[-1] == 4
     for tuned, kept in zip(task.backbone.weights, restored.backbone.weights):
@@ -230,6 +252,13 @@ CASES = [
                  path, "serving_default", {"image_bytes": np.asarray(x, object)})),
              _catalogue_inputs, lambda t, folder: t.export(folder, "catalogue", k=2), exact=("product",),
              refused={"image_weight": 0.5}),
+    TaskCase("token_classification", _tagger_task, lambda t, x, y: t.fit(x, y, batch_size=8, epochs=1, verbose=0),
+             _tagger_outputs, lambda path, x: _decoded(run_in_session(path, "serving_default",
+                                                                      {"text": np.asarray(x, object)})),
+             # The third title is cut by the sequence length: its last words have no tag.
+             lambda folder: ["good phone", "the battery was bad", "very good phone and the case is great and happy"],
+             lambda t, folder: t.export(folder, "tags", warmup_texts=["good phone"]), exact=("tags",),
+             new_head=({"tags": ["B-x", "O"]}, _new_tagger_head)),
 ]
 
 
