@@ -231,7 +231,7 @@ CASES = [
     TaskCase("text", _text_task, lambda t, x, y: t.fit(x, y, batch_size=8, epochs=1, verbose=0),
              _classifier_outputs, lambda path, x: _decoded(run_in_session(path, "serving_default",
                                                                           {"text": np.asarray(x, object)})),
-             _texts, lambda t, folder: t.export(folder, "text", warmup_texts=["fine"]), exact=("label",),
+             _texts, lambda t, folder: t.export(folder, "text", warmup=["fine"]), exact=("label",),
              new_head=({"labels": ["a", "b", "c", "d"]}, _new_classifier_head)),
     TaskCase("image", _image_task, lambda t, x, y: t.fit(x, y, batch_size=6, epochs=1, verbose=0),
              _classifier_outputs, lambda path, x: _decoded(run_in_session(path, "serving_default",
@@ -257,7 +257,7 @@ CASES = [
                                                                       {"text": np.asarray(x, object)})),
              # The third title is cut by the sequence length: its last words have no tag.
              lambda folder: ["good phone", "the battery was bad", "very good phone and the case is great and happy"],
-             lambda t, folder: t.export(folder, "tags", warmup_texts=["good phone"]), exact=("tags",),
+             lambda t, folder: t.export(folder, "tags", warmup=["good phone"]), exact=("tags",),
              new_head=({"tags": ["B-x", "O"]}, _new_tagger_head)),
 ]
 

@@ -87,7 +87,7 @@ def pair_classifier(tmp_path_factory):
         accuracy[name] = np.mean(np.array(classifier.predict_labels(x_test)) == np.array(test_labels))
         if name == "pair":
             pair = classifier
-    export = pair.export(folder / "exports", "pairs", warmup_texts=test[:2])
+    export = pair.export(folder / "exports", "pairs", warmup=test[:2])
     return pair, test, accuracy, export, folder
 
 

@@ -12,12 +12,12 @@ Signatures:
   backbone has fail the request with INVALID_ARGUMENT naming the limit.
 """
 
+import keras_hub
 import tensorflow as tf
 
 from tl_keras.data.texts import MULTILABEL_SEPARATOR, MULTILABEL_THRESHOLD
 from tl_keras.data.tokens import trim_to_bucket
 from tl_keras.export.saved_model import Untracked, export_module, raw_variables
-from tl_keras.transfer.strategies import backbone_of
 
 
 def token_inputs(preprocessed, model):
@@ -75,11 +75,16 @@ class TextServingModule(tf.Module):
         else:
             self.serve_text = tf.function(self._serve_text, input_signature=text)
         self.serve_tokens = tf.function(self._serve_tokens, input_signature=[token_specs])
-        backbone = backbone_of(model)
-        # `[low, high)` of each token input the backbone can look up.
-        self.token_ranges = {"token_ids": getattr(backbone, "vocabulary_size", None), "padding_mask": 2,
-                             "segment_ids": getattr(backbone, "num_segments", None)}
-        self.max_positions = getattr(backbone, "max_sequence_length", None)
+        # `[low, high)` of each token input every backbone of the model (one,
+        # or an ensemble's several) can look up.
+        backbones = [layer for layer in model._flatten_layers() if isinstance(layer, keras_hub.models.Backbone)]
+
+        def least(name):
+            values = [getattr(backbone, name) for backbone in backbones if getattr(backbone, name, None)]
+            return min(values) if values else None
+
+        self.token_ranges = {"token_ids": least("vocabulary_size"), "padding_mask": 2, "segment_ids": least("num_segments")}
+        self.max_positions = least("max_sequence_length")
 
     def _outputs(self, inputs):
         if self.trim:

@@ -282,9 +282,9 @@ class CatalogueRecognizer(TransferTask):
         save_arrays(folder / ENTRY_FILE, "entries", {"image": self.entry_image_features,
                                                      "text": self.entry_text_features})
 
-    def export(self, export_dir, model_name, k=5, version=None, warmup_images=(), card=None):
+    def export(self, export_dir, model_name, version=None, warmup=(), card=None, k=5):
         """Writes the TF Serving SavedModel (photo bytes in, the top `k`
         entries out, every entry added so far included); see
         `tl_keras.export.catalogue`."""
         return export_catalogue_recognizer(self, export_dir, model_name, min(k, len(self.entry_names)), version,
-                                           warmup_images, card)
+                                           warmup, card)

@@ -167,12 +167,12 @@ class ImageClassifier(Classifier, EncoderHeadModel):
             self.image_converter.save_to_preset(str(folder))
         self.head.save_weights(str(folder / "head.weights.h5"))
 
-    def export(self, export_dir, model_name, version=None, warmup_images=(), card=None):
+    def export(self, export_dir, model_name, version=None, warmup=(), card=None):
         """Writes the TF Serving SavedModel (image bytes or pixels in, labels
         out) as `export_dir/model_name/<version>/`; see
         `tl_keras.export.image`."""
         card = {"strategy": str(self.strategy), "augmentation": self.augmentation_names,
                 "test_time_augmentation": self.test_time_augmentation, **(card or {})}
         return export_image_model(self, self.vocabulary, self.image_size, export_dir, model_name, version,
-                                  warmup_images=warmup_images, card=card)
+                                  warmup_images=warmup, card=card)
 

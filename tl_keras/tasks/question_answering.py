@@ -127,8 +127,8 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
         targets = span_targets(windows, [q.answers[0] if q.answers else None for q in questions], contexts)
         return windows, targets
 
-    def fit(self, x=None, y=None, validation_data=None, epochs=2, batch_size=16, distribution=None, callbacks=(),
-            verbose=1, **settings):
+    def fit(self, x=None, y=None, batch_size=16, epochs=2, verbose=1, callbacks=None, validation_data=None,
+            distribution=None, **settings):
         """Trains on `Question`s (`tl_keras.data.squad.read_squad`) with the
         transfer strategy; what Keras' own `fit` takes (token dicts,
         datasets of `(tokens, [start, end])`) goes to it unchanged.
@@ -147,12 +147,13 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
         if not isinstance(x, (list, tuple)):
             batch_size = None if isinstance(x, tf.data.Dataset) else batch_size
             return super().fit(x, y, validation_data=validation_data, epochs=epochs, batch_size=batch_size,
-                               callbacks=list(callbacks), verbose=verbose, **settings)
+                               callbacks=list(callbacks or ()), verbose=verbose, **settings)
         train_windows, train_targets = self.windows(x, verbose)
         validation_windows = validation_targets = None
         if validation_data:
             validation_windows, validation_targets = self.windows(validation_data, verbose)
         data = TrainingData(train_windows, train_targets, validation_windows, validation_targets)
+        callbacks = list(callbacks or ())
         if validation_data:
             callbacks = [*callbacks, ValidationF1(self, list(validation_data))]
         config = training_config(epochs, batch_size, {"verbose": verbose, "warmup_epochs": 0, **settings})
@@ -217,15 +218,18 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
         answers = self.predict(questions, batch_size=batch_size)
         return {question.id: answer["answer"] for question, answer in zip(questions, answers)}
 
-    def evaluate_report(self, questions, out_dir=None, split="test", batch_size=32):
-        """SQuAD exact match and F1 on `Question`s, named by `split`; with
+    def evaluate_report(self, x, y=None, out_dir=None, split="test", batch_size=32):
+        """SQuAD exact match and F1 on `Question`s `x` (which hold their
+        answers, so `y` is `None`, as in `fit`), named by `split`; with
         `out_dir`, also `metrics.json` and `predictions.json` there.
 
         Example:
         >>> reader.evaluate_report(test_questions)["f1"]
         """
-        predictions = self.predictions(questions, batch_size)
-        metrics = {"split": split, **squad_scores(predictions, questions)}
+        if y is not None:
+            raise ValueError(f"`y` must be None: `Question`s hold their answers; received {type(y).__name__}.")
+        predictions = self.predictions(x, batch_size)
+        metrics = {"split": split, **squad_scores(predictions, x)}
         if out_dir is not None:
             pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)
             write_json(pathlib.Path(out_dir) / "metrics.json", metrics)

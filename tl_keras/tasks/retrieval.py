@@ -194,8 +194,8 @@ class Retrieval(TransferTask, TwoTowerModel):
                                                                        pooling, cache_dir, verbose)
         return cls(catalog, users, features, encoder=encoder, preprocessor=preprocessor, settings=settings, **kwargs)
 
-    def fit(self, x=None, y=None, epochs=10, batch_size=128, learning_rate=3e-3, distribution=None, seed=1234,
-            verbose=1, callbacks=(), validation=None, patience=2, **kwargs):
+    def fit(self, x=None, y=None, batch_size=128, epochs=10, verbose=1, callbacks=(), validation=None,
+            learning_rate=3e-3, distribution=None, seed=1234, patience=2, **kwargs):
         """Trains on time-ordered `Interactions` (each interaction's user,
         their recent items and the item); `tf.data` datasets of example
         dicts go to Keras' own `fit` unchanged.
@@ -291,9 +291,9 @@ class Retrieval(TransferTask, TwoTowerModel):
         save_arrays(folder / ITEM_FILE, "items", arrays)
         self.save_weights(str(folder / "two_tower.weights.h5"))
 
-    def export(self, export_dir, model_name, k=10, version=None, warmup_user_ids=(), card=None):
+    def export(self, export_dir, model_name, version=None, warmup=(), card=None, k=10):
         """Writes the retrieval SavedModel (user id and recent item ids in,
         top-`k` item ids and scores out); see `tl_keras.export.retrieval`."""
         return export_recommender(self.recommender(), export_dir, model_name, k, version,
-                                  warmup_user_ids=warmup_user_ids, card={**self.settings, **(card or {})})
+                                  warmup_user_ids=warmup, card={**self.settings, **(card or {})})
 

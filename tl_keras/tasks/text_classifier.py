@@ -258,7 +258,7 @@ class TextClassifier(Classifier, EncoderHeadModel):
             (folder / "1_Pooling" / "config.json").write_text(json.dumps(
                 {"pooling_mode_mean_tokens": self.pooling == "mean", "pooling_mode_cls_token": self.pooling == "cls"}))
 
-    def export(self, export_dir, model_name, version=None, warmup_texts=(), card=None, quantize=None):
+    def export(self, export_dir, model_name, version=None, warmup=(), card=None, quantize=None):
         """Writes the TF Serving SavedModel (raw text in, labels out) as
         `export_dir/model_name/<version>/`; see `tl_keras.export.text`.
         `quantize="int8"` stores the dense and embedding kernels as int8
@@ -283,5 +283,5 @@ class TextClassifier(Classifier, EncoderHeadModel):
                 for part in (model.backbone, model.head):  # Not the (unbuilt) tokenizer.
                     part.quantize("int8")
         return export_text_model(model, self.preprocessor, self.vocabulary, export_dir, model_name, version,
-                                 warmup_texts=warmup_texts, card=card, text_pairs=self.text_pairs)
+                                 warmup_texts=warmup, card=card, text_pairs=self.text_pairs)
 

@@ -233,9 +233,9 @@ class TokenClassifier(TransferTask, EncoderHeadModel):
         self.preprocessor.save_to_preset(str(folder))
         self.head.save_weights(str(folder / "head.weights.h5"))
 
-    def export(self, export_dir, model_name, version=None, warmup_texts=(), card=None):
+    def export(self, export_dir, model_name, version=None, warmup=(), card=None):
         """Writes the TF Serving SavedModel (titles in, a tag a word out) as
         `export_dir/model_name/<version>/`; see
         `tl_keras.export.token_classification`."""
         card = {"strategy": str(self.strategy), **(card or {})}
-        return export_token_classifier(self.merged(), export_dir, model_name, version, warmup_texts, card)
+        return export_token_classifier(self.merged(), export_dir, model_name, version, warmup, card)

@@ -33,7 +33,7 @@ def run(config):
                "blocks": {"teacher": len(teacher.backbone.transformer_layers), "student": config.num_blocks}}
 
     def export(folder, card):
-        return student.export(folder, config.model_name, warmup_texts=test.texts[:5], quantize=config.quantize or None,
+        return student.export(folder, config.model_name, warmup=test.texts[:5], quantize=config.quantize or None,
                               card={"teacher": str(config.teacher), **card})
 
     return finish(RunResult(student, metrics), config, lambda folder: [], export)

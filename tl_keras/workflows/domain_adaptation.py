@@ -99,7 +99,7 @@ def run(config):
                                  dict(settings, epochs=epochs))
 
     def export(folder, card):
-        return classifier.export(folder, config.model_name, warmup_texts=target_texts[:5],
+        return classifier.export(folder, config.model_name, warmup=target_texts[:5],
                                  card={"adaptation": config.method, **card})
 
     return finish(RunResult(classifier, {"target": metrics}, history), config, lambda folder: [], export)

@@ -53,7 +53,7 @@ def run(config, distribution=None, callbacks=()):
 
     def export(classifier, folder, card):
         warmup = [pathlib.Path(path).read_bytes() for path in loaded[1][1].texts[:3]]
-        return classifier.export(folder, config.model_name, warmup_images=warmup,
+        return classifier.export(folder, config.model_name, warmup=warmup,
                                  card={"skipped_images": len(skipped), **card})
 
     return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks,

@@ -184,7 +184,7 @@ def run(config, distribution=None):
                 plot_metrics(metrics, min(ks), folder / "recall.png", chance)]
 
     def export(folder, card):
-        return final.export(folder, config.model_name, config.top_k, warmup_user_ids=users.user_ids[:3], card=card)
+        return final.export(folder, config.model_name, warmup=users.user_ids[:3], card=card, k=config.top_k)
 
     return finish(RunResult(final, report, history), config, write_reports, export)
 

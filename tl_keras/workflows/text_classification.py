@@ -58,7 +58,7 @@ def run(config, distribution=None, callbacks=()):
                 for rows, start, end in zip(splits, ends[:-1], ends[1:])]
 
     def export(classifier, folder, card):
-        return classifier.export(folder, config.model_name, warmup_texts=splits[1].texts[:5], card=card)
+        return classifier.export(folder, config.model_name, warmup=splits[1].texts[:5], card=card)
 
     return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks,
                             test_raw=None if config.pair_column else splits[2].texts)
