@@ -54,6 +54,7 @@ class TaskCase:
         new_head: `from_preset` settings that give a new head, and the check
             of the result, or `None`.
         refused: `from_preset` settings a restored task refuses, or `None`.
+        keras_file: `save("x.keras")` and `keras.models.load_model` round-trip.
     """
 
     name: str
@@ -66,6 +67,7 @@ class TaskCase:
     exact: tuple = ()
     new_head: tuple = None
     refused: dict = None
+    keras_file: bool = True
 
 
 def _texts(folder):
@@ -246,12 +248,12 @@ CASES = [
              lambda path, x: _decoded(run_in_session(path, "serving_default", {
                  "user_id": np.asarray(x[0], object), "recent_item_ids": np.asarray(x[1], object)})),
              _retrieval_inputs, lambda t, folder: t.export(folder, "retrieval", k=10), exact=("item_ids",),
-             refused={"sequence_length": 64}),
+             refused={"sequence_length": 64}, keras_file=False),
     TaskCase("catalogue", _catalogue_task, lambda t, x, y: t.fit(x[0], y, x[1], epochs=2),
              _catalogue_outputs, lambda path, x: _decoded(run_in_session(
                  path, "serving_default", {"image_bytes": np.asarray(x, object)})),
              _catalogue_inputs, lambda t, folder: t.export(folder, "catalogue", k=2), exact=("product",),
-             refused={"image_weight": 0.5}),
+             refused={"image_weight": 0.5}, keras_file=False),
     TaskCase("token_classification", _tagger_task, lambda t, x, y: t.fit(x, y, batch_size=8, epochs=1, verbose=0),
              _tagger_outputs, lambda path, x: _decoded(run_in_session(path, "serving_default",
                                                                       {"text": np.asarray(x, object)})),
@@ -293,6 +295,11 @@ def test_every_task_fits_restores_and_serves_the_same(case, tiny_bert_preset, tm
         name = next(iter(case.refused))
         with pytest.raises(ValueError, match=f"cannot apply {name}="):
             type(task).from_preset(folder / "preset", **case.refused)
+
+    if case.keras_file:
+        task.save(folder / "task.keras")
+        _assert_same(case.outputs(keras.models.load_model(folder / "task.keras"), inputs), expected, case.exact,
+                     "loaded from a .keras file")
 
     export = case.export(task, folder / "exports")
     served = case.served(export, inputs)

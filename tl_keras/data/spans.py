@@ -61,15 +61,7 @@ class SpanTokenizer(tf.Module):
 
     def __init__(self, tokenizer, sequence_length=256, doc_stride=128, max_question_length=64):
         super().__init__(name="span_tokenizer")
-        if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
-            raise ValueError(f"Extractive question answering needs a WordPiece (BERT-family) tokenizer, received "
-                             f"{type(tokenizer).__name__}.")
-        if max_question_length + 3 >= sequence_length:
-            raise ValueError(f"`max_question_length` {max_question_length} leaves no room for the context in a "
-                             f"sequence of {sequence_length}; use at most {sequence_length - 4}.")
-        if not 0 < doc_stride <= sequence_length - max_question_length - 3:
-            raise ValueError(f"`doc_stride` must be in [1, {sequence_length - max_question_length - 3}] (the "
-                             f"shortest context window), received {doc_stride!r}.")
+        self.check_settings(tokenizer, sequence_length, doc_stride, max_question_length)
         self.sequence_length, self.doc_stride = sequence_length, doc_stride
         self.max_question_length = max_question_length
         self.fast_tokenizer = tf_text.FastBertTokenizer(
@@ -81,6 +73,21 @@ class SpanTokenizer(tf.Module):
         self.packer = keras_hub.layers.MultiSegmentPacker(
             sequence_length=sequence_length, start_value=self.cls_id, end_value=self.sep_id,
             pad_value=self.pad_id)
+
+    @staticmethod
+    def check_settings(tokenizer, sequence_length, doc_stride, max_question_length):
+        """Refuses settings no window fits, and a tokenizer of another kind,
+        naming the value; needs no vocabulary (a task checks them when it is
+        built, before `.keras` loading has restored the vocabulary)."""
+        if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
+            raise ValueError(f"Extractive question answering needs a WordPiece (BERT-family) tokenizer, received "
+                             f"{type(tokenizer).__name__}.")
+        if max_question_length + 3 >= sequence_length:
+            raise ValueError(f"`max_question_length` {max_question_length} leaves no room for the context in a "
+                             f"sequence of {sequence_length}; use at most {sequence_length - 4}.")
+        if not 0 < doc_stride <= sequence_length - max_question_length - 3:
+            raise ValueError(f"`doc_stride` must be in [1, {sequence_length - max_question_length - 3}] (the "
+                             f"shortest context window), received {doc_stride!r}.")
 
     def __call__(self, questions, contexts):
         """Windows of `questions` (string `[B]`) on `contexts` (string `[B]`).

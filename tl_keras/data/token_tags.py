@@ -95,9 +95,7 @@ class WordPieceAligner(tf.Module):
 
     def __init__(self, tokenizer, sequence_length=64):
         super().__init__(name="word_piece_aligner")
-        if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
-            raise ValueError(f"Token classification needs a WordPiece (BERT-family) tokenizer, received "
-                             f"{type(tokenizer).__name__}.")
+        self.check_tokenizer(tokenizer)
         self.tokenizer, self.sequence_length = tokenizer, sequence_length
         self.packer = keras_hub.layers.StartEndPacker(
             sequence_length, start_value=tokenizer.token_to_id("[CLS]"), end_value=tokenizer.token_to_id("[SEP]"),
@@ -105,6 +103,14 @@ class WordPieceAligner(tf.Module):
         # A graph function: in eager mode KerasHub's tokenizer returns lists.
         self.align = tf.function(self._align, input_signature=[
             tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1)])
+
+    @staticmethod
+    def check_tokenizer(tokenizer):
+        """Refuses a tokenizer of another kind, naming it (no vocabulary
+        needed)."""
+        if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
+            raise ValueError(f"Token classification needs a WordPiece (BERT-family) tokenizer, received "
+                             f"{type(tokenizer).__name__}.")
 
     def __call__(self, words):
         """Token inputs and `first_pieces` (`[B, W]`) of a ragged `[B, W]`

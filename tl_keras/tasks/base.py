@@ -320,6 +320,23 @@ class Classifier(TransferTask):
         return metrics
 
 
+def serialized(task, settings, **parts):
+    """A task's Keras config as KerasHub's tasks write it: its Keras parts
+    (backbone, preprocessor, ...) serialized, its JSON-ready `settings`, its
+    name and trainability; `deserialized` reads it back."""
+    return {**{name: keras.saving.serialize_keras_object(part) for name, part in parts.items()}, **settings,
+            "name": task.name, "trainable": task.trainable}
+
+
+def deserialized(config, *part_names):
+    """`(parts, settings)` of a config written by `serialized`: the named
+    parts deserialized (`None` stays `None`), the rest as given."""
+    settings = dict(config)
+    parts = {name: None if settings.get(name) is None else keras.saving.deserialize_keras_object(settings.pop(name))
+             for name in part_names}
+    return parts, settings
+
+
 def refuse_overrides(preset, task_class, **given):
     """Raises `ValueError` naming the `from_preset` arguments given (not
     `None`) that a restored task of `task_class` cannot apply: an argument

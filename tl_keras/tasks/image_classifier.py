@@ -13,7 +13,7 @@ from tl_keras.evaluation.explanations import explain_images
 from tl_keras.export.image import export_image_model
 from tl_keras.models.backbones import load_image_backbone
 from tl_keras.models.heads import EncoderHeadModel, build_head, build_image_encoder
-from tl_keras.tasks.base import Classifier, class_names, head_changes, read_task_config
+from tl_keras.tasks.base import Classifier, class_names, deserialized, head_changes, read_task_config, serialized
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.transfer.strategies import parse_strategy
 
@@ -72,21 +72,14 @@ class ImageClassifier(Classifier, EncoderHeadModel):
     def get_config(self):
         """The classifier's settings with its backbone and image converter
         serialized, as KerasHub's tasks do, so `.keras` files round-trip."""
-        return {"backbone": keras.saving.serialize_keras_object(self.backbone),
-                "image_converter": keras.saving.serialize_keras_object(self.image_converter),
-                "labels": list(self.vocabulary.names), "image_size": list(self.image_size),
-                "strategy": str(self.strategy), "augmentation": self.augmentation_names,
-                "hidden_dim": self.hidden_dim, "dropout": self.dropout, "seed": self.seed,
-                "test_time_augmentation": self.test_time_augmentation, "name": self.name, "trainable": self.trainable}
+        settings = {**self.task_config(), "augmentation": self.augmentation_names, "seed": self.seed}
+        return serialized(self, settings, backbone=self.backbone, image_converter=self.image_converter)
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
-        converter = config.pop("image_converter")
-        converter = None if converter is None else keras.saving.deserialize_keras_object(converter)
-        vocabulary = LabelVocabulary("classification", tuple(config.pop("labels")))
-        return cls(backbone, vocabulary, image_converter=converter, **config)
+        parts, settings = deserialized(config, "backbone", "image_converter")
+        vocabulary = LabelVocabulary("classification", tuple(settings.pop("labels")))
+        return cls(parts["backbone"], vocabulary, image_converter=parts["image_converter"], **settings)
 
     @classmethod
     def from_preset(cls, preset, labels=None, num_classes=None, image_size=None, strategy="frozen",

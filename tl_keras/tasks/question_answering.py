@@ -20,7 +20,7 @@ from tl_keras.export.question_answering import export_question_answering
 from tl_keras.models.backbones import load_text_backbone
 from tl_keras.models.extractive_qa import SpanAccuracy, SpanLoss, answer_questions
 from tl_keras.models.heads import EncoderHeadModel, build_sequence_encoder, build_span_head
-from tl_keras.tasks.base import TransferTask, history_of, read_task_config, training_config
+from tl_keras.tasks.base import TransferTask, deserialized, history_of, read_task_config, serialized, training_config
 from tl_keras.training.trainer import TrainingData, train
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.transfer.strategies import parse_strategy
@@ -55,6 +55,7 @@ class ValidationF1(keras.callbacks.Callback):
                 weight.assign(value)
 
 
+@keras.saving.register_keras_serializable(package="tl_keras")
 class QuestionAnswerer(TransferTask, EncoderHeadModel):
     """A text backbone with a span head (a start and an end logit a token),
     as one Keras model on the backbone's token inputs, with its windowing
@@ -86,7 +87,9 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
         super().__init__(encoder, head, name=kwargs.pop("name", "question_answerer"), **kwargs)
         self.backbone, self.preprocessor = backbone, preprocessor
         self.strategy = parse_strategy(strategy)
-        self.span_tokenizer = SpanTokenizer(preprocessor.tokenizer, sequence_length, doc_stride, max_question_length)
+        SpanTokenizer.check_settings(preprocessor.tokenizer, sequence_length, doc_stride, max_question_length)
+        self.window_settings = (sequence_length, doc_stride, max_question_length)
+        self._span_tokenizer = None
         self.max_answer_length, self.no_answer_threshold, self.dropout = max_answer_length, no_answer_threshold, dropout
         self._answer = None
 
@@ -112,6 +115,14 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
         if stored:
             answerer.head.load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
         return answerer
+
+    @property
+    def span_tokenizer(self):
+        """The `SpanTokenizer`, made on first use: it reads the vocabulary,
+        which a `.keras` file restores only after the task is built."""
+        if self._span_tokenizer is None:
+            self._span_tokenizer = SpanTokenizer(self.preprocessor.tokenizer, *self.window_settings)
+        return self._span_tokenizer
 
     def loss_and_metrics(self):
         """The span loss (start and end cross-entropy) and span accuracy."""
@@ -204,8 +215,9 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
 
     def _answer_function(self, n_best):
         if self._answer is None or self._answer[0] != n_best:
+            spans = self.span_tokenizer  # Made here, eagerly: not inside the function's trace.
             function = tf.function(
-                lambda questions, contexts: answer_questions(self, self.span_tokenizer, questions, contexts,
+                lambda questions, contexts: answer_questions(self, spans, questions, contexts,
                                                              self.max_answer_length, n_best,
                                                              self.no_answer_threshold),
                 input_signature=[tf.TensorSpec([None], tf.string)] * 2)
@@ -239,11 +251,21 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
     # --- Presets and export ---------------------------------------------------
 
     def task_config(self):
-        spans = self.span_tokenizer
-        return {"sequence_length": spans.sequence_length, "doc_stride": spans.doc_stride,
-                "max_question_length": spans.max_question_length, "max_answer_length": self.max_answer_length,
+        sequence_length, doc_stride, max_question_length = self.window_settings
+        return {"sequence_length": sequence_length, "doc_stride": doc_stride,
+                "max_question_length": max_question_length, "max_answer_length": self.max_answer_length,
                 "no_answer_threshold": self.no_answer_threshold, "dropout": self.dropout,
                 "strategy": str(self.strategy)}
+
+    def get_config(self):
+        """The settings with the backbone and preprocessor serialized, so
+        `.keras` files round-trip."""
+        return serialized(self, self.task_config(), backbone=self.backbone, preprocessor=self.preprocessor)
+
+    @classmethod
+    def from_config(cls, config):
+        parts, settings = deserialized(config, "backbone", "preprocessor")
+        return cls(parts["backbone"], parts["preprocessor"], **settings)
 
     def write_preset_parts(self, folder):
         self.backbone.save_to_preset(str(folder))

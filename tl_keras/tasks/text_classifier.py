@@ -17,7 +17,7 @@ from tl_keras.evaluation.explanations import explain_texts
 from tl_keras.export.text import export_text_model
 from tl_keras.models.backbones import default_pooling, load_text_backbone
 from tl_keras.models.heads import EncoderHeadModel, build_encoder, build_head
-from tl_keras.tasks.base import Classifier, class_names, head_changes, read_task_config
+from tl_keras.tasks.base import Classifier, class_names, deserialized, head_changes, read_task_config, serialized
 from tl_keras.transfer.distillation import (
     DistillationLoss,
     distillation_targets,
@@ -88,20 +88,15 @@ class TextClassifier(Classifier, EncoderHeadModel):
     def get_config(self):
         """The classifier's settings with its backbone and preprocessor
         serialized, as KerasHub's tasks do, so `.keras` files round-trip."""
-        return {"backbone": keras.saving.serialize_keras_object(self.backbone),
-                "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
-                "task": self.vocabulary.task, "labels": list(self.vocabulary.names), "pooling": self.pooling,
-                "strategy": str(self.strategy), "hidden_dim": self.hidden_dim, "dropout": self.dropout,
-                "text_pairs": self.text_pairs, "name": self.name, "trainable": self.trainable}
+        settings = {name: value for name, value in self.task_config().items() if name != "sequence_length"}
+        return serialized(self, settings, backbone=self.backbone, preprocessor=self.preprocessor)
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
-        preprocessor = keras.saving.deserialize_keras_object(config.pop("preprocessor"))
-        vocabulary = LabelVocabulary(config.pop("task"), tuple(config.pop("labels")))
-        text_pairs = config.pop("text_pairs", False)
-        classifier = cls(backbone, preprocessor, vocabulary, **config)
+        parts, settings = deserialized(config, "backbone", "preprocessor")
+        vocabulary = LabelVocabulary(settings.pop("task"), tuple(settings.pop("labels")))
+        text_pairs = settings.pop("text_pairs", False)
+        classifier = cls(parts["backbone"], parts["preprocessor"], vocabulary, **settings)
         classifier.text_pairs = text_pairs
         return classifier
 

@@ -18,7 +18,8 @@ from tl_keras.data.token_tags import IGNORED, WordPieceAligner, tag_targets
 from tl_keras.export.token_classification import export_token_classifier, word_outputs
 from tl_keras.models.backbones import load_text_backbone
 from tl_keras.models.heads import EncoderHeadModel, build_sequence_encoder
-from tl_keras.tasks.base import TransferTask, head_changes, history_of, read_task_config, training_config
+from tl_keras.tasks.base import (TransferTask, deserialized, head_changes, history_of, read_task_config, serialized,
+                                 training_config)
 from tl_keras.training.trainer import TrainingData, train
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.transfer.strategies import parse_strategy
@@ -94,6 +95,7 @@ def _words(x):
     return [list(title) for title in x]
 
 
+@keras.saving.register_keras_serializable(package="tl_keras")
 class TokenClassifier(TransferTask, EncoderHeadModel):
     """A text backbone's per-token outputs and a tag head, as one Keras model
     on the backbone's token inputs, with its word-piece aligner and tags.
@@ -120,7 +122,17 @@ class TokenClassifier(TransferTask, EncoderHeadModel):
         super().__init__(encoder, head, name=kwargs.pop("name", "token_classifier"), **kwargs)
         self.backbone, self.preprocessor, self.vocabulary = backbone, preprocessor, vocabulary
         self.strategy, self.dropout = parse_strategy(strategy), dropout
-        self.aligner = WordPieceAligner(preprocessor.tokenizer, sequence_length)
+        WordPieceAligner.check_tokenizer(preprocessor.tokenizer)
+        self.sequence_length, self._aligner = sequence_length, None
+
+    @property
+    def aligner(self):
+        """The `WordPieceAligner`, made on first use: it reads the
+        vocabulary, which a `.keras` file restores only after the task is
+        built."""
+        if self._aligner is None:
+            self._aligner = WordPieceAligner(self.preprocessor.tokenizer, self.sequence_length)
+        return self._aligner
 
     def loss_and_metrics(self):
         """The tag loss and tag accuracy over the words' first pieces."""
@@ -226,7 +238,18 @@ class TokenClassifier(TransferTask, EncoderHeadModel):
 
     def task_config(self):
         return {"tags": list(self.vocabulary.names), "strategy": str(self.strategy), "dropout": self.dropout,
-                "sequence_length": self.aligner.sequence_length}
+                "sequence_length": self.sequence_length}
+
+    def get_config(self):
+        """The settings with the backbone and preprocessor serialized, so
+        `.keras` files round-trip."""
+        return serialized(self, self.task_config(), backbone=self.backbone, preprocessor=self.preprocessor)
+
+    @classmethod
+    def from_config(cls, config):
+        parts, settings = deserialized(config, "backbone", "preprocessor")
+        vocabulary = LabelVocabulary("classification", tuple(settings.pop("tags")))
+        return cls(parts["backbone"], parts["preprocessor"], vocabulary, **settings)
 
     def write_preset_parts(self, folder):
         self.backbone.save_to_preset(str(folder))  # LoRA factors are saved merged into the kernels.
