@@ -87,6 +87,16 @@ class TransferTask:
     def task_config(self):
         raise NotImplementedError
 
+    def config_parts(self):
+        """The Keras objects `get_config` serializes beside `task_config()`
+        (KerasHub's tasks serialize their backbone and preprocessor)."""
+        return {"backbone": self.backbone, "preprocessor": self.preprocessor}
+
+    def get_config(self):
+        """`task_config()` with `config_parts()` serialized, so `.keras`
+        files round-trip (each task's `from_config` reads it back)."""
+        return serialized(self, self.task_config(), **self.config_parts())
+
     def write_preset_parts(self, folder):
         raise NotImplementedError
 

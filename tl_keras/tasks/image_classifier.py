@@ -13,7 +13,7 @@ from tl_keras.evaluation.explanations import explain_images
 from tl_keras.export.image import export_image_model
 from tl_keras.models.backbones import load_image_backbone
 from tl_keras.models.heads import EncoderHeadModel, build_head, build_image_encoder
-from tl_keras.tasks.base import Classifier, class_names, deserialized, head_changes, read_task_config, serialized
+from tl_keras.tasks.base import Classifier, class_names, deserialized, head_changes, read_task_config
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.transfer.strategies import parse_strategy
 
@@ -69,11 +69,11 @@ class ImageClassifier(Classifier, EncoderHeadModel):
         self.test_time_augmentation = test_time_augmentation
         self.feature_cache = FeatureCache()
 
+    def config_parts(self):
+        return {"backbone": self.backbone, "image_converter": self.image_converter}
+
     def get_config(self):
-        """The classifier's settings with its backbone and image converter
-        serialized, as KerasHub's tasks do, so `.keras` files round-trip."""
-        settings = {**self.task_config(), "augmentation": self.augmentation_names, "seed": self.seed}
-        return serialized(self, settings, backbone=self.backbone, image_converter=self.image_converter)
+        return {**super().get_config(), "augmentation": self.augmentation_names, "seed": self.seed}
 
     @classmethod
     def from_config(cls, config):

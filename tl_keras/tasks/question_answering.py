@@ -20,7 +20,7 @@ from tl_keras.export.question_answering import export_question_answering
 from tl_keras.models.backbones import load_text_backbone
 from tl_keras.models.extractive_qa import SpanAccuracy, SpanLoss, answer_questions
 from tl_keras.models.heads import EncoderHeadModel, build_sequence_encoder, build_span_head
-from tl_keras.tasks.base import TransferTask, deserialized, history_of, read_task_config, serialized, training_config
+from tl_keras.tasks.base import TransferTask, deserialized, history_of, read_task_config, training_config
 from tl_keras.training.trainer import TrainingData, train
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.transfer.strategies import parse_strategy
@@ -256,11 +256,6 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
                 "max_question_length": max_question_length, "max_answer_length": self.max_answer_length,
                 "no_answer_threshold": self.no_answer_threshold, "dropout": self.dropout,
                 "strategy": str(self.strategy)}
-
-    def get_config(self):
-        """The settings with the backbone and preprocessor serialized, so
-        `.keras` files round-trip."""
-        return serialized(self, self.task_config(), backbone=self.backbone, preprocessor=self.preprocessor)
 
     @classmethod
     def from_config(cls, config):

@@ -239,6 +239,11 @@ class Retrieval(TransferTask, TwoTowerModel):
         return history_of({name: [float(value) for value in values] for name, values in history.history.items()
                            if name in ("loss", ValidationRecall.name)})
 
+    def get_config(self):
+        # Keras' own: a retrieval model is saved as a preset (its item index
+        # and catalogue are data), not as a `.keras` file.
+        return TwoTowerModel.get_config(self)
+
     def recommender(self):
         """The `Recommender` over this model (the item index computed once
         after training)."""

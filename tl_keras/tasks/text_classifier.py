@@ -17,7 +17,7 @@ from tl_keras.evaluation.explanations import explain_texts
 from tl_keras.export.text import export_text_model
 from tl_keras.models.backbones import default_pooling, load_text_backbone
 from tl_keras.models.heads import EncoderHeadModel, build_encoder, build_head
-from tl_keras.tasks.base import Classifier, class_names, deserialized, head_changes, read_task_config, serialized
+from tl_keras.tasks.base import Classifier, class_names, deserialized, head_changes, read_task_config
 from tl_keras.transfer.distillation import (
     DistillationLoss,
     distillation_targets,
@@ -85,15 +85,10 @@ class TextClassifier(Classifier, EncoderHeadModel):
         self.token_cache_dir = None
         self.text_pairs = False  # Set by `fit`: trained on (text, text_pair) tuples.
 
-    def get_config(self):
-        """The classifier's settings with its backbone and preprocessor
-        serialized, as KerasHub's tasks do, so `.keras` files round-trip."""
-        settings = {name: value for name, value in self.task_config().items() if name != "sequence_length"}
-        return serialized(self, settings, backbone=self.backbone, preprocessor=self.preprocessor)
-
     @classmethod
     def from_config(cls, config):
         parts, settings = deserialized(config, "backbone", "preprocessor")
+        settings.pop("sequence_length", None)  # The preprocessor's own.
         vocabulary = LabelVocabulary(settings.pop("task"), tuple(settings.pop("labels")))
         text_pairs = settings.pop("text_pairs", False)
         classifier = cls(parts["backbone"], parts["preprocessor"], vocabulary, **settings)

@@ -18,8 +18,7 @@ from tl_keras.data.token_tags import IGNORED, WordPieceAligner, tag_targets
 from tl_keras.export.token_classification import export_token_classifier, word_outputs
 from tl_keras.models.backbones import load_text_backbone
 from tl_keras.models.heads import EncoderHeadModel, build_sequence_encoder
-from tl_keras.tasks.base import (TransferTask, deserialized, head_changes, history_of, read_task_config, serialized,
-                                 training_config)
+from tl_keras.tasks.base import TransferTask, deserialized, head_changes, history_of, read_task_config, training_config
 from tl_keras.training.trainer import TrainingData, train
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.transfer.strategies import parse_strategy
@@ -239,11 +238,6 @@ class TokenClassifier(TransferTask, EncoderHeadModel):
     def task_config(self):
         return {"tags": list(self.vocabulary.names), "strategy": str(self.strategy), "dropout": self.dropout,
                 "sequence_length": self.sequence_length}
-
-    def get_config(self):
-        """The settings with the backbone and preprocessor serialized, so
-        `.keras` files round-trip."""
-        return serialized(self, self.task_config(), backbone=self.backbone, preprocessor=self.preprocessor)
 
     @classmethod
     def from_config(cls, config):
