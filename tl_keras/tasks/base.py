@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from tl_keras.data.texts import MULTILABEL_SEPARATOR, MULTILABEL_THRESHOLD, sorted_names
 from tl_keras.evaluation.classification import evaluate_predictions, write_report
-from tl_keras.training.trainer import (DEFAULT_BACKBONE_LEARNING_RATES, TrainingConfig, TrainingData,
+from tl_keras.training.distribution import global_batch_size
+from tl_keras.training.trainer import (DEFAULT_BACKBONE_LEARNING_RATES, TrainingConfig, TrainingData, fit_phase,
                                        predict_through_cache, train)
 from tl_keras.transfer.domain_adaptation import DannSchedule, DomainPairs, build_adaptation_trainer
 from tl_keras.transfer.self_training import changed_share, confident_pseudo_labels
@@ -245,29 +246,32 @@ class Classifier(TransferTask):
             previous = predictions
         return rounds
 
-    def fit_adapted(self, x, y, unlabelled, method="coral", epochs=3, batch_size=16, head_learning_rate=1e-3,
-                    backbone_learning_rate=None, adaptation_weight=1.0, alpha=10.0, hidden_dim=128, seed=1234,
-                    verbose=0):
+    def fit_adapted(self, x, y, unlabelled, method="coral", batch_size=16, epochs=3, verbose=0, callbacks=None,
+                    distribution=None, adaptation_weight=1.0, alpha=10.0, hidden_dim=128, **settings):
         """Trains on labelled source inputs and unlabelled target-domain
         inputs at once, through the backbone with the classifier's strategy:
         each step takes a source batch (the task loss) and a target batch,
         and adds the adaptation loss on both batches' encoder features,
         CORAL's covariance distance or DANN's domain confusion (its gradient
-        reversal ramped over training). One phase, no head warm-up: the
-        source-only baseline is `fit` with the same strategy, epochs and
-        batches. Measured on the review domains in
-        `benchmarks/transfer_between_domains.py`.
+        reversal ramped over training). One phase through the trainer
+        (`fit_phase`: the distribution's scope, backups, the same learning
+        rates as `fit`), no head warm-up: the source-only baseline is `fit`
+        with the same strategy, epochs and batches. Measured on the review
+        domains in `benchmarks/transfer_between_domains.py`.
 
         Args:
             x, y: labelled source inputs (texts, images) and labels.
             unlabelled: raw inputs of the target domain.
             method: `"coral"` or `"dann"`.
-            epochs, batch_size: passes over the source; rows a batch of
-                each domain.
-            head_learning_rate, backbone_learning_rate: as for `fit`.
+            batch_size, epochs, verbose, callbacks: as `fit` (`batch_size`
+                rows a step of each domain, global).
+            distribution: a `tf.distribute.Strategy` (the current one if
+                `None`); build the classifier under its scope.
             adaptation_weight: the adaptation loss's weight.
             alpha: DANN's ramp of the reversal (2 / (1 + exp(-α p)) - 1).
             hidden_dim: DANN's domain classifier width.
+            **settings: other `TrainingConfig` fields (`head_learning_rate`,
+                `backbone_learning_rate`, `seed`, `backup_dir`, ...).
 
         Returns:
             A `keras.callbacks.History`.
@@ -280,18 +284,23 @@ class Classifier(TransferTask):
         source, target = self.transfer_inputs(x, verbose), self.transfer_inputs(unlabelled, verbose)
         if source is None or target is None:
             raise ValueError("`x` and `unlabelled` must be raw inputs (texts, images).")
-        keras.utils.set_random_seed(seed)
-        trainer, reversal = build_adaptation_trainer(self, method, adaptation_weight, hidden_dim)
-        apply_trainability(self, self.strategy)  # The trainer's encoder and head are this classifier's.
-        rate = backbone_learning_rate or DEFAULT_BACKBONE_LEARNING_RATES.get(self.strategy.kind, 5e-5)
-        loss, metrics = self.loss_and_metrics()
-        trainer.compile(optimizer=discriminative_optimizer(self, head_learning_rate, rate), loss=loss,
-                        metrics=metrics)
-        dataset = DomainPairs(source, target).dataset(self.targets(y), batch_size, shuffle=True, seed=seed)
-        steps = -(-len(source) // batch_size)
-        callbacks = [] if reversal is None else [DannSchedule(reversal, epochs, steps, alpha)]
-        # `shuffle=False`: the pairs' pipeline shuffles itself.
-        return trainer.fit(dataset, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=verbose)
+        config = training_config(epochs, batch_size, {"verbose": verbose, **settings})
+        distribution = distribution or tf.distribute.get_strategy()
+        keras.utils.set_random_seed(config.seed)
+        with distribution.scope():
+            trainer, reversal = build_adaptation_trainer(self, method, adaptation_weight, hidden_dim)
+            apply_trainability(self, self.strategy)  # The trainer's encoder and head are this classifier's.
+            rate = config.backbone_learning_rate or DEFAULT_BACKBONE_LEARNING_RATES.get(self.strategy.kind, 5e-5)
+            loss, metrics = self.loss_and_metrics()
+            arguments = {"optimizer": discriminative_optimizer(self, config.head_learning_rate, rate), "loss": loss,
+                         "metrics": metrics}
+        batch = global_batch_size(config.batch_size, distribution)
+        dataset = DomainPairs(source, target).dataset(self.targets(y), batch, shuffle=config.shuffle,
+                                                      seed=config.seed)
+        schedule = [] if reversal is None else [DannSchedule(reversal, epochs, -(-len(source) // batch), alpha)]
+        history = fit_phase(trainer, arguments, dataset, None, 0, epochs, config, distribution,
+                            [*schedule, *(callbacks or ())], method)
+        return history_of(history)
 
     def predict(self, x, batch_size=64, verbose=0, **kwargs):
         """Probabilities (classification, multilabel) or values

@@ -82,8 +82,20 @@ def _compile_arguments(model, optimizer, last_phase):
     return {**arguments, **model.compiled_by_user} if last_phase else arguments
 
 
-def _fit(fitted, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
-         callbacks, phase):
+def fit_phase(fitted, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+              callbacks, phase):
+    """Runs one named phase: compiles `fitted` with `arguments` under
+    `distribution`'s scope and fits it (the multi-worker loop, per-epoch
+    backups under `config.backup_dir/phase`, a labelled phase line); every
+    training path goes through here.
+
+    Returns:
+        The phase's history dict.
+
+    Example:
+    >>> history = fit_phase(model, {"optimizer": optimizer, "loss": loss}, dataset, None, 0, 3, config,
+    ...                     tf.distribute.get_strategy(), [], "dann")
+    """
     with distribution.scope():
         keras.Model.compile(fitted, **arguments, jit_compile=config.jit_compile)  # Not a task's own `compile`.
 
@@ -115,7 +127,7 @@ def _fit_head_on_cache(model, data, config, cache, first_epoch, epochs, distribu
         ).batch(config.batch_size)
     with distribution.scope():
         arguments = _compile_arguments(model, keras.optimizers.AdamW(config.head_learning_rate), last_phase)
-    return _fit(head, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+    return fit_phase(head, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
                 callbacks, "head")
 
 
@@ -136,7 +148,7 @@ def _fit_head_through_frozen_backbone(model, data, config, cache, first_epoch, e
     train_dataset, validation_dataset = _datasets(data, config)
     with distribution.scope():
         arguments = _compile_arguments(model, keras.optimizers.AdamW(config.head_learning_rate), last_phase)
-    return _fit(model, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
+    return fit_phase(model, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
                 callbacks, "head")
 
 
@@ -215,7 +227,7 @@ def train(model, strategy, data, config=None, cache=None, distribution=None, cal
         arguments = _compile_arguments(model, optimizer, last_phase=True)
     train_dataset, validation_dataset = _datasets(data, config)
     first_epoch = len(history.get("phase", []))
-    _append(history, _fit(model, arguments, train_dataset, validation_dataset, first_epoch, config.epochs,
+    _append(history, fit_phase(model, arguments, train_dataset, validation_dataset, first_epoch, config.epochs,
                           config, distribution, callbacks, strategy.kind), strategy.kind)
     return merge_lora(model), history
 

@@ -91,7 +91,7 @@ def run(config):
         classifier = new_classifier()
         weight = config.coral_weight if config.method == "coral" else config.domain_weight
         history[config.method] = classifier.fit_adapted(
-            source_texts, source_labels, target_texts, config.method, epochs, adaptation_weight=weight,
+            source_texts, source_labels, target_texts, config.method, epochs=epochs, adaptation_weight=weight,
             alpha=config.alpha, hidden_dim=config.hidden_dim, **settings).history
         score(config.method)
     elif config.method in FEW_LABEL_METHODS:
