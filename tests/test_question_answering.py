@@ -216,6 +216,7 @@ def test_preset_round_trip_answers_the_same(trained):
     reader, _, test, _, preset, _ = trained
     loaded = QuestionAnswerer.from_preset(preset)
     assert loaded.span_tokenizer.doc_stride == 8 and loaded.max_answer_length == 3
+    assert QuestionAnswerer.from_preset(preset, dropout=0.3, max_answer_length=5).dropout == 0.3  # Applied.
     assert loaded.predictions(test) == reader.predictions(test)
 
 

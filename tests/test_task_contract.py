@@ -112,3 +112,18 @@ def test_evaluate_report_takes_the_history_fit_returned(tiny_bert_preset, tmp_pa
     history = classifier.fit(texts, labels, batch_size=8, epochs=2, verbose=0)
     metrics = classifier.evaluate_report(texts, labels, tmp_path / "report", split="train", history=history)
     assert metrics["split"] == "train" and (tmp_path / "report" / "learning_curve.png").is_file()
+
+
+def test_a_notebook_export_warms_up_and_names_its_backbone_and_metrics(tiny_bert_preset, tmp_path):
+    import json
+
+    from tl_keras.serving.tf_serving_files import check_warmup
+
+    texts, labels = separable_sentences(24, seed=13)
+    classifier = _classifier(tiny_bert_preset, labels=["neg", "pos"])
+    classifier.fit(texts, labels, batch_size=8, epochs=1, verbose=0)
+    classifier.evaluate_report(texts[:8], labels[:8], split="validation")
+    version = classifier.export(tmp_path, "reviews")  # No warm-up texts given.
+    assert check_warmup(version / "assets.extra" / "tf_serving_warmup_requests") == 1
+    card = json.loads((version / "model_card.json").read_text())
+    assert card["backbone"] == str(tiny_bert_preset) and card["metrics"]["validation"]["split"] == "validation"

@@ -138,8 +138,8 @@ def export_module(module, signatures, export_dir, model_name, version=None, warm
     staging = model_dir / f".tmp-{uuid.uuid4().hex[:8]}"
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
-        (staging / "assets.extra").mkdir(exist_ok=True)
         if warmup_requests:
+            (staging / "assets.extra").mkdir(exist_ok=True)
             write_warmup_requests(staging / "assets.extra" / WARMUP_FILE, model_name, list(warmup_requests))
         if batching:
             (staging / BATCHING_FILE).write_text(BATCHING_PARAMETERS)

@@ -132,6 +132,15 @@ class Classifier(TransferTask):
     def transfer_inputs(self, x, verbose=0):
         raise NotImplementedError
 
+    def card(self, **facts):
+        """What a notebook export's `model_card.json` says beside the
+        signatures, as a command-line run's does: the backbone (the preset it
+        came from) and the metrics of each split `evaluate_report` scored."""
+        backbone = getattr(self, "preset", None) or type(self.backbone).__name__
+        metrics = getattr(self, "evaluated", None)
+        return {"backbone": backbone, **({"metrics": metrics} if metrics else {}), "strategy": str(self.strategy),
+                **facts}
+
     def targets(self, labels, origins=None):
         """Model targets for raw labels: class names (strings), or, as
         KerasHub takes them, integer class indices into
@@ -334,6 +343,7 @@ class Classifier(TransferTask):
         inputs = self.transfer_inputs(x)
         outputs = predict_through_cache(self, inputs, self.feature_cache, batch_size)
         metrics = {"split": split, **evaluate_predictions(outputs, self.targets(y), self.vocabulary)}
+        self.evaluated = {**getattr(self, "evaluated", {}), split: metrics}  # For the export's model card.
         if out_dir is not None:
             write_report(metrics, getattr(history, "history", history) or {}, out_dir)
         return metrics

@@ -6,6 +6,7 @@ arrays, `predict_labels`, `save_to_preset`, `export`.
 import pathlib
 
 import keras
+import tensorflow as tf
 
 from tl_keras.data.images import ImageArray, as_pixels, build_augmentation
 from tl_keras.data.texts import LabelVocabulary
@@ -126,6 +127,7 @@ class ImageClassifier(Classifier, EncoderHeadModel):
                          test_time_augmentation)
         if stored and not changes:
             classifier.head.load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
+        classifier.preset = str(preset)
         return classifier
 
     @property
@@ -164,8 +166,10 @@ class ImageClassifier(Classifier, EncoderHeadModel):
         """Writes the TF Serving SavedModel (image bytes or pixels in, labels
         out) as `export_dir/model_name/<version>/`; see
         `tl_keras.export.image`."""
-        card = {"strategy": str(self.strategy), "augmentation": self.augmentation_names,
-                "test_time_augmentation": self.test_time_augmentation, **(card or {})}
+        card = self.card(augmentation=self.augmentation_names, test_time_augmentation=self.test_time_augmentation,
+                         **(card or {}))
+        # A warm-up request even when none is given: one grey image.
+        warmup = list(warmup) or [tf.io.encode_png(tf.fill([*self.image_size, 3], tf.constant(128, tf.uint8))).numpy()]
         return export_image_model(self, self.vocabulary, self.image_size, export_dir, model_name, version,
                                   warmup_images=warmup, card=card)
 

@@ -95,10 +95,10 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
 
     @classmethod
     def from_preset(cls, preset, strategy="full", sequence_length=None, doc_stride=None, max_question_length=None,
-                    max_answer_length=None, no_answer_threshold=None, dropout=0.1):
+                    max_answer_length=None, no_answer_threshold=None, dropout=None):
         """A question answerer on a KerasHub preset (Kaggle handle, preset
         folder, Hugging Face folder), or one saved by `save_to_preset`
-        (whole, with its span head and settings unless given here).
+        (whole, with its span head; every setting given here applies to it).
 
         Example:
         >>> QuestionAnswerer.from_preset("presets/product_qa").predict([question], [context])
@@ -111,7 +111,8 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
                     "no_answer_threshold": no_answer_threshold if no_answer_threshold is not None
                     else stored.get("no_answer_threshold")}
         backbone, preprocessor = load_text_backbone(preset, settings["sequence_length"])
-        answerer = cls(backbone, preprocessor, strategy, dropout=stored.get("dropout", dropout), **settings)
+        dropout = stored.get("dropout", 0.1) if dropout is None else dropout
+        answerer = cls(backbone, preprocessor, strategy, dropout=dropout, **settings)
         if stored:
             answerer.head.load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
         return answerer

@@ -10,6 +10,7 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tl_keras.data.texts import LabelVocabulary
 from tl_keras.data.tokens import TokenizedTexts, is_pairs, make_dataset, tokenize
@@ -18,6 +19,8 @@ from tl_keras.export.text import export_text_model
 from tl_keras.models.backbones import default_pooling, load_text_backbone
 from tl_keras.models.heads import EncoderHeadModel, build_encoder, build_head
 from tl_keras.tasks.base import Classifier, class_names, deserialized, head_changes, read_task_config
+from tl_keras.training.config import TrainingConfig
+from tl_keras.training.trainer import fit_phase
 from tl_keras.transfer.distillation import (
     DistillationLoss,
     distillation_targets,
@@ -147,6 +150,7 @@ class TextClassifier(Classifier, EncoderHeadModel):
             if not changes:
                 classifier.head.load_weights(str(pathlib.Path(str(preset)) / "head.weights.h5"))
                 classifier.text_pairs = stored.get("text_pairs", False)
+            classifier.preset = str(preset)
             return classifier
         task = task or "classification"
         if task == "regression":
@@ -157,8 +161,10 @@ class TextClassifier(Classifier, EncoderHeadModel):
                                  f"received {labels!r}.")
             vocabulary = LabelVocabulary.from_labels(list(labels), task)
         backbone, preprocessor = load_text_backbone(preset, sequence_length or 128, dtype)
-        return cls(backbone, preprocessor, vocabulary, pooling or default_pooling(preset, backbone), strategy,
-                   hidden_dim or 0, 0.1 if dropout is None else dropout)
+        classifier = cls(backbone, preprocessor, vocabulary, pooling or default_pooling(preset, backbone), strategy,
+                         hidden_dim or 0, 0.1 if dropout is None else dropout)
+        classifier.preset = str(preset)
+        return classifier
 
     # --- Data ---------------------------------------------------------------
 
@@ -226,10 +232,12 @@ class TextClassifier(Classifier, EncoderHeadModel):
         if labels is not None:
             hard = np.concatenate([self.targets(labels), -np.ones(len(unlabelled_texts), "int32")])
         targets = distillation_targets(soft_targets(self.predict(tokens), temperature), hard)
-        student.compile(optimizer=keras.optimizers.AdamW(learning_rate),
-                        loss=DistillationLoss(temperature, hard_weight))
-        student.fit(make_dataset(tokens, targets, batch_size, shuffle=True, seed=seed), epochs=epochs,
-                    verbose=verbose)
+        # Through the trainer's phase runner, as every training path: backups, a labelled phase.
+        config = TrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose)
+        arguments = {"optimizer": keras.optimizers.AdamW(learning_rate),
+                     "loss": DistillationLoss(temperature, hard_weight), "metrics": []}
+        fit_phase(student, arguments, make_dataset(tokens, targets, batch_size, shuffle=True, seed=seed), None, 0,
+                  epochs, config, tf.distribute.get_strategy(), [], "distillation")
         return student
 
     # --- Presets and export ---------------------------------------------------
@@ -261,8 +269,10 @@ class TextClassifier(Classifier, EncoderHeadModel):
         >>> classifier.export("exports", "reviews")
         PosixPath('exports/reviews/1')
         """
-        card = {"pooling": self.pooling, "strategy": str(self.strategy), "quantization": quantize or "none",
-                "sequence_length": self.preprocessor.sequence_length, **(card or {})}
+        card = self.card(pooling=self.pooling, quantization=quantize or "none",
+                         sequence_length=self.preprocessor.sequence_length, **(card or {}))
+        # A warm-up request even when none is given, so TF Serving's first real request is not the slow one.
+        warmup = list(warmup) or [("warm-up text", "warm-up text") if self.text_pairs else "warm-up text"]
         if quantize not in (None, "int8", "float16"):
             raise ValueError(f"`quantize` must be None, 'int8' or 'float16', received {quantize!r}.")
         model = self.merged_copy(dtype="float16") if quantize == "float16" else self.merged()
