@@ -118,6 +118,22 @@ def test_commands_that_do_not_train_import_no_tensorflow(tmp_path):
     assert result.stdout.split() == ["1", "0", "False", "False"]
 
 
+def test_bad_settings_are_refused_before_tensorflow_loads():
+    script = ("import sys, contextlib, io\n"
+              "from tl_keras.cli.main import main\n"
+              "err = io.StringIO()\n"
+              "with contextlib.redirect_stderr(err):\n"
+              "    codes = [main(['train-text', '--train', 'x.csv', '--strategy', 'partial:x']),\n"
+              "             main(['train-image', '--strategy', 'lora:2']), main(['distill'])]\n"
+              "print(*codes, 'tensorflow' in sys.modules)\n"
+              "print(err.getvalue())")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["2", "2", "2", "False"]
+    assert "Strategy 'partial:x' needs a whole number after ':'" in result.stdout
+    assert "missing required setting(s): --teacher, --train" in result.stdout
+
+
 def test_a_task_loads_without_tensorflow_start_up_lines():
     script = "import tl_keras\ntl_keras.TextClassifier\nimport tensorflow as tf\nprint(int(tf.constant(1) + 1))"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,

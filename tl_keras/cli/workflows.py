@@ -74,6 +74,7 @@ class WorkflowCommand:
         defaults: settings over the config's own defaults.
         fill: `settings -> None`, filling what a run can make itself.
         help: `{field: text}` over the docstring's help.
+        fills: the settings `fill` sets when the flags leave them out.
     """
 
     name: str
@@ -83,6 +84,7 @@ class WorkflowCommand:
     defaults: dict = dataclasses.field(default_factory=dict)
     fill: object = _default_text_backbone
     help: dict = dataclasses.field(default_factory=dict)
+    fills: tuple = ("backbone",)
 
     @property
     def all_defaults(self):
@@ -102,13 +104,25 @@ class WorkflowCommand:
     def add_parser(self, commands):
         parser = commands.add_parser(self.name, help=self.summary, description=self.summary)
         add_config_flags(parser, self.config_types, self.all_defaults, self.help)
-        parser.set_defaults(run=self.run)
+        parser.set_defaults(run=self.run, tensorflow=False)  # `run` loads it after checking the settings.
         return parser
+
+    def check(self, settings):
+        """Every setting checked before TensorFlow loads (seconds here):
+        the required ones the run cannot fill itself, and each value's range
+        and form (`SETTING_RANGES`, the strategy's grammar, the configs' own
+        checks), with what the run fills (backbone, data) standing in."""
+        filled = {name: f"<{name}>" for name in self.fills if settings.get(name) is None}
+        trial = {**settings, **filled}
+        extra = {"training": build(TrainingConfig, trial)} if TrainingConfig in self.config_types else {}
+        build(self.config, trial, **extra)
 
     def run(self, args, defaults=None):
         """Builds the config from `args` (over `defaults`, then the
         command's own), runs the workflow and prints its closing lines."""
         settings = settings_from(args, self.config_types, {**self.all_defaults, **(defaults or {})})
+        self.check(settings)
+        import_tensorflow_quietly()
         self.fill(settings)
         extra = {"training": build(TrainingConfig, settings)} if TrainingConfig in self.config_types else {}
         config = build(self.config, settings, **extra)
@@ -133,12 +147,12 @@ COMMANDS = (
                     {"output_dir": "runs/image_classification"}, _image_defaults,
                     {"backbone": "KerasHub image preset (default: offline EfficientNet-Lite0, converted once)",
                      "train": "folder of a sub-folder per class, or a path,label CSV (default: sample photos)",
-                     "strategy": "frozen, partial:N (top N stages) or full"}),
+                     "strategy": "frozen, partial:N (top N stages) or full"}, fills=("backbone", "train")),
     WorkflowCommand("recommend", "train a two-tower recommender with a pretrained item text tower",
                     configs.RecommendationConfig, "recommendation",
                     {"output_dir": "runs/recommendation", "model_name": "shop_retrieval"}, _shop_defaults,
                     {"backbone": BACKBONE_HELP, "interactions": "user_id,item_id[,timestamp][,rating] CSV "
-                     "(default: generate the synthetic shop)"}),
+                     "(default: generate the synthetic shop)"}, fills=("backbone", "interactions", "items", "users")),
     WorkflowCommand("adapt", "adapt a classifier from labelled source texts to unlabelled target texts",
                     configs.DomainAdaptationConfig, "domain_adaptation", {"output_dir": "runs/domain_adaptation"},
                     help={"backbone": BACKBONE_HELP}),
@@ -153,7 +167,7 @@ COMMANDS = (
                           "strategy": "full, partial:N, lora:R or frozen"}),
     WorkflowCommand("distill", "distil a saved text classifier into a student with fewer blocks",
                     configs.DistillationConfig, "distillation", {"output_dir": "runs/distillation"},
-                    fill=lambda settings: None),
+                    fill=lambda settings: None, fills=()),
 )
 
 
@@ -178,6 +192,4 @@ def run_recipe(name, argv=None, defaults=None, description=None):
     parser = argparse.ArgumentParser(description=description or workflow.summary,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, workflow.config_types, defaults, workflow.help)
-    args = parser.parse_args(argv)
-    import_tensorflow_quietly()
-    return workflow.run(args, defaults)
+    return workflow.run(parser.parse_args(argv), defaults)

@@ -1,5 +1,9 @@
 """The settings that take one of a fixed set of values, defined once: the
-modules that act on them and the command line's `choices` read them here."""
+modules that act on them and the command line's `choices` read them here.
+The transfer strategy's grammar (`partial:N`, `lora:R`) is here too, with no
+TensorFlow, so a bad `--strategy` is refused before TensorFlow loads."""
+
+import dataclasses
 
 TASKS = ("classification", "multilabel", "regression")
 POOLINGS = ("mean", "cls", "pooled")
@@ -14,3 +18,41 @@ ADAPTATION_METHODS = ("self_training", *FEATURE_ADAPTATION_METHODS, *FEW_LABEL_M
 FUSIONS = ("uniform", "greedy", "ensemble")
 HISTORY_POOLINGS = ("recency", "mean")
 TEST_TIME_AUGMENTATIONS = ("none", "flip")
+
+
+KINDS = ("frozen", "partial", "full", "lora")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferStrategy:
+    """A transfer strategy: `kind` is one of `KINDS`; `value` is the number of
+    top blocks for `partial` and the rank for `lora`."""
+
+    kind: str
+    value: int = 0
+
+    def __str__(self):
+        return f"{self.kind}:{self.value}" if self.kind in ("partial", "lora") else self.kind
+
+
+def parse_strategy(text):
+    """Parses `"frozen"`, `"partial:N"`, `"full"` or `"lora:R"`.
+
+    Example:
+    >>> parse_strategy("lora:8")
+    TransferStrategy(kind='lora', value=8)
+    """
+    kind, _, value = str(text).partition(":")
+    expected = "expected one of 'frozen', 'partial:N', 'full', 'lora:R'"
+    if kind not in KINDS:
+        raise ValueError(f"Unknown strategy {text!r}; {expected}.")
+    if kind in ("frozen", "full"):
+        if value:
+            raise ValueError(f"Strategy {kind!r} takes no value, received {text!r}.")
+        return TransferStrategy(kind)
+    if not value.isdigit() or (kind == "lora" and int(value) == 0):
+        raise ValueError(
+            f"Strategy {text!r} needs a whole number after ':' "
+            f"({'rank >= 1' if kind == 'lora' else 'blocks >= 0'}); {expected}."
+        )
+    return TransferStrategy(kind, int(value))

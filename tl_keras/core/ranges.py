@@ -8,6 +8,8 @@ stated once. `check_settings` raises `ValueError` echoing the value.
 import dataclasses
 import math
 
+from tl_keras.core.choices import parse_strategy
+
 
 @dataclasses.dataclass(frozen=True)
 class Range:
@@ -97,6 +99,8 @@ def check_settings(settings):
     if dataclasses.is_dataclass(settings):
         settings = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
     for name, value in settings.items():
+        if name == "strategy" and value is not None:
+            parse_strategy(value)  # Its own grammar, named in its error.
         allowed = SETTING_RANGES.get(name)
         if allowed is None or value is None:
             continue

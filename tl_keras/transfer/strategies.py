@@ -6,7 +6,6 @@ and `discriminative_optimizer(model, ...)` gives every trainable weight its
 learning rate (head fastest, backbone blocks slower the deeper they are).
 """
 
-import dataclasses
 import os
 import tempfile
 import warnings
@@ -20,45 +19,8 @@ from tl_keras.models.backbones import (
     freeze_unused_pooler,
     unfreeze_top_blocks,
 )
+from tl_keras.core.choices import KINDS, TransferStrategy, parse_strategy  # noqa: F401  (the strategy API)
 from tl_keras.models.heads import reads_sequence_output_only
-
-KINDS = ("frozen", "partial", "full", "lora")
-
-
-@dataclasses.dataclass(frozen=True)
-class TransferStrategy:
-    """A transfer strategy: `kind` is one of `KINDS`; `value` is the number of
-    top blocks for `partial` and the rank for `lora`."""
-
-    kind: str
-    value: int = 0
-
-    def __str__(self):
-        return f"{self.kind}:{self.value}" if self.kind in ("partial", "lora") else self.kind
-
-
-def parse_strategy(text):
-    """Parses `"frozen"`, `"partial:N"`, `"full"` or `"lora:R"`.
-
-    Example:
-    >>> parse_strategy("lora:8")
-    TransferStrategy(kind='lora', value=8)
-    """
-    kind, _, value = str(text).partition(":")
-    expected = "expected one of 'frozen', 'partial:N', 'full', 'lora:R'"
-    if kind not in KINDS:
-        raise ValueError(f"Unknown strategy {text!r}; {expected}.")
-    if kind in ("frozen", "full"):
-        if value:
-            raise ValueError(f"Strategy {kind!r} takes no value, received {text!r}.")
-        return TransferStrategy(kind)
-    if not value.isdigit() or (kind == "lora" and int(value) == 0):
-        raise ValueError(
-            f"Strategy {text!r} needs a whole number after ':' "
-            f"({'rank >= 1' if kind == 'lora' else 'blocks >= 0'}); {expected}."
-        )
-    return TransferStrategy(kind, int(value))
-
 
 def backbone_of(model):
     """Returns the KerasHub backbone inside an `EncoderHeadModel`'s `encoder`."""
