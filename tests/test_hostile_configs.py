@@ -145,3 +145,19 @@ def test_a_string_past_the_limit_is_refused_before_the_graph_runs(tmp_path):
         grpc_client = GrpcClient(f"127.0.0.1:{server.grpc_port}", "lengths")
         with pytest.raises(ServingError, match="RESOURCE_EXHAUSTED: input 'text' holds a string of 3000 bytes"):
             grpc_client.predict(["é" * 1500])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["train-text", "--train", "x.csv", "--pair-column", "label"], "`pair_column` 'label' must differ"),
+    (["train-text", "--train", "x.csv", "--pair-column", "text"], "`pair_column` 'text' must differ"),
+    (["train-text", "--train", "x.csv", "--validation-fraction", "0.6", "--test-fraction", "0.5"],
+     r"`validation_fraction` \+ `test_fraction` must be < 1"),
+    (["train-qa", "--train", "x.json", "--no-answer-threshold", "nan"], "`no_answer_threshold` must be a number"),
+    (["distill"], r"missing required setting\(s\): --teacher, --train"),
+])
+def test_setting_combinations_are_refused_in_one_line(flags, message, capsys):
+    from tl_keras.cli.main import main
+
+    assert main(flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and __import__("re").search(message, err[0]), err

@@ -84,6 +84,7 @@ SETTING_RANGES = {
     "coral_weight": POSITIVE,
     "num_blocks": _count(),
     "hard_weight": Range(0),
+    "no_answer_threshold": Range(),  # A score difference: any finite number.
 }
 
 
@@ -108,3 +109,11 @@ def check_settings(settings):
         if (not number or (allowed.integer and not isinstance(value, int))
                 or not math.isfinite(value) or not allowed.contains(value)):
             raise ValueError(f"`{name}` must be {allowed.describe()}, received {value!r}.")
+    held_out = [settings.get(name) or 0 for name in ("validation_fraction", "test_fraction")]
+    if sum(held_out) >= 1:
+        raise ValueError(f"`validation_fraction` + `test_fraction` must be < 1 (some rows must train), received "
+                         f"{held_out[0]!r} + {held_out[1]!r}.")
+    pair = settings.get("pair_column")
+    if pair is not None and pair in (settings.get("text_column"), settings.get("label_column")):
+        raise ValueError(f"`pair_column` {pair!r} must differ from `text_column` {settings.get('text_column')!r} "
+                         f"and `label_column` {settings.get('label_column')!r}.")
