@@ -23,11 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras.export.image import decode_batch
-from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+from tl_keras.export.saved_model import ServingModule, Untracked
 from tl_keras.export.text import token_inputs
 
 
-class CatalogueServingModule(tf.Module):
+class CatalogueServingModule(ServingModule):
     """The serving graph of a `CatalogueRecognizer`; see the module docstring.
 
     Args:
@@ -36,7 +36,7 @@ class CatalogueServingModule(tf.Module):
     """
 
     def __init__(self, recognizer, k):
-        super().__init__(name="catalogue_serving")
+        super().__init__("catalogue_serving")
         if not 1 <= k <= len(recognizer.entry_names):
             raise ValueError(f"`k` must be in [1, {len(recognizer.entry_names)}] (the number of entries), "
                              f"received {k!r}.")
@@ -48,10 +48,10 @@ class CatalogueServingModule(tf.Module):
                                        name="entry_text_features")
         self.entry_bias = tf.constant(recognizer.entry_bias)
         self.preprocessor = recognizer.preprocessor
-        self.model_variables = raw_variables(recognizer.image_encoder, recognizer.text_encoder, recognizer.matcher)
-        self._recognizer = Untracked(recognizer)
-        self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        self.embed_entries = tf.function(self._embed_entries, input_signature=[
+        self.track(recognizer.image_encoder, recognizer.text_encoder, recognizer.matcher)
+        self._recognizer = Untracked(recognizer)  # The graph calls its parts, tracked above.
+        self.endpoint("serving_default", self._serve, [tf.TensorSpec([None], tf.string, name="image_bytes")])
+        self.endpoint("embed_entries", self._embed_entries, [
             tf.TensorSpec([None], tf.string, name="catalogue_image_bytes"),
             tf.TensorSpec([None], tf.string, name="description")])
 
@@ -97,6 +97,5 @@ def export_catalogue_recognizer(recognizer, export_dir, model_name, k=5, version
     card = {"task": "catalogue_recognition", "k": k, "entries": list(recognizer.entry_names),
             "image_size": list(recognizer.image_size), "image_weight": float(recognizer.matcher.image_weight),
             "trained_entries": recognizer.num_trained, "seen_bias": recognizer.seen_bias, **(card or {})}
-    return export_module(
-        module, {"serving_default": module.serve, "embed_entries": module.embed_entries}, export_dir, model_name,
-        version, warmup_requests=[{"image_bytes": [encoded]} for encoded in warmup_images], card=card)
+    return module.write(export_dir, model_name, version, [{"image_bytes": [encoded]} for encoded in warmup_images],
+                        card)

@@ -15,7 +15,7 @@ pipeline, not in the model.
 import tensorflow as tf
 
 from tl_keras.data.images import decode_and_resize
-from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+from tl_keras.export.saved_model import ServingModule
 from tl_keras.export.text import labelled_outputs
 
 
@@ -26,7 +26,7 @@ def decode_batch(image_bytes, image_size):
                      fn_output_signature=tf.TensorSpec([*image_size, 3], tf.uint8))
 
 
-class ImageServingModule(tf.Module):
+class ImageServingModule(ServingModule):
     """The serving graph: decode, resize, model and label lookup.
 
     Args:
@@ -36,16 +36,14 @@ class ImageServingModule(tf.Module):
     """
 
     def __init__(self, model, vocabulary, image_size):
-        super().__init__(name="image_serving")
-        self.model_variables = raw_variables(model)
-        self._model = Untracked(model)
+        super().__init__("image_serving")
+        self._model = self.track(model)
         self.task = vocabulary.task
         self.class_names = tf.constant(list(vocabulary.names) or [""], tf.string)
         self.image_size = tuple(image_size)
-        self.serve_bytes = tf.function(
-            self._serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        self.serve_pixels = tf.function(
-            self._serve_pixels, input_signature=[tf.TensorSpec([None, *self.image_size, 3], tf.uint8, name="pixels")])
+        self.endpoint("serving_default", self._serve_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")])
+        self.endpoint("serve_pixels", self._serve_pixels,
+                      [tf.TensorSpec([None, *self.image_size, 3], tf.uint8, name="pixels")])
 
     def _serve_pixels(self, pixels):
         outputs = self._model.value(tf.cast(pixels, tf.float32), training=False)
@@ -80,7 +78,5 @@ def export_image_model(model, vocabulary, image_size, export_dir, model_name, ve
     module = ImageServingModule(model, vocabulary, image_size)
     card = {"task": vocabulary.task, "labels": list(vocabulary.names), "image_size": list(image_size),
             "parameters": int(model.count_params()), **(card or {})}
-    return export_module(
-        module, {"serving_default": module.serve_bytes, "serve_pixels": module.serve_pixels},
-        export_dir, model_name, version,
-        warmup_requests=[{"image_bytes": [encoded]} for encoded in warmup_images], card=card, batching=True)
+    return module.write(export_dir, model_name, version, [{"image_bytes": [encoded]} for encoded in warmup_images],
+                        card, batching=True)

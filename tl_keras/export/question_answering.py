@@ -11,11 +11,11 @@ the graph (`tl_keras.models.extractive_qa.answer_questions`).
 
 import tensorflow as tf
 
-from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+from tl_keras.export.saved_model import ServingModule
 from tl_keras.models.extractive_qa import answer_questions
 
 
-class QuestionAnsweringModule(tf.Module):
+class QuestionAnsweringModule(ServingModule):
     """The serving graph of a span model.
 
     Args:
@@ -26,12 +26,11 @@ class QuestionAnsweringModule(tf.Module):
     """
 
     def __init__(self, model, span_tokenizer, max_answer_length=30, no_answer_threshold=None):
-        super().__init__(name="question_answering_serving")
-        self.model_variables = raw_variables(model)
-        self._model = Untracked(model)
+        super().__init__("question_answering_serving")
+        self._model = self.track(model)
         self.span_tokenizer = span_tokenizer
         self.max_answer_length, self.no_answer_threshold = max_answer_length, no_answer_threshold
-        self.serve = tf.function(self._serve, input_signature=[
+        self.endpoint("serving_default", self._serve, [
             tf.TensorSpec([None], tf.string, name="question"), tf.TensorSpec([None], tf.string, name="context")])
 
     def _serve(self, question, context):
@@ -64,6 +63,5 @@ def export_question_answering(model, span_tokenizer, export_dir, model_name, ver
             "sequence_length": span_tokenizer.sequence_length, "doc_stride": span_tokenizer.doc_stride,
             "max_question_length": span_tokenizer.max_question_length, "max_answer_length": max_answer_length,
             "no_answer_threshold": no_answer_threshold, **(card or {})}
-    return export_module(module, {"serving_default": module.serve}, export_dir, model_name, version,
-                         warmup_requests=[{"question": [q], "context": [c]} for q, c in warmup], card=card,
-                         batching=True)
+    return module.write(export_dir, model_name, version, [{"question": [q], "context": [c]} for q, c in warmup],
+                        card, batching=True)

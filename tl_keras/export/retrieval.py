@@ -17,12 +17,12 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras.data.interactions import pack_recent
-from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+from tl_keras.export.saved_model import ServingModule
 from tl_keras.export.text import token_inputs
 from tl_keras.models.two_tower import unit_length
 
 
-class RetrievalServingModule(tf.Module):
+class RetrievalServingModule(ServingModule):
     """The serving graph of a `Recommender`; see the module docstring.
 
     Args:
@@ -31,7 +31,7 @@ class RetrievalServingModule(tf.Module):
     """
 
     def __init__(self, recommender, k):
-        super().__init__(name="retrieval_serving")
+        super().__init__("retrieval_serving")
         if not 1 <= k <= len(recommender.catalog):
             raise ValueError(f"`k` must be in [1, {len(recommender.catalog)}] (the catalogue size), received {k!r}.")
         self.k = k
@@ -48,21 +48,17 @@ class RetrievalServingModule(tf.Module):
                 tf.constant(list(recommender.users.user_ids) or [""]),
                 tf.range(1, max(len(recommender.users), 1) + 1, dtype=tf.int32)),
             default_value=0)
-        self.user_tower_variables = raw_variables(recommender.model.user_tower)
-        self._user_tower = Untracked(recommender.model.user_tower)
-        self.serve = tf.function(self._serve, input_signature=[
+        self._user_tower = self.track(recommender.model.user_tower)
+        self.endpoint("serving_default", self._serve, [
             tf.TensorSpec([None], tf.string, name="user_id"),
             tf.TensorSpec([None, None], tf.string, name="recent_item_ids"),
         ])
-        self.embed_items = None
         if recommender.encoder is not None:
             self.preprocessor = recommender.preprocessor
             projection = recommender.model.item_tower.projection
-            self.text_variables = raw_variables(recommender.encoder, projection)
-            self._encoder = Untracked(recommender.encoder)
-            self._projection = Untracked(projection)
-            self.embed_items = tf.function(self._embed_items, input_signature=[
-                tf.TensorSpec([None], tf.string, name="text")])
+            self._encoder = self.track(recommender.encoder)
+            self._projection = self.track(projection)
+            self.endpoint("embed_items", self._embed_items, [tf.TensorSpec([None], tf.string, name="text")])
 
     def _serve(self, user_id, recent_item_ids):
         numbers = self.item_numbers.lookup(recent_item_ids)
@@ -114,10 +110,7 @@ def export_recommender(recommender, export_dir, model_name, k=10, version=None, 
     PosixPath('exports/shop_retrieval/1')
     """
     module = RetrievalServingModule(recommender, k)
-    signatures = {"serving_default": module.serve}
-    if module.embed_items is not None:
-        signatures["embed_items"] = module.embed_items
     card = {"task": "retrieval", "k": k, "items": len(recommender.catalog), "users": len(recommender.users),
             "history_length": recommender.history_length, **(card or {})}
     warmup = [{"user_id": np.array([user_id]), "recent_item_ids": np.array([[""]])} for user_id in warmup_user_ids]
-    return export_module(module, signatures, export_dir, model_name, version, warmup, card)
+    return module.write(export_dir, model_name, version, warmup, card)

@@ -39,6 +39,46 @@ class Untracked:
         self.value = value
 
 
+class ServingModule(tf.Module):
+    """The base of every serving graph, in the style of Keras'
+    `ExportArchive`: `track` stores Keras layers' variables once and hands
+    the layers back for the graph to call, `endpoint` adds a signature, and
+    `write` saves the module in TF Serving's layout, atomically
+    (`export_module`).
+
+    Example:
+    >>> module = ServingModule("text_serving")
+    >>> model = module.track(classifier)
+    >>> module.endpoint("serving_default", lambda text: {"p": model.value(tokens(text))},
+    ...                 [tf.TensorSpec([None], tf.string, name="text")])
+    >>> module.write("exports", "reviews", card={"task": "classification"})
+    """
+
+    def __init__(self, name):
+        super().__init__(name=name)
+        self.layer_variables = []
+        self.endpoints = {}
+
+    def track(self, *layers):
+        """Keeps the raw variables of Keras `layers` (`raw_variables`: each
+        stored once) and returns the first layer out of tracking, as
+        `Untracked` (its `.value` is the layer)."""
+        self.layer_variables.extend(raw_variables(*layers))
+        return Untracked(layers[0])
+
+    def endpoint(self, name, function, input_signature):
+        """Adds the signature `name`: `function` traced with
+        `input_signature`; returns the `tf.function`."""
+        self.endpoints[name] = tf.function(function, input_signature=input_signature)
+        return self.endpoints[name]
+
+    def write(self, export_dir, model_name, version=None, warmup_requests=(), card=None, batching=False):
+        """Saves the module with its endpoints as version `version` of
+        `model_name` under `export_dir` (see `export_module`)."""
+        return export_module(self, dict(self.endpoints), export_dir, model_name, version, warmup_requests, card,
+                             batching)
+
+
 def next_version(model_dir):
     """Returns one more than the highest integer version folder in
     `model_dir` (1 if there is none); other names are ignored."""

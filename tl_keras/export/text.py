@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tl_keras.data.texts import MULTILABEL_SEPARATOR, MULTILABEL_THRESHOLD
 from tl_keras.data.tokens import trim_to_bucket
-from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+from tl_keras.export.saved_model import ServingModule
 
 
 def token_inputs(preprocessed, model):
@@ -44,7 +44,7 @@ def labelled_outputs(outputs, task, class_names):
     return {"probabilities": outputs, "label_id": label_id, "label": tf.gather(class_names, label_id)}
 
 
-class TextServingModule(tf.Module):
+class TextServingModule(ServingModule):
     """The serving graph: tokeniser, optional trim, model and label lookup.
 
     Args:
@@ -57,9 +57,8 @@ class TextServingModule(tf.Module):
     """
 
     def __init__(self, model, preprocessor, vocabulary, trim=True, text_pairs=False):
-        super().__init__(name="text_serving")
-        self.model_variables = raw_variables(model)
-        self._model = Untracked(model)
+        super().__init__("text_serving")
+        self._model = self.track(model)
         self.preprocessor = preprocessor
         self.task = vocabulary.task
         self.class_names = tf.constant(list(vocabulary.names) or [""], tf.string)
@@ -70,11 +69,11 @@ class TextServingModule(tf.Module):
         }
         text = [tf.TensorSpec([None], tf.string, name="text")]
         if text_pairs:
-            self.serve_text = tf.function(self._serve_text_pair,
-                                          input_signature=[*text, tf.TensorSpec([None], tf.string, name="text_pair")])
+            self.endpoint("serving_default", self._serve_text_pair,
+                          [*text, tf.TensorSpec([None], tf.string, name="text_pair")])
         else:
-            self.serve_text = tf.function(self._serve_text, input_signature=text)
-        self.serve_tokens = tf.function(self._serve_tokens, input_signature=[token_specs])
+            self.endpoint("serving_default", self._serve_text, text)
+        self.endpoint("serve_tokens", self._serve_tokens, [token_specs])
         # `[low, high)` of each token input every backbone of the model (one,
         # or an ensemble's several) can look up.
         backbones = [layer for layer in model._flatten_layers() if isinstance(layer, keras_hub.models.Backbone)]
@@ -161,11 +160,6 @@ def export_text_model(
         "parameters": int(model.count_params()),
         **(card or {}),
     }
-    return export_module(
-        module,
-        {"serving_default": module.serve_text, "serve_tokens": module.serve_tokens},
-        export_dir, model_name, version,
-        warmup_requests=[{"text": [text[0]], "text_pair": [text[1]]} if text_pairs else {"text": [text]}
-                         for text in warmup_texts],
-        card=card, batching=True,
-    )
+    return module.write(export_dir, model_name, version,
+                        [{"text": [text[0]], "text_pair": [text[1]]} if text_pairs else {"text": [text]}
+                         for text in warmup_texts], card, batching=True)

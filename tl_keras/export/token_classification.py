@@ -9,7 +9,7 @@ as in training and `predict`.
 
 import tensorflow as tf
 
-from tl_keras.export.saved_model import Untracked, export_module, raw_variables
+from tl_keras.export.saved_model import ServingModule
 
 
 def word_outputs(probabilities, first_pieces, tag_names):
@@ -23,7 +23,7 @@ def word_outputs(probabilities, first_pieces, tag_names):
             "scores": tf.where(kept, tf.reduce_max(per_word, axis=-1), 0.0)}
 
 
-class TokenServingModule(tf.Module):
+class TokenServingModule(ServingModule):
     """The serving graph of a `TokenClassifier`: split, align, model, tags.
 
     Args:
@@ -31,12 +31,11 @@ class TokenServingModule(tf.Module):
     """
 
     def __init__(self, classifier):
-        super().__init__(name="token_serving")
-        self.model_variables = raw_variables(classifier)
-        self._model = Untracked(classifier)
+        super().__init__("token_serving")
+        self._model = self.track(classifier)
         self.aligner = classifier.aligner
         self.tag_names = tf.constant(list(classifier.vocabulary.names), tf.string)
-        self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        self.endpoint("serving_default", self._serve, [tf.TensorSpec([None], tf.string, name="text")])
 
     def _serve(self, text):
         words = tf.strings.split(text)
@@ -57,5 +56,4 @@ def export_token_classifier(classifier, export_dir, model_name, version=None, wa
     module = TokenServingModule(classifier)
     card = {"task": "token_classification", "tags": list(classifier.vocabulary.names),
             "sequence_length": classifier.aligner.sequence_length, **(card or {})}
-    return export_module(module, {"serving_default": module.serve}, export_dir, model_name, version,
-                         [{"text": [text]} for text in warmup_texts], card)
+    return module.write(export_dir, model_name, version, [{"text": [text]} for text in warmup_texts], card)
