@@ -102,12 +102,12 @@ def test_int8_export_keeps_the_signatures_and_the_answers(sentiment_classifier, 
     path = sentiment_classifier.export(tmp_path, "reviews_int8", quantize="int8")
     loaded = tf.saved_model.load(str(path))
     assert set(loaded.signatures) == {"serving_default", "serve_tokens"}
-    assert any(v.dtype == tf.int8 for v in loaded.model_variables)
+    assert any(v.dtype == tf.int8 for v in loaded.layer_variables)
     probabilities = loaded.signatures["serving_default"](text=tf.constant(texts))["probabilities"].numpy()
     np.testing.assert_allclose(probabilities, sentiment_classifier.predict(texts), atol=0.05)
     assert json.loads((path / "model_card.json").read_text())["quantization"] == "int8"
     half = tf.saved_model.load(str(sentiment_classifier.export(tmp_path, "reviews_fp16", quantize="float16")))
-    assert any(v.dtype == tf.float16 for v in half.model_variables)
+    assert any(v.dtype == tf.float16 for v in half.layer_variables)
     np.testing.assert_allclose(half.signatures["serving_default"](text=tf.constant(texts))["probabilities"].numpy(),
                                sentiment_classifier.predict(texts), atol=0.01)
     with pytest.raises(ValueError, match="`quantize` must be None, 'int8' or 'float16', received 'int3'"):
