@@ -190,15 +190,20 @@ class TokenClassifier(TransferTask, EncoderHeadModel):
         tokens = self.aligner.tokenize(words)
         return tokens, tag_targets(tokens, y, self.vocabulary)
 
+    def _positions(self, x, batch_size, verbose=0):
+        """`(words, tokens, per-position probabilities)` of raw titles: the
+        one tokenise-and-run that `predict` and `predict_labels` share."""
+        words = _words(x)
+        tokens = self.aligner.tokenize(words)
+        return words, tokens, keras.Model.predict(self, tokens.arrays, batch_size=batch_size, verbose=verbose)
+
     def predict(self, x, batch_size=64, verbose=0, **kwargs):
         """Tag probabilities a word (`[words, tags]` arrays, one a title; a
         word beyond the sequence length gets zeros) for raw titles; other
         inputs go to Keras' own `predict`."""
         if not isinstance(x, (list, tuple)):
             return super().predict(x, batch_size=batch_size, verbose=verbose, **kwargs)
-        words = _words(x)
-        tokens = self.aligner.tokenize(words)
-        outputs = super().predict(tokens.arrays, batch_size=batch_size, verbose=verbose)
+        words, tokens, outputs = self._positions(x, batch_size, verbose)
         per_word = np.take_along_axis(outputs, tokens.first_pieces[..., None], axis=1)
         per_word = per_word * (tokens.first_pieces > 0)[..., None]
         return [per_word[row, :len(title)] for row, title in enumerate(words)]
@@ -206,9 +211,7 @@ class TokenClassifier(TransferTask, EncoderHeadModel):
     def predict_labels(self, x, batch_size=64):
         """A tag a word for each title (`""` for a word beyond the sequence
         length), as the SavedModel's `tags`."""
-        words = _words(x)
-        tokens = self.aligner.tokenize(words)
-        probabilities = super().predict(tokens.arrays, batch_size=batch_size, verbose=0)
+        words, tokens, probabilities = self._positions(x, batch_size)
         tags = word_outputs(tf.constant(probabilities), tf.constant(tokens.first_pieces),
                             tf.constant(list(self.vocabulary.names)))["tags"].numpy()
         return [[tag.decode() for tag in tags[row, :len(title)]] for row, title in enumerate(words)]
