@@ -9,6 +9,7 @@ import argparse
 import tempfile
 
 from common import REVIEWS, Timer, write_rows
+from tl_keras.core.settings import build_config
 from tl_keras.models.backbones import minilm_l6_offline_path
 from tl_keras.training.continued_pretraining import continue_pretraining
 from tl_keras.data.texts import read_labelled_texts, stratified_split
@@ -33,7 +34,7 @@ def main():
                                                     sequence_length=64, epochs=args.mlm_epochs, verbose=0)
         results = {}
         for name, backbone in (("original", minilm_l6_offline_path()), ("adapted", str(adapted))):
-            config = TextClassificationConfig(backbone=backbone, output_dir=f"{folder}/{name}", strategy="partial:2",
+            config = build_config(TextClassificationConfig, backbone=backbone, output_dir=f"{folder}/{name}", strategy="partial:2",
                                               sequence_length=64, pooling="mean", resume=False,
                                               training=TrainingConfig(epochs=args.epochs, verbose=0), **files)
             results[name] = run(config).metrics

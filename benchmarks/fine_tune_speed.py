@@ -17,6 +17,7 @@ import tempfile
 import keras
 
 from common import EpochTimer, Timer, keras_hub_classifier, reviews, write_rows
+from tl_keras.core.settings import build_config
 from tl_keras.models.backbones import minilm_l6_offline_path
 from tl_keras.workflows.text_classification import TextClassificationConfig, run
 from tl_keras.training.trainer import TrainingConfig
@@ -40,7 +41,7 @@ def main():
         hub_accuracy = classifier.evaluate(x=validation.texts, y=validation_y, batch_size=16, verbose=0)[1]
 
     with tempfile.TemporaryDirectory() as folder, Timer() as ours_time:
-        result = run(TextClassificationConfig(
+        result = run(build_config(TextClassificationConfig, 
             train=write_rows(folder, "train.tsv", train), validation=write_rows(folder, "validation.tsv", validation), test=f"{folder}/validation.tsv",
             backbone=minilm_l6_offline_path(), output_dir=folder, strategy="full", resume=False,
             sequence_length=args.sequence_length,

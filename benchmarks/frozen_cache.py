@@ -15,6 +15,7 @@ import tempfile
 import keras
 
 from common import Timer, keras_hub_classifier, reviews, write_rows
+from tl_keras.core.settings import build_config
 from tl_keras.models.backbones import minilm_l6_offline_path
 from tl_keras.workflows.text_classification import TextClassificationConfig, run
 from tl_keras.training.trainer import TrainingConfig
@@ -40,7 +41,7 @@ def main():
         hub_accuracy = classifier.evaluate(x=validation.texts, y=validation_y, batch_size=16, verbose=0)[1]
 
     with tempfile.TemporaryDirectory() as folder, Timer() as ours_time:
-        result = run(TextClassificationConfig(
+        result = run(build_config(TextClassificationConfig, 
             train=write_rows(folder, "train.tsv", train), validation=write_rows(folder, "validation.tsv", validation), test=f"{folder}/validation.tsv",
             backbone=minilm_l6_offline_path(), output_dir=folder, strategy="frozen", resume=False,
             sequence_length=args.sequence_length, pooling=args.pooling,
@@ -48,7 +49,7 @@ def main():
     ours_accuracy = result.metrics["test"]["accuracy"]
 
     print(f"frozen, {args.epochs} epochs, MiniLM-L6, {len(train)} train / {len(validation)} validation, "
-          f"sequence length {args.sequence_length}, tl_keras pooling {result.model.encoder.layers[-1].name}")
+          f"sequence length {args.sequence_length}, tl_keras pooling {result.task.encoder.layers[-1].name}")
     print(f"KerasHub-only (fit on strings): {hub_time.seconds:7.1f} s   validation accuracy {hub_accuracy:.4f}")
     print(f"tl_keras (cached features):     {ours_time.seconds:7.1f} s   validation accuracy {ours_accuracy:.4f}")
     print(f"speed-up {hub_time.seconds / ours_time.seconds:.1f}x (target >= 4x); "

@@ -20,6 +20,7 @@ import keras
 import keras_hub
 
 from common import Timer
+from tl_keras.core.settings import build_config
 from tl_keras.data.texts import LabelVocabulary, stratified_split
 from tl_keras.models.efficientnet_lite import offline_lite0_preset
 from tl_keras.workflows.image_classification import ImageClassificationConfig, run
@@ -57,7 +58,7 @@ def main():
                                                verbose=0)[1]
 
         with Timer() as ours_time:
-            result = run(ImageClassificationConfig(
+            result = run(build_config(ImageClassificationConfig, 
                 train=f"{folder}/train.csv", validation=f"{folder}/validation.csv", test=f"{folder}/validation.csv", backbone=str(preset),
                 output_dir=f"{folder}/run", strategy="frozen", augmentation="none", dropout=0.0, resume=False,
                 training=TrainingConfig(epochs=args.epochs, batch_size=16, verbose=0)))

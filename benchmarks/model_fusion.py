@@ -9,13 +9,14 @@ prediction ensemble; validation and held-out accuracy of each, and parameters
 import tempfile
 
 from common import REVIEWS
+from tl_keras.core.settings import build_config
 from tl_keras.models.backbones import minilm_l6_offline_path
 from tl_keras.workflows.model_fusion import ModelFusionConfig, run
 
 
 def main():
     with tempfile.TemporaryDirectory() as folder:
-        metrics = run(ModelFusionConfig(train=str(REVIEWS), backbone=minilm_l6_offline_path(), output_dir=folder,
+        metrics = run(build_config(ModelFusionConfig, train=str(REVIEWS), backbone=minilm_l6_offline_path(), output_dir=folder,
                                         ingredients=3, epochs=2)).metrics
     print(f"{'model':14s}{'validation':>12s}{'held-out':>10s}{'parameters':>13s}")
     for name, result in metrics.items():

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
+from tl_keras.core.settings import build_config
 from tl_keras.core.offline import minilm_l6_offline_path
 from tl_keras.data.interactions import histories, read_interactions, read_items, read_users, time_ordered_split
 from tl_keras.data.movielens import convert_movielens
@@ -50,7 +51,7 @@ def main():
         for seed in range(args.seeds):
             start = time.perf_counter()
             export = dict(export_dir=f"{folder}/exports", top_k=10) if args.check_export and not seed else {}
-            result = run(RecommendationConfig(
+            result = run(build_config(RecommendationConfig, 
                 interactions=str(interactions), items=str(items), users=str(users),
                 backbone=minilm_l6_offline_path(), output_dir=f"{folder}/run{seed}", seed=seed, verbose=0,
                 **export, **settings))

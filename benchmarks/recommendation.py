@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 
 import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
+from tl_keras.core.settings import build_config
 from tl_keras.models.backbones import minilm_l6_offline_path
 from tl_keras.workflows.recommendation import RecommendationConfig, run
 from tl_keras.data.synthetic_shop import make_synthetic_shop
@@ -29,7 +30,7 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.seeds):
             items, interactions, users = make_synthetic_shop(seed=seed).write(pathlib.Path(folder) / f"shop{seed}")
-            result = run(RecommendationConfig(
+            result = run(build_config(RecommendationConfig, 
                 interactions=str(interactions), items=str(items), users=str(users),
                 backbone=minilm_l6_offline_path(), output_dir=f"{folder}/run{seed}", epochs=args.epochs,
                 user_id_embedding=args.user_id_embedding == "true", seed=seed, verbose=0))

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
+from tl_keras.core.settings import build_config
 from tl_keras.core.offline import minilm_l6_offline_path
 from tl_keras.training.config import TrainingConfig
 from tl_keras.workflows.configs import QuestionAnsweringConfig
@@ -31,10 +32,10 @@ def main():
     parser.add_argument("--training", default="{}", help="JSON of TrainingConfig fields to change")
     args = parser.parse_args()
     settings, training = json.loads(args.settings), json.loads(args.training)
-    defaults = QuestionAnsweringConfig(train=args.data, backbone="", output_dir="").training
+    defaults = build_config(QuestionAnsweringConfig, train=args.data, backbone="", output_dir="").training
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        result = run(QuestionAnsweringConfig(
+        result = run(build_config(QuestionAnsweringConfig, 
             train=args.data, backbone=minilm_l6_offline_path(), output_dir=f"{folder}/run", resume=False,
             validation_fraction=0.08, test_fraction=0.17,
             training=TrainingConfig(**{**vars(defaults), "verbose": 0, **training}), **settings))

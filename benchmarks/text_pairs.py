@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
+from tl_keras.core.settings import build_config
 from tl_keras.core.offline import minilm_l6_offline_path
 from tl_keras.data.squad import read_squad, sentence_spans, split_by_article
 from tl_keras.models.lexical_qa import content_words
@@ -95,7 +96,7 @@ def main():
         files = {name: str(write_rows(pathlib.Path(folder) / f"{name}.csv", part)) for name, part in rows.items()}
         for name, pair_column in (("pair: question + sentence", "sentence"), ("single text: sentence", None)):
             start = time.perf_counter()
-            result = run(TextClassificationConfig(
+            result = run(build_config(TextClassificationConfig, 
                 train=files["train"], validation=files["validation"], test=files["test"],
                 backbone=minilm_l6_offline_path(), output_dir=f"{folder}/{len(results)}", strategy=args.strategy,
                 text_column="question" if pair_column else "sentence", pair_column=pair_column,

@@ -26,6 +26,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from conftest import separable_sentences, tiny_bert, write_tsv  # noqa: E402
 
+from tl_keras.core.settings import build_config
 from tl_keras.data.texts import LabelVocabulary  # noqa: E402
 from tl_keras.training.distribution import pick_distribution, worker_name  # noqa: E402
 from tl_keras.models.heads import build_encoder, build_head, build_text_model  # noqa: E402
@@ -85,12 +86,12 @@ def _files():
 def multi_worker(distribute, batch_size, output):
     # Rows in file order here too: the multi-worker input pipeline (tf.data
     # auto-sharding) draws other shuffle permutations than a local one.
-    config = TextClassificationConfig(output_dir=str(FOLDER / output), distribute=distribute, resume=False,
+    config = build_config(TextClassificationConfig, output_dir=str(FOLDER / output), distribute=distribute, resume=False,
                                       training=TrainingConfig(batch_size=batch_size, shuffle=False, **FULL),
                                       **_files())
     result = run(config)
     name = worker_name().replace("chief", "worker-0") if distribute == "multi_worker" else "single"
-    save(name, result.model, replicas=result.model.distribute_strategy.num_replicas_in_sync)
+    save(name, result.task, replicas=result.task.distribute_strategy.num_replicas_in_sync)
 
 
 def two_tower_mirrored():
@@ -148,20 +149,20 @@ def two_mirrored_runs():
     preset = tiny_efficientnet_preset(FOLDER / "preset")
     replicas = []
     for strategy, augmentation in (("frozen", "flip"), ("partial:1", "none")):
-        result = run_images(ImageClassificationConfig(
+        result = run_images(build_config(ImageClassificationConfig, 
             train=str(root), backbone=str(preset), output_dir=str(FOLDER / strategy.replace(":", "_")),
             image_size=32, strategy=strategy, augmentation=augmentation, distribute="mirrored",
             # 6 validation images: an even first batch on two replicas (Keras
             # reduces the first distributed batch eagerly when it builds).
             validation_fraction=0.25, training=TrainingConfig(epochs=2, batch_size=4, verbose=0)))
-        replicas.append(result.model.distribute_strategy.num_replicas_in_sync)
+        replicas.append(result.task.distribute_strategy.num_replicas_in_sync)
     np.savez(FOLDER / "two_runs.npz", replicas=replicas)
 
 
 def resumable(output):
     training = TrainingConfig(epochs=6, warmup_epochs=1, batch_size=8, head_learning_rate=1e-3,
                               backbone_learning_rate=1e-4, verbose=0)
-    run(TextClassificationConfig(output_dir=str(FOLDER / output), training=training, **_files()))
+    run(build_config(TextClassificationConfig, output_dir=str(FOLDER / output), training=training, **_files()))
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def test_continued_pretraining_recipe_writes_a_preset_every_recipe_loads(tiny_be
     texts = _domain(tmp_path / "texts.tsv", 64, 3, FILLER)
     output = tmp_path / "adapted"
     continued_pretraining.main(["--texts", texts, "--backbone", tiny_bert_preset, "--output-preset", str(output),
-                                "--epochs", "2", "--sequence-length", "32", "--learning-rate", "0.001"])
+                                "--epochs", "2", "--sequence-length", "32", "--backbone-learning-rate", "0.001"])
     assert "adapted preset:" in capsys.readouterr().out
     adapted, _ = load_text_backbone(str(output), 32)
     original, _ = load_text_backbone(tiny_bert_preset, 32)

@@ -108,3 +108,12 @@ def test_only_line_feeds_end_rows(tmp_path):
     assert rows.texts == ["The script is\u0085was there a script?", "A line\u2028break"]
     assert rows.labels == ["0", "1"]
     assert len(read_labelled_texts("data/sentiment_labelled_sentences/imdb_labelled.txt")) == 800
+
+
+@pytest.mark.parametrize("label", ["shipping,,price", "shipping,", ",price"])
+def test_a_multilabel_row_with_an_empty_part_is_refused_by_line(tmp_path, label):
+    path = tmp_path / "tags.tsv"
+    path.write_text(f"fast delivery\tshipping\nfair price\t{label}\n")
+    rows = read_labelled_texts(path)
+    with pytest.raises(DataError, match=rf"tags.tsv:2: multi-label '{label}' has an empty label between"):
+        LabelVocabulary.from_labels(rows.labels, "multilabel", rows.origins)

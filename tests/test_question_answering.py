@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import NEGATIVE, POSITIVE, FILLER, SAVED_MODEL_CLI, SEQUENCE_LENGTH, tiny_bert
+from tl_keras.core.settings import build_config
 from tl_keras.cli.main import main as cli
 from tl_keras.data.spans import SpanTokenizer, span_targets
 from tl_keras.data.squad import Question, read_squad, split_by_article
@@ -262,7 +263,7 @@ def squad_file(tmp_path_factory):
 
 
 def test_workflow_reports_reader_beside_the_lexical_baseline(squad_file, tiny_bert_preset, tmp_path):
-    config = QuestionAnsweringConfig(
+    config = build_config(QuestionAnsweringConfig, 
         train=str(squad_file), backbone=tiny_bert_preset, output_dir=str(tmp_path / "run"), sequence_length=32,
         doc_stride=8, max_question_length=4, max_answer_length=3, validation_fraction=0.2, test_fraction=0.2,
         export_dir=str(tmp_path / "exports"), model_name="qa", resume=False,

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import SAVED_MODEL_CLI
+from tl_keras.core.settings import build_config
 from tl_keras.data.texts import DataError
 from tl_keras.data.interactions import (
     Interactions, cold_start_split, histories, pack_recent, read_interactions, read_items, read_users, sequential_examples,
@@ -304,7 +305,7 @@ def shop_run(tmp_path_factory, shop_preset):
     folder = tmp_path_factory.mktemp("shop")
     shop = make_synthetic_shop(seed=0)
     items, interactions, users = shop.write(folder / "data")
-    config = RecommendationConfig(
+    config = build_config(RecommendationConfig, 
         interactions=str(interactions), items=str(items), users=str(users), backbone=str(shop_preset),
         output_dir=str(folder / "run"), export_dir=str(folder / "exports"), sequence_length=16, verbose=0,
         top_k=20, item_id_embedding=False)  # The tiny random BERT's text is weak beside learned ids: text alone.
@@ -433,7 +434,7 @@ def test_saved_model_cli_runs_the_retrieval_export_in_a_session(shop_run, tmp_pa
 
 def test_bad_cut_offs_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"`ks` must be .* received '10,fifty'"):
-        run(RecommendationConfig(interactions="x.csv", items="y.csv", backbone="z", output_dir=str(tmp_path),
+        run(build_config(RecommendationConfig, interactions="x.csv", items="y.csv", backbone="z", output_dir=str(tmp_path),
                                  ks="10,fifty"))
 
 

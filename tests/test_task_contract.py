@@ -43,7 +43,7 @@ def test_a_users_compile_is_what_fit_trains_with(tiny_bert_preset):
     classifier.fit(texts, labels, batch_size=8, epochs=1, verbose=0)
     assert classifier.optimizer is optimizer and int(optimizer.iterations.numpy()) == 4
     assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, classifier.head.trainable_weights))  # lr 0.
-    frozen = _classifier(tiny_bert_preset, labels=["neg", "pos"])
+    frozen = _classifier(tiny_bert_preset, labels=["neg", "pos"], strategy="frozen")
     frozen.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
     frozen.fit(texts, labels, batch_size=8, epochs=1, verbose=0)  # The head phase on cached features.
     assert frozen.head.optimizer is frozen.compiled_by_user["optimizer"]

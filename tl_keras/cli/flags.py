@@ -1,9 +1,10 @@
 """Command-line flags for the recipes, from the fields of config dataclasses,
 and the one-error-line rule for every command.
 
-Every field becomes a flag (`learning_rate` → `--learning-rate`) whose help is
-the field's line in the config's `Args:` docstring, with its default and, where
-the field has a fixed set, its choices. Booleans take `--flag`/`--no-flag`
+Every setting of a config and of its groups becomes a flag
+(`head_learning_rate` → `--head-learning-rate`) whose help is the field's
+metadata (`tl_keras.core.settings.setting`), with its default and, where the
+field has a fixed set, its choices. Booleans take `--flag`/`--no-flag`
 (and `--flag true|false`). A YAML file given with `--config` sets the same
 names, converted to the fields' types (so `1e-3` is a float); flags override
 it, which overrides the recipe's defaults.
@@ -15,9 +16,7 @@ failure); `--debug` shows the traceback.
 
 import argparse
 import dataclasses
-import inspect
 import pathlib
-import re
 import sys
 import traceback
 
@@ -25,6 +24,7 @@ import yaml
 
 from tl_keras.core.choices import (ADAPTATION_METHODS, DISTRIBUTIONS, FUSIONS, HISTORY_POOLINGS, POOLINGS,
                                    PRECISIONS, TASKS, TEST_TIME_AUGMENTATIONS)
+from tl_keras.core.settings import build_config, flat_fields
 
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # Settings with a fixed set of values, shown in --help and checked by argparse.
@@ -59,27 +59,16 @@ class _BooleanFlag(argparse.Action):
                 parser.error(f"argument {option}: {error}")
 
 
-def field_docs(config_type):
-    """`{field: its Args: entry}` from a dataclass's docstring (an entry may
-    name several fields: `export_dir, model_name: ...`)."""
-    docs, names, in_args = {}, [], False
-    for line in (inspect.getdoc(config_type) or "").splitlines():
-        if line.strip() == "Args:":
-            in_args = True
-        elif in_args and line and not line.startswith(" "):
-            break
-        elif in_args and (match := re.match(r"^    ([\w, ]+): (.*)$", line)):
-            names = [name.strip() for name in match.group(1).split(",")]
-            docs.update({name: match.group(2) for name in names})
-        elif in_args and line.startswith("        ") and line.strip():
-            docs.update({name: docs[name] + " " + line.strip() for name in names})
-    return docs
+def _help(config_type, name, field):
+    """A setting's help: the config's own word on a group setting
+    (`setting_help`), else the field's metadata."""
+    return (getattr(config_type, "setting_help", {}).get(name) or field.metadata.get("help")
+            or name.replace("_", " "))
 
 
-def _fields(config_types):
-    """The fields that become flags: all but nested configs (`training`)."""
-    return {f.name: f for kind in config_types for f in dataclasses.fields(kind)
-            if not (dataclasses.is_dataclass(f.type) or dataclasses.is_dataclass(f.default_factory))}
+def _required(field, group):
+    """A field of the config's own (not a group's) without a default."""
+    return group is None and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 def _field_kind(field):
@@ -106,34 +95,27 @@ def _convert(value, kind, where):
                          f"received {value!r}.") from None
 
 
-def _default(field):
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    return None
-
-
-def add_config_flags(parser, config_types, defaults=None, help=None, choices=None):
-    """Adds `--config`, `--debug` and a flag for every field of
-    `config_types` to `parser`; each flag's help is the field's docstring
-    entry, its default (`defaults` over the dataclass's) and its choices.
+def add_config_flags(parser, config_type, defaults=None, help=None, choices=None):
+    """Adds `--config`, `--debug` and a flag for every setting of
+    `config_type` and its groups (`tl_keras.core.settings.flat_fields`) to
+    `parser`; each flag's help is the field's, with its default
+    (`defaults` over the config's) and its choices.
 
     Example:
-    >>> add_config_flags(parser, [TextClassificationConfig, TrainingConfig])
+    >>> add_config_flags(parser, TextClassificationConfig)
     """
-    fields = _fields(config_types)
-    docs = {name: text for kind in config_types for name, text in field_docs(kind).items()}
     defaults, choices = dict(defaults or {}), {**COMMON_CHOICES, **(choices or {})}
     parser.add_argument("--config", help="YAML file of settings (the flags' names with underscores); flags override it")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    for name, field in fields.items():
+    for name, (field, own_default, group) in flat_fields(config_type).items():
         kind = _field_kind(field)
-        text = (help or {}).get(name) or docs.get(name) or name.replace("_", " ")
-        default = defaults.get(name, _default(field))
-        if "default" in text:  # The docstring says what the default is.
+        text = (help or {}).get(name) or _help(config_type, name, field)
+        default = defaults.get(name, own_default)
+        if "default" in text:  # The help says what the default is.
             pass
-        elif field.default is dataclasses.MISSING and name not in defaults:
+        elif _required(field, group) and name not in defaults:
             text += " (required)"
-        elif default not in (None, ""):
+        elif default not in (None, "", dataclasses.MISSING):
             text += f" (default: {default})"
         flag = "--" + name.replace("_", "-")
         if kind is bool:
@@ -144,11 +126,10 @@ def add_config_flags(parser, config_types, defaults=None, help=None, choices=Non
     return parser
 
 
-def settings_from(args, config_types, defaults=None, choices=None):
-    """The settings dict from parsed `args`: `defaults`, then the `--config`
-    YAML (converted to the fields' types), then the flags given. A required
-    field left unset is an error naming its flag."""
-    fields = _fields(config_types)
+def settings_from(args, config_type, defaults=None, choices=None):
+    """The flat settings dict from parsed `args`: `defaults`, then the
+    `--config` YAML (converted to the fields' types), then the flags given."""
+    fields = flat_fields(config_type)
     choices = {**COMMON_CHOICES, **(choices or {})}
     settings = dict(defaults or {})
     if args.config:
@@ -158,7 +139,7 @@ def settings_from(args, config_types, defaults=None, choices=None):
         if unknown:
             raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(fields)}")
         for name, value in loaded.items():
-            value = _convert(value, _field_kind(fields[name]), f"{path}: {name}")
+            value = _convert(value, _field_kind(fields[name][0]), f"{path}: {name}")
             if name in choices and value not in choices[name]:
                 raise ValueError(f"{path}: {name} must be one of {list(choices[name])}, received {value!r}.")
             settings[name] = value
@@ -204,45 +185,44 @@ def read_settings_file(path):
     return loaded
 
 
-def check_required(settings, config_types):
-    """Raises `ValueError` naming the flags of required fields (no default)
-    that `settings` leaves unset."""
-    missing = [name for name, field in _fields(config_types).items() if field.default is dataclasses.MISSING
-               and field.default_factory is dataclasses.MISSING and settings.get(name) is None]
+def check_required(settings, config_type):
+    """Raises `ValueError` naming the flags of required settings (no
+    default) that `settings` leaves unset."""
+    missing = [name for name, (field, _, group) in flat_fields(config_type).items()
+               if _required(field, group) and settings.get(name) is None]
     if missing:
         raise ValueError(f"missing required setting(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")
 
 
-def parse_flags(description, config_types, argv=None, defaults=None, help=None, choices=None, prog=None):
-    """Returns the settings dict for `config_types` from defaults, `--config`
-    YAML and flags, in that order of precedence (lowest first). Required
-    fields may still be unset (see `check_required`).
+def parse_flags(description, config_type, argv=None, defaults=None, help=None, choices=None, prog=None):
+    """Returns the flat settings dict for `config_type` from defaults,
+    `--config` YAML and flags, in that order of precedence (lowest first).
+    Required settings may still be unset (see `check_required`).
 
     Args:
         description: the command's `--help` text.
-        config_types: the config dataclasses whose fields become flags.
+        config_type: the config dataclass whose settings (and its groups')
+            become flags.
         argv: the arguments (`sys.argv[1:]` if `None`).
-        defaults: the recipe's own defaults, over the dataclasses'.
-        help: `{field: text}` replacing the docstring's help.
-        choices: `{field: allowed values}`, checked and shown in `--help`.
+        defaults: the recipe's own defaults, over the config's.
+        help: `{setting: text}` replacing the field's help.
+        choices: `{setting: allowed values}`, checked and shown in `--help`.
         prog: the command's name in usage lines.
 
     Example:
-    >>> settings = parse_flags(__doc__, [TextClassificationConfig, TrainingConfig],
-    ...                        ["--epochs", "3"])
+    >>> settings = parse_flags(__doc__, TextClassificationConfig, ["--epochs", "3"])
     """
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(parser, config_types, defaults, help, choices)
-    return settings_from(parser.parse_args(argv), config_types, defaults, choices)
+    add_config_flags(parser, config_type, defaults, help, choices)
+    return settings_from(parser.parse_args(argv), config_type, defaults, choices)
 
 
-def build(config_type, settings, **extra):
-    """Makes a `config_type` from the settings it has fields for; a required
-    one left unset is an error naming its flag."""
-    check_required(settings, [config_type])
-    names = {f.name for f in dataclasses.fields(config_type)}
-    return config_type(**{k: v for k, v in settings.items() if k in names}, **extra)
+def build(config_type, settings):
+    """Makes a `config_type` (with its groups) from flat settings; a
+    required one left unset is an error naming its flag."""
+    check_required(settings, config_type)
+    return build_config(config_type, settings)
 
 
 def main_with_error_line(main, argv=None):

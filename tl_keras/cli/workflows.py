@@ -15,7 +15,6 @@ import pathlib
 from tl_keras.cli.flags import add_config_flags, build, settings_from
 from tl_keras.core.offline import minilm_l6_offline_path
 from tl_keras.core.quiet import import_tensorflow_quietly
-from tl_keras.training.config import TrainingConfig
 from tl_keras.workflows import configs
 
 
@@ -86,24 +85,9 @@ class WorkflowCommand:
     help: dict = dataclasses.field(default_factory=dict)
     fills: tuple = ("backbone",)
 
-    @property
-    def all_defaults(self):
-        """`defaults` over the training settings the config's own
-        `training` default sets apart from `TrainingConfig`'s."""
-        field = next((f for f in dataclasses.fields(self.config) if f.name == "training"), None)
-        if field is None:
-            return dict(self.defaults)
-        own, plain = dataclasses.asdict(field.default_factory()), dataclasses.asdict(TrainingConfig())
-        return {**{name: value for name, value in own.items() if value != plain[name]}, **self.defaults}
-
-    @property
-    def config_types(self):
-        nested = any(field.name == "training" for field in dataclasses.fields(self.config))
-        return [self.config, TrainingConfig] if nested else [self.config]
-
     def add_parser(self, commands):
         parser = commands.add_parser(self.name, help=self.summary, description=self.summary)
-        add_config_flags(parser, self.config_types, self.all_defaults, self.help)
+        add_config_flags(parser, self.config, self.defaults, self.help)
         parser.set_defaults(run=self.run, tensorflow=False)  # `run` loads it after checking the settings.
         return parser
 
@@ -113,19 +97,16 @@ class WorkflowCommand:
         and form (`SETTING_RANGES`, the strategy's grammar, the configs' own
         checks), with what the run fills (backbone, data) standing in."""
         filled = {name: f"<{name}>" for name in self.fills if settings.get(name) is None}
-        trial = {**settings, **filled}
-        extra = {"training": build(TrainingConfig, trial)} if TrainingConfig in self.config_types else {}
-        build(self.config, trial, **extra)
+        build(self.config, {**settings, **filled})
 
     def run(self, args, defaults=None):
         """Builds the config from `args` (over `defaults`, then the
         command's own), runs the workflow and prints its closing lines."""
-        settings = settings_from(args, self.config_types, {**self.all_defaults, **(defaults or {})})
+        settings = settings_from(args, self.config, {**self.defaults, **(defaults or {})})
         self.check(settings)
         import_tensorflow_quietly()
         self.fill(settings)
-        extra = {"training": build(TrainingConfig, settings)} if TrainingConfig in self.config_types else {}
-        config = build(self.config, settings, **extra)
+        config = build(self.config, settings)
         workflow = importlib.import_module(f"tl_keras.workflows.{self.module}")
         print(f"{self.name}: {getattr(config, 'backbone', None) or getattr(config, 'teacher', '')}")
         result = workflow.run(config)
@@ -140,7 +121,7 @@ BACKBONE_HELP = "KerasHub preset: Kaggle handle, preset folder or Hugging Face f
 COMMANDS = (
     WorkflowCommand("train-text", "train a text classifier (or regressor) on a labelled file and export it",
                     configs.TextClassificationConfig, "text_classification",
-                    {"output_dir": "runs/text_classification", "strategy": "partial:2", "sequence_length": 64},
+                    {"output_dir": "runs/text_classification", "sequence_length": 64},
                     help={"backbone": BACKBONE_HELP, "strategy": "frozen, partial:N, full or lora:R"}),
     WorkflowCommand("train-image", "train an image classifier on labelled photos and export it",
                     configs.ImageClassificationConfig, "image_classification",
@@ -188,8 +169,8 @@ def run_recipe(name, argv=None, defaults=None, description=None):
     >>> run_recipe("train-text", ["--epochs", "2"], {"train": "data/reviews.tsv"})
     """
     workflow = command(name)
-    defaults = {**workflow.all_defaults, **(defaults or {})}
+    defaults = {**workflow.defaults, **(defaults or {})}
     parser = argparse.ArgumentParser(description=description or workflow.summary,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(parser, workflow.config_types, defaults, workflow.help)
+    add_config_flags(parser, workflow.config, defaults, workflow.help)
     return workflow.run(parser.parse_args(argv), defaults)

@@ -19,6 +19,13 @@ FUSIONS = ("uniform", "greedy", "ensemble")
 HISTORY_POOLINGS = ("recency", "mean")
 TEST_TIME_AUGMENTATIONS = ("none", "flip")
 
+# Each task's default transfer strategy, the same in `from_preset`, the
+# workflow configs and the command line (measured in benchmarks/RESULTS.md):
+TEXT_STRATEGY = "partial:2"  # Text classification, adaptation, fusion: above frozen, near full, a third of its time.
+IMAGE_STRATEGY = "frozen"  # Image classification: within minutes on a CPU (partial:2 gains, at 9x the time).
+SPAN_STRATEGY = "full"  # Extractive QA: a new span head needs the backbone to move.
+TAGGING_STRATEGY = "partial:2"  # Token classification: as text.
+
 
 KINDS = ("frozen", "partial", "full", "lora")
 

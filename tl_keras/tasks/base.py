@@ -1,10 +1,12 @@
 """What every tl_keras task shares: a preset folder that holds the whole
 fine-tuned task, and the training settings a `fit` call takes.
 
-A task preset is a KerasHub preset folder (the fine-tuned backbone's
-`config.json` and `model.weights.h5`, and the preprocessor's files, so any
-`--backbone` loads it) plus `tl_keras_task.json` (the task's class and
-settings) and the task's own weights (`head.weights.h5`, ...).
+A task preset of a one-backbone task is a KerasHub preset folder (the
+fine-tuned backbone's `config.json` and `model.weights.h5`, and the
+preprocessor's files, so any `--backbone` loads it) plus
+`tl_keras_task.json` (the task's class and settings) and the task's own
+weights (`head.weights.h5`, ...). A task of two backbones
+(`CatalogueRecognizer`) keeps each in a KerasHub preset folder of its own.
 
 Example:
 >>> classifier.save_to_preset("presets/reviews")
@@ -205,8 +207,8 @@ class Classifier(TransferTask):
         _, history = train(self, self.strategy, data, config, self.feature_cache, distribution, callbacks)
         return history_of(history)
 
-    def self_train(self, unlabelled, shares=(0.6, 0.9), epochs=1, min_change=0.01, batch_size=16, seed=1234,
-                   verbose=0):
+    def self_train(self, x, batch_size=16, epochs=1, verbose=0, callbacks=None, distribution=None,
+                   shares=(0.6, 0.9), min_change=0.01, **settings):
         """Adapts this classifier to unlabelled inputs from another domain
         by self-training: each round it predicts them, keeps the most
         confident `share` (balanced over the predicted classes) with its
@@ -221,10 +223,13 @@ class Classifier(TransferTask):
         would make it; compare before shipping.
 
         Args:
-            unlabelled: raw inputs of the target domain (texts, images).
-            shares: the share of `unlabelled` pseudo-labelled in each round.
-            epochs: training epochs a round.
+            x: raw unlabelled inputs of the target domain (texts, images).
+            batch_size, epochs, verbose, callbacks, distribution: as `fit`
+                (`epochs`: training epochs a round).
+            shares: the share of `x` pseudo-labelled in each round.
             min_change: stop when fewer predictions than this share change.
+            **settings: other `TrainingConfig` fields (`head_learning_rate`,
+                `seed`, ...), as `fit`.
 
         Returns:
             A list with a dict a round: `share`, `selected`, `changed`.
@@ -235,9 +240,9 @@ class Classifier(TransferTask):
         """
         if self.vocabulary.task != "classification":
             raise ValueError(f"Self-training needs a classification task, received {self.vocabulary.task!r}.")
-        inputs = self.transfer_inputs(unlabelled, verbose)  # Tokenised or decoded once for every round.
+        inputs = self.transfer_inputs(x, verbose)  # Tokenised or decoded once for every round.
         if inputs is None:
-            raise ValueError(f"`unlabelled` must be raw inputs (texts, images), received {type(unlabelled)!r}.")
+            raise ValueError(f"`x` must be raw inputs (texts, images), received {type(x)!r}.")
         rounds, previous = [], None
         for share in shares:
             probabilities = self.predict(inputs, batch_size=64)
@@ -249,8 +254,8 @@ class Classifier(TransferTask):
             if verbose:
                 print(f"self-training: {len(rows)} of {len(predictions)} pseudo-labelled (share {share:g}), "
                       f"{changed:.1%} of the predictions changed since the last round")
-            self.fit(inputs.take(rows), [self.vocabulary.names[label] for label in labels], epochs=epochs,
-                     batch_size=batch_size, warmup_epochs=0, seed=seed, verbose=verbose)
+            self.fit(inputs.take(rows), [self.vocabulary.names[label] for label in labels], batch_size, epochs,
+                     verbose, callbacks, distribution=distribution, **{**settings, "warmup_epochs": 0})
             rounds.append({"share": share, "selected": int(len(rows)), "changed": changed})
             previous = predictions
         return rounds

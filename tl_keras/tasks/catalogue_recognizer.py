@@ -18,6 +18,8 @@ on photos of known products and of products added for validation.
 import json
 import pathlib
 
+import keras
+from keras import ops
 import numpy as np
 
 from tl_keras.core.files import load_arrays, save_arrays
@@ -37,8 +39,12 @@ def harmonic_mean(first, second):
     return 0.0 if min(first, second) == 0 else 2 * first * second / (first + second)
 
 
-class CatalogueRecognizer(TransferTask):
-    """Photos to catalogue entries over frozen image and text backbones.
+class CatalogueRecognizer(TransferTask, keras.Model):
+    """Photos to catalogue entries over frozen image and text backbones: a
+`keras.Model` whose `call` scores pixels against every entry added so far
+(`predict` does the same on encoded photos or files). Its preset holds two
+backbones, under `image/` and `text/`, so its root is not one backbone's
+KerasHub preset.
 
     Args:
         image_backbone, image_converter: a KerasHub image backbone and its
@@ -59,6 +65,7 @@ class CatalogueRecognizer(TransferTask):
 
     def __init__(self, image_backbone, image_converter, text_backbone, preprocessor, image_size=(224, 224),
                  pooling="mean", matcher=None, projection_dim=256, image_weight=0.7):
+        super().__init__(name="catalogue_recognizer")
         self.image_backbone, self.image_converter = image_backbone, image_converter
         self.text_backbone, self.preprocessor, self.pooling = text_backbone, preprocessor, pooling
         self.image_size = tuple(int(size) for size in image_size)
@@ -216,6 +223,19 @@ class CatalogueRecognizer(TransferTask):
             raise ValueError("The recognizer has no entries; `fit` or `add_entries` first.")
         return self.matcher.similarities(self.image_features(photos, batch_size), self.entry_image_features,
                                          self.entry_text_features)
+
+    def call(self, images):
+        """Scores `[N, entries]` of pixels (`[N, h, w, 3]` at `image_size`,
+        0-255) against every entry, the trained entries' less `seen_bias`."""
+        if not self.entry_names:
+            raise ValueError("The recognizer has no entries; `fit` or `add_entries` first.")
+        entries = [ops.convert_to_tensor(np.asarray(value), "float32") for value in
+                   (self.entry_image_features, self.entry_text_features, self.entry_bias)]
+        return self.matcher.scores(self.image_encoder(images), entries[0], entries[1]) - entries[2]
+
+    def get_config(self):
+        raise NotImplementedError("A CatalogueRecognizer's entries are data, not settings: save it with "
+                                  "`save_to_preset` and load it with `CatalogueRecognizer.from_preset`.")
 
     def predict(self, photos, batch_size=32):
         """Scores `[N, entries]` of photos against every entry (the trained

@@ -8,6 +8,7 @@ import pathlib
 import keras
 import tensorflow as tf
 
+from tl_keras.core.choices import IMAGE_STRATEGY
 from tl_keras.data.images import ImageArray, as_pixels, build_augmentation
 from tl_keras.data.texts import LabelVocabulary
 from tl_keras.evaluation.explanations import explain_images
@@ -49,7 +50,7 @@ class ImageClassifier(Classifier, EncoderHeadModel):
     ['shoe']
     """
 
-    def __init__(self, backbone, vocabulary, image_size=(224, 224), image_converter=None, strategy="frozen",
+    def __init__(self, backbone, vocabulary, image_size=(224, 224), image_converter=None, strategy=IMAGE_STRATEGY,
                  augmentation="none", hidden_dim=0, dropout=0.1, seed=None, test_time_augmentation="none",
                  **kwargs):
         strategy = parse_strategy(strategy)
@@ -83,7 +84,7 @@ class ImageClassifier(Classifier, EncoderHeadModel):
         return cls(parts["backbone"], vocabulary, image_converter=parts["image_converter"], **settings)
 
     @classmethod
-    def from_preset(cls, preset, labels=None, num_classes=None, image_size=None, strategy="frozen",
+    def from_preset(cls, preset, labels=None, num_classes=None, image_size=None, strategy=IMAGE_STRATEGY,
                     augmentation="none", hidden_dim=None, dropout=None, seed=None, test_time_augmentation=None):
         """A classifier on a KerasHub image preset (Kaggle handle, preset
         folder, timm folder) or on a folder written by `save_to_preset`.
@@ -149,7 +150,7 @@ class ImageClassifier(Classifier, EncoderHeadModel):
     def explain(self, x, labels=None, steps=64):
         """Per-pixel integrated-gradients attributions of the decision for
         each image (bytes, files or uint8 arrays), from a black baseline."""
-        return explain_images(self, self.transfer_inputs(x).pixels, labels, steps)
+        return explain_images(self, self.vocabulary.names, self.transfer_inputs(x).pixels, labels, steps)
 
     def task_config(self):
         return {"labels": list(self.vocabulary.names), "image_size": list(self.image_size),

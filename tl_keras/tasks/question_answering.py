@@ -13,6 +13,7 @@ import pathlib
 import keras
 import tensorflow as tf
 
+from tl_keras.core.choices import SPAN_STRATEGY
 from tl_keras.core.files import write_json
 from tl_keras.data.spans import SpanTokenizer, span_targets
 from tl_keras.evaluation.squad import squad_scores
@@ -80,7 +81,7 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
     'The Denver Broncos'
     """
 
-    def __init__(self, backbone, preprocessor, strategy="full", sequence_length=256, doc_stride=128,
+    def __init__(self, backbone, preprocessor, strategy=SPAN_STRATEGY, sequence_length=256, doc_stride=128,
                  max_question_length=64, max_answer_length=30, no_answer_threshold=None, dropout=0.1, **kwargs):
         encoder = build_sequence_encoder(backbone)
         head = build_span_head(encoder.output.shape[-1], dropout)
@@ -94,7 +95,7 @@ class QuestionAnswerer(TransferTask, EncoderHeadModel):
         self._answer = None
 
     @classmethod
-    def from_preset(cls, preset, strategy="full", sequence_length=None, doc_stride=None, max_question_length=None,
+    def from_preset(cls, preset, strategy=SPAN_STRATEGY, sequence_length=None, doc_stride=None, max_question_length=None,
                     max_answer_length=None, no_answer_threshold=None, dropout=None):
         """A question answerer on a KerasHub preset (Kaggle handle, preset
         folder, Hugging Face folder), or one saved by `save_to_preset`

@@ -12,12 +12,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras.core.choices import TEXT_STRATEGY
 from tl_keras.data.texts import LabelVocabulary
 from tl_keras.data.tokens import TokenizedTexts, is_pairs, make_dataset, tokenize
 from tl_keras.evaluation.explanations import explain_texts
 from tl_keras.export.text import export_text_model
 from tl_keras.models.backbones import default_pooling, load_text_backbone
-from tl_keras.models.heads import EncoderHeadModel, build_encoder, build_head
+from tl_keras.models.heads import EncoderHeadModel, build_encoder, build_head, pool
 from tl_keras.tasks.base import Classifier, class_names, deserialized, head_changes, read_task_config
 from tl_keras.training.config import TrainingConfig
 from tl_keras.training.trainer import fit_phase
@@ -76,7 +77,7 @@ class TextClassifier(Classifier, EncoderHeadModel):
     ['pos']
     """
 
-    def __init__(self, backbone, preprocessor, vocabulary, pooling="mean", strategy="frozen", hidden_dim=0,
+    def __init__(self, backbone, preprocessor, vocabulary, pooling="mean", strategy=TEXT_STRATEGY, hidden_dim=0,
                  dropout=0.1, **kwargs):
         encoder = build_encoder(backbone, pooling)
         head = build_head(encoder.output.shape[-1], vocabulary.num_outputs, vocabulary.task, hidden_dim, dropout)
@@ -99,7 +100,7 @@ class TextClassifier(Classifier, EncoderHeadModel):
         return classifier
 
     @classmethod
-    def from_preset(cls, preset, labels=None, num_classes=None, task=None, strategy="frozen", sequence_length=None,
+    def from_preset(cls, preset, labels=None, num_classes=None, task=None, strategy=TEXT_STRATEGY, sequence_length=None,
                     pooling=None, hidden_dim=None, dropout=None, dtype=None):
         """A classifier on a KerasHub preset: a Kaggle handle, a preset
         folder, a Hugging Face folder, or a folder written by
@@ -195,6 +196,12 @@ class TextClassifier(Classifier, EncoderHeadModel):
             return self.tokenize(x, verbose)
         return None
 
+    def outputs_of_sequence(self, sequence_output, padding_mask):
+        """This classifier's pooling and head over the backbone's sequence
+        output: its explanation hook (`explain_texts` enters the backbone
+        after the token embedding lookup and ends here)."""
+        return self.head(pool(sequence_output, padding_mask, self.pooling))
+
     def explain(self, texts, labels=None, steps=64):
         """Per-token integrated-gradients attributions of the decision for
         each text (see `tl_keras.evaluation.explanations`); write them for
@@ -203,10 +210,11 @@ class TextClassifier(Classifier, EncoderHeadModel):
         Example:
         >>> [e.tokens for e in classifier.explain(["broke in a week"])]
         """
-        return explain_texts(self, texts, labels, steps)
+        return explain_texts(self.backbone, self.preprocessor, self.outputs_of_sequence, self.vocabulary.names, texts,
+                             labels, steps)
 
     def distill(self, texts, labels=None, unlabelled_texts=(), num_blocks=2, temperature=2.0, hard_weight=0.5,
-                epochs=16, batch_size=16, learning_rate=3e-4, seed=1234, verbose=0):
+                epochs=16, batch_size=16, learning_rate=3e-4, seed=1234, verbose=0, distribution=None):
         """A smaller student taught by this classifier: `num_blocks`
         transformer blocks taken from this backbone, trained on this
         classifier's softened probabilities over `texts` and
@@ -221,8 +229,10 @@ class TextClassifier(Classifier, EncoderHeadModel):
         >>> student = teacher.distill(train_texts, train_labels, yelp_texts, num_blocks=2)
         """
         keras.utils.set_random_seed(seed)
-        student = TextClassifier(student_backbone(self.backbone, num_blocks), self.preprocessor, self.vocabulary,
-                                 self.pooling, "full", self.hidden_dim, self.dropout)
+        distribution = distribution or tf.distribute.get_strategy()
+        with distribution.scope():
+            student = TextClassifier(student_backbone(self.backbone, num_blocks), self.preprocessor,
+                                     self.vocabulary, self.pooling, "full", self.hidden_dim, self.dropout)
         student.head.set_weights(self.head.get_weights())
         student.text_pairs = self.text_pairs
         apply_trainability(student, student.strategy)  # All but a pooler the head does not read.
@@ -237,7 +247,7 @@ class TextClassifier(Classifier, EncoderHeadModel):
         arguments = {"optimizer": keras.optimizers.AdamW(learning_rate),
                      "loss": DistillationLoss(temperature, hard_weight), "metrics": []}
         fit_phase(student, arguments, make_dataset(tokens, targets, batch_size, shuffle=True, seed=seed), None, 0,
-                  epochs, config, tf.distribute.get_strategy(), [], "distillation")
+                  epochs, config, distribution, [], "distillation")
         return student
 
     # --- Presets and export ---------------------------------------------------

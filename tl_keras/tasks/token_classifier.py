@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tl_keras.core.choices import TAGGING_STRATEGY
 from tl_keras.core.files import write_json
 from tl_keras.data.texts import LabelVocabulary
 from tl_keras.data.token_tags import IGNORED, WordPieceAligner, tag_targets
@@ -114,7 +115,7 @@ class TokenClassifier(TransferTask, EncoderHeadModel):
     [['B-brand', 'O']]
     """
 
-    def __init__(self, backbone, preprocessor, vocabulary, strategy="frozen", sequence_length=64, dropout=0.1,
+    def __init__(self, backbone, preprocessor, vocabulary, strategy=TAGGING_STRATEGY, sequence_length=64, dropout=0.1,
                  **kwargs):
         encoder = build_sequence_encoder(backbone)
         head = build_tag_head(encoder.output.shape[-1], len(vocabulary.names), dropout)
@@ -138,7 +139,7 @@ class TokenClassifier(TransferTask, EncoderHeadModel):
         return TagLoss(), [TagAccuracy()]
 
     @classmethod
-    def from_preset(cls, preset, tags=None, strategy="frozen", sequence_length=None, dropout=None):
+    def from_preset(cls, preset, tags=None, strategy=TAGGING_STRATEGY, sequence_length=None, dropout=None):
         """A tagger on a KerasHub BERT-family preset, or one saved by
         `save_to_preset` (whole; other `tags` give its fine-tuned backbone
         a new head; `strategy`, `sequence_length` and `dropout` apply).

@@ -170,13 +170,15 @@ class RunFolder:
 
 def holding_run_folder(run):
     """Decorates a workflow's `run(config, ...)` to hold a `RunFolder` on
-    `config.output_dir` (and check `config.export_dir`/`model_name`) for
+    `config.output_dir` (and check `config.output.export_dir` and
+    `model_name`) for
     the whole run."""
 
     @functools.wraps(run)
     def holding(config, *args, **kwargs):
-        folder = RunFolder(config.output_dir, getattr(config, "export_dir", None),
-                           getattr(config, "model_name", None), worker_name())
+        output = getattr(config, "output", None)  # The config's `OutputConfig` group, if it exports.
+        folder = RunFolder(config.output_dir, getattr(output, "export_dir", None), getattr(output, "model_name", None),
+                           worker_name())
         with folder:
             return run(config, *args, **kwargs)
 

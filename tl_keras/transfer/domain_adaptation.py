@@ -118,13 +118,35 @@ class CoralPenalty(keras.layers.Layer):
         return {**super().get_config(), "weight": self.weight}
 
 
-def build_adaptation_models(feature_dim, num_classes, method, hidden_dim=128, coral_weight=1.0):
-    """Builds `(trainer, head, reversal)`.
+def align_domains(source, target, method, weight=1.0, hidden_dim=128):
+    """The one place DANN and CORAL join a training model, over frozen
+    features and through the backbone alike: `source` passed through
+    `CoralPenalty` or `DomainConfusion` (which add their loss on both
+    domains' features), or unchanged for `"source_only"`.
+
+    Returns:
+        `(source, reversal)`: `reversal` is DANN's `GradientReversal` (its
+        λ set by `DannSchedule`), `None` otherwise.
+    """
+    if method == "coral":
+        return CoralPenalty(weight, name="coral")(source, target), None
+    if method == "dann":
+        confusion = DomainConfusion(hidden_dim, weight, name="domain_confusion")
+        return confusion(source, target), confusion.reversal
+    return source, None
+
+
+def build_adaptation_models(feature_dim, num_classes, method, hidden_dim=128, adaptation_weight=1.0):
+    """Builds `(trainer, head, reversal)` over frozen features.
 
     `trainer` takes `{"source": features, "target": features}` and outputs
-    `{"label": source probabilities}` (plus `"domain"` logits for DANN);
-    `head` maps features to probabilities with the same layers; `reversal`
-    is DANN's `GradientReversal` layer (`None` otherwise).
+    the source probabilities, with the adaptation loss of `method` on both
+    domains' adapted features (`align_domains`); `head` maps features to
+    probabilities with the same layers; `reversal` is DANN's
+    `GradientReversal` layer (`None` otherwise).
+
+    Example:
+    >>> trainer, head, reversal = build_adaptation_models(384, 2, "dann")
     """
     if method not in FEATURE_ADAPTATION_METHODS:
         raise ValueError(f"`method` must be one of {FEATURE_ADAPTATION_METHODS}, received {method!r}.")
@@ -132,34 +154,24 @@ def build_adaptation_models(feature_dim, num_classes, method, hidden_dim=128, co
     classifier = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")
     source = keras.Input(shape=(feature_dim,), name="source")
     target = keras.Input(shape=(feature_dim,), name="target")
-    source_features, target_features = adapter(source), adapter(target)
-    reversal = None
-    outputs = {}
-    if method == "coral":
-        source_features = CoralPenalty(coral_weight, name="coral")(source_features, target_features)
-    if method == "dann":
-        reversal = GradientReversal(name="gradient_reversal")
-        domain_classifier = keras.Sequential(
-            [keras.layers.Dense(hidden_dim, activation="relu"), keras.layers.Dense(1, dtype="float32")],
-            name="domain_classifier",
-        )
-        outputs["domain"] = keras.layers.Concatenate(axis=0, name="domain")(
-            [domain_classifier(reversal(source_features)), domain_classifier(reversal(target_features))]
-        )
-    outputs["label"] = classifier(source_features)
-    trainer = keras.Model({"source": source, "target": target}, outputs, name=f"{method}_trainer")
+    source_features, reversal = align_domains(adapter(source), adapter(target), method, adaptation_weight,
+                                              hidden_dim)
+    trainer = keras.Model({"source": source, "target": target}, classifier(source_features),
+                          name=f"{method}_trainer")
     features = keras.Input(shape=(feature_dim,), name="features")
     head = keras.Model(features, classifier(adapter(features)), name="head")
     return trainer, head, reversal
 
 
 def adapt(source_features, source_targets, target_features, num_classes, method, epochs=10, batch_size=32,
-          learning_rate=1e-3, hidden_dim=128, alpha=10.0, coral_weight=1.0, seed=1234, verbose=0):
+          learning_rate=1e-3, hidden_dim=128, alpha=10.0, adaptation_weight=1.0, seed=1234, verbose=0):
     """Trains an adapter and classifier on labelled source features and
     unlabelled target features with `method`; returns `(head, history)`.
 
     Every step takes `batch_size` source and `batch_size` target rows (the
     balanced batches DANN expects); an epoch is one pass over the source.
+    `adaptation_weight` weighs CORAL's penalty or DANN's domain loss
+    (reported as `domain_loss`).
 
     Example:
     >>> head, history = adapt(amazon_features, amazon_targets, yelp_features,
@@ -167,7 +179,7 @@ def adapt(source_features, source_targets, target_features, num_classes, method,
     """
     keras.utils.set_random_seed(seed)
     trainer, head, reversal = build_adaptation_models(
-        source_features.shape[-1], num_classes, method, hidden_dim, coral_weight
+        source_features.shape[-1], num_classes, method, hidden_dim, adaptation_weight
     )
     batch_size = min(batch_size, len(source_features), len(target_features))
     steps = int(np.ceil(len(source_features) / batch_size))
@@ -177,21 +189,11 @@ def adapt(source_features, source_targets, target_features, num_classes, method,
         source.shuffle(len(source_features), seed=seed).repeat(),
         target.shuffle(len(target_features), seed=seed + 1).repeat(),
     ).batch(batch_size, drop_remainder=True)
-    domain = np.concatenate([np.zeros((batch_size, 1)), np.ones((batch_size, 1))]).astype("float32")
-
-    def arrange(source_batch, target_batch):
-        targets = {"label": source_batch[1]}
-        if method == "dann":
-            targets["domain"] = tf.constant(domain)
-        return {"source": source_batch[0], "target": target_batch}, targets
-
-    losses = {"label": keras.losses.SparseCategoricalCrossentropy()}
-    if method == "dann":
-        losses["domain"] = keras.losses.BinaryCrossentropy(from_logits=True)
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses)
+    pairs = pairs.map(lambda labelled, unlabelled: ({"source": labelled[0], "target": unlabelled}, labelled[1]))
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.SparseCategoricalCrossentropy())
     callbacks = [DannSchedule(reversal, epochs, steps, alpha)] if reversal is not None else []
-    history = trainer.fit(pairs.map(arrange).prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps,
-                          callbacks=callbacks, verbose=verbose)
+    history = trainer.fit(pairs.prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps,
+                          callbacks=callbacks, verbose=verbose, shuffle=False)  # The pairs are shuffled.
     return head, history.history
 
 
@@ -244,13 +246,16 @@ class DomainConfusion(keras.layers.Layer):
         self.reversal = GradientReversal(name="gradient_reversal")
         self.hidden = keras.layers.Dense(hidden_dim, activation="relu", name="domain_hidden")
         self.logit = keras.layers.Dense(1, dtype="float32", name="domain_logit")
+        self.domain_loss = keras.metrics.Mean(name="domain_loss")  # In the history beside the task loss.
 
     def call(self, source, target):
         def loss(features, domain):
             logits = self.logit(self.hidden(self.reversal(features)))
             return ops.mean(keras.losses.binary_crossentropy(ops.full_like(logits, domain), logits, from_logits=True))
 
-        self.add_loss(self.weight * 0.5 * (loss(source, 0.0) + loss(target, 1.0)))
+        domain_loss = 0.5 * (loss(source, 0.0) + loss(target, 1.0))
+        self.domain_loss.update_state(domain_loss)
+        self.add_loss(self.weight * domain_loss)
         return source
 
     def get_config(self):
@@ -282,11 +287,5 @@ def build_adaptation_trainer(model, method, weight=1.0, hidden_dim=128):
         raise ValueError(f"`method` must be 'coral' or 'dann' to adapt through the backbone, received {method!r}.")
     encoder, head = model.encoder, model.head
     inputs = {"source": inputs_like(encoder, "source_"), "target": inputs_like(encoder, "target_")}
-    source, target = encoder(inputs["source"]), encoder(inputs["target"])
-    reversal = None
-    if method == "coral":
-        source = CoralPenalty(weight, name="coral")(source, target)
-    else:
-        confusion = DomainConfusion(hidden_dim, weight, name="domain_confusion")
-        source, reversal = confusion(source, target), confusion.reversal
+    source, reversal = align_domains(encoder(inputs["source"]), encoder(inputs["target"]), method, weight, hidden_dim)
     return keras.Model(inputs, head(source), name=f"{method}_trainer"), reversal

@@ -4,6 +4,7 @@ trained model kept if a late step fails)."""
 
 import dataclasses
 import pathlib
+from typing import Optional, Union
 
 import keras
 import tensorflow as tf
@@ -13,6 +14,7 @@ from tl_keras.data.texts import stratified_split
 from tl_keras.evaluation.classification import summary_line, write_report
 from tl_keras.evaluation.explanations import most_confident_errors, write_explanations
 from tl_keras.export.saved_model import keep_model_if_export_fails
+from tl_keras.tasks.base import TransferTask
 from tl_keras.training.distribution import WorkerOutput, is_chief
 from tl_keras.training.runs import run_fingerprint
 from tl_keras.training.trainer import predict_through_cache, prepare_distributed_training
@@ -25,27 +27,34 @@ class RunResult:
 
     Args:
         task: the trained task (`TextClassifier`, `ImageClassifier`,
-            `Retrieval`) or model.
+            `Retrieval`, `QuestionAnswerer`: a `TransferTask`), or `None`
+            for a run whose product is a backbone preset (continued
+            pretraining: see `preset_path`). A model ensemble, which is
+            several tasks side by side, is a `keras.Model`.
         metrics: figures by split (`"validation"`, `"test"`) or by method,
             as written to `metrics.json`.
         history: per-epoch training metrics (with a `"phase"` list).
         report_paths: the files written to the output folder.
         export_path: the SavedModel version folder, or `None`.
-        preset_path: the saved task preset, or `None`.
+        preset_path: the saved preset, or `None`.
         alternatives: other models the run made, by name (the fusions).
+
+    Example:
+    >>> result = run(TextClassificationConfig(train="reviews.tsv", backbone=b, output_dir="runs/r"))
+    >>> result.task.predict_labels(["great phone"]), result.metrics["test"]["accuracy"]
     """
 
-    task: object
+    task: Optional[Union[TransferTask, keras.Model]]
     metrics: dict
     history: dict = dataclasses.field(default_factory=dict)
     report_paths: list = dataclasses.field(default_factory=list)
-    export_path: pathlib.Path = None
-    preset_path: pathlib.Path = None
+    export_path: Optional[pathlib.Path] = None
+    preset_path: Optional[pathlib.Path] = None
     alternatives: dict = dataclasses.field(default_factory=dict)
 
-    @property
-    def model(self):
-        return self.task
+    def __post_init__(self):
+        if self.task is not None and not isinstance(self.task, (TransferTask, keras.Model)):
+            raise TypeError(f"`task` must be a trained task, a Keras model or None, received {type(self.task)!r}.")
 
     def written(self):
         """Closing lines naming what the run wrote: reports, preset, export."""
@@ -55,14 +64,6 @@ class RunResult:
         if self.export_path:
             lines.append(f"SavedModel: {self.export_path}")
         return lines
-
-    @property
-    def vocabulary(self):
-        return self.task.vocabulary
-
-    @property
-    def preprocessor(self):
-        return self.task.preprocessor
 
 
 def three_way_split(train_rows, validation_rows, test_rows, validation_fraction, test_fraction, seed, stratify):
@@ -95,13 +96,13 @@ def finish(result, config, write_reports, export=None, card=None):
         write_json(folder / "metrics.json", {"metrics": result.metrics, "history": result.history})
         result.report_paths = [folder / "metrics.json", *write_reports(folder)]
     card = {"config": dataclasses.asdict(config), "metrics": result.metrics, **(card or {})}
-    if getattr(config, "save_preset", None):
-        with WorkerOutput(pathlib.Path(config.save_preset).parent) as folder:
+    if getattr(getattr(config, "output", None), "save_preset", None):
+        with WorkerOutput(pathlib.Path(config.output.save_preset).parent) as folder:
             result.preset_path = keep_model_if_export_fails(
                 result.task, output_dir,
-                lambda: result.task.save_to_preset(pathlib.Path(folder) / pathlib.Path(config.save_preset).name))
-    if export is not None and getattr(config, "export_dir", None):
-        with WorkerOutput(config.export_dir) as folder:
+                lambda: result.task.save_to_preset(pathlib.Path(folder) / pathlib.Path(config.output.save_preset).name))
+    if export is not None and getattr(getattr(config, "output", None), "export_dir", None):
+        with WorkerOutput(config.output.export_dir) as folder:
             result.export_path = keep_model_if_export_fails(result.task, output_dir, lambda: export(folder, card))
     if not is_chief():
         result.report_paths, result.export_path, result.preset_path = [], None, None
@@ -122,7 +123,7 @@ def train_classifier(config, make_classifier, split_inputs, export, distribution
             (x, y) test)`, the inputs prepared once.
         export: `(classifier, folder, card) -> version folder`.
         distribution: a `tf.distribute.Strategy`, or `None` to pick one
-            from `config.distribute`.
+            from `config.runtime.distribute`.
         callbacks: Keras callbacks for every `fit`.
         extra_metrics: other figures for `metrics.json` (skipped images).
         test_raw: the raw test inputs (texts, uint8 images), whose most
@@ -137,7 +138,8 @@ def train_classifier(config, make_classifier, split_inputs, export, distribution
     """
     output_dir = pathlib.Path(config.output_dir)
     distribution, training = prepare_distributed_training(
-        config.training, output_dir, config.distribute, config.precision, config.resume, distribution,
+        config.training, output_dir, config.runtime.distribute, config.runtime.precision, config.resume,
+        distribution,
         fingerprint=run_fingerprint(config), fresh=config.fresh)
     keras.utils.set_random_seed(config.training.seed)  # The head's initial weights too.
     with distribution.scope():

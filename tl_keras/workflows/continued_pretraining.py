@@ -3,6 +3,7 @@ backbone preset (for any `--backbone`) and its masked-LM loss out."""
 
 from tl_keras.data.texts import read_texts
 from tl_keras.training.continued_pretraining import continue_pretraining
+from tl_keras.training.distribution import set_precision
 from tl_keras.training.runs import holding_run_folder
 from tl_keras.workflows.common import RunResult, finish
 from tl_keras.workflows.configs import ContinuedPretrainingConfig  # noqa: F401  (the config of `run`)
@@ -12,15 +13,18 @@ from tl_keras.workflows.configs import ContinuedPretrainingConfig  # noqa: F401 
 def run(config):
     """Continues masked-LM pretraining of `config.backbone` on
     `config.texts` and writes the adapted preset to `config.output_preset`.
-    Returns a `RunResult` whose `task` is the preset folder and whose
-    `metrics` hold the masked-LM loss by epoch."""
+    Returns a `RunResult` with no `task` (the run's product is a backbone
+    preset, at `preset_path`, for any task's `from_preset`) whose `metrics`
+    hold the masked-LM loss by epoch."""
     texts = read_texts(config.texts, config.text_column)
+    set_precision(config.runtime.precision)
+    training = config.training
     path, history = continue_pretraining(
-        config.backbone, texts, config.output_preset, sequence_length=config.sequence_length, epochs=config.epochs,
-        batch_size=config.batch_size, learning_rate=config.learning_rate, mask_rate=config.mask_rate,
-        seed=config.seed, distribute=config.distribute, verbose=config.verbose)
+        config.backbone, texts, config.output_preset, sequence_length=config.sequence_length, epochs=training.epochs,
+        batch_size=training.batch_size, learning_rate=training.backbone_learning_rate, mask_rate=config.mask_rate,
+        seed=training.seed, distribute=config.runtime.distribute, verbose=training.verbose)
     metrics = {"masked_lm_loss": [float(loss) for loss in history["loss"]], "texts": len(texts)}
-    return finish(RunResult(path, metrics, history, preset_path=path), config, lambda folder: [])
+    return finish(RunResult(None, metrics, history, preset_path=path), config, lambda folder: [])
 
 
 def describe(result):

@@ -1,29 +1,29 @@
 """The domain adaptation job: labelled source texts and unlabelled target
 texts in, the adapted classifier beside the source-only baseline out.
 
-Two routes. Fine-tuning (`partial:N`, `full`, `lora:R`): a `TextClassifier`
+Two routes, both ending in a `TextClassifier` that saves and exports like
+any other. Fine-tuning (`partial:N`, `full`, `lora:R`): a classifier
 fine-tuned with the run's strategy on the source is the source-only
 baseline; self-training then trains it on its own confident predictions on
 the target texts, while DANN and CORAL train a fresh classifier with the
 same strategy, epochs and batches on the source and the target texts at
 once (`Classifier.fit_adapted`). Frozen: DANN and CORAL train an adapter
-over cached features beside an adapter trained on the source alone. When
+over cached features beside an adapter trained on the source alone, and the
+adapter becomes the frozen classifier's head. When
 the labelled target file is the target file itself, its test rows are held
 out of the unlabelled texts.
 """
 
+import dataclasses
 import pathlib
 
 import keras
 
 from tl_keras.core.choices import FEATURE_ADAPTATION_METHODS, FEW_LABEL_METHODS
-from tl_keras.data.texts import DataError, LabelVocabulary, read_labelled_texts, read_texts, stratified_split
-from tl_keras.data.tokens import tokenize
+from tl_keras.data.texts import DataError, read_labelled_texts, read_texts, stratified_split
 from tl_keras.evaluation.classification import evaluate_predictions
 from tl_keras.tasks.text_classifier import TextClassifier
-from tl_keras.export.text import export_text_model
-from tl_keras.models.backbones import default_pooling, load_text_backbone
-from tl_keras.models.heads import build_encoder, build_text_model
+from tl_keras.training.distribution import pick_distribution, set_precision
 from tl_keras.training.runs import holding_run_folder
 from tl_keras.transfer.domain_adaptation import adapt
 from tl_keras.transfer.feature_cache import FeatureCache
@@ -39,7 +39,7 @@ def read_target(config):
     if config.target_validation and pathlib.Path(config.target_validation).resolve() == \
             pathlib.Path(config.target).resolve():
         rows = read_labelled_texts(config.target, config.text_column, config.label_column)
-        pool, test = stratified_split(rows, config.target_test_fraction, seed=config.seed)
+        pool, test = stratified_split(rows, config.target_test_fraction, seed=config.training.seed)
         return list(pool.texts), test
     test = None
     if config.target_validation:
@@ -48,32 +48,39 @@ def read_target(config):
 
 
 @holding_run_folder
-def run(config):
+def run(config, distribution=None):
     """Adapts a classifier from `config.source` to `config.target` with
     `config.method`, beside the source-only baseline trained with the same
-    strategy and settings, and reports target metrics for both. Returns a
-    `RunResult` whose `task` is the adapted model and whose `metrics` are
-    `{"target": {method: metrics}}` (empty without `target_validation`)."""
+    strategy and settings, and reports target metrics for both. Every
+    classifier is built under `distribution` (from `config.runtime` when
+    `None`) and trains through the trainer with `config.training`. Returns
+    a `RunResult` whose `task` is the adapted `TextClassifier` and whose
+    `metrics` are `{"target": {method: metrics}}` (empty without
+    `target_validation`)."""
     source = read_labelled_texts(config.source, config.text_column, config.label_column)
     target_texts, test = read_target(config)
     labelled = read_target_labelled(config, test)
     print(f"{len(source)} labelled source texts, {len(target_texts)} unlabelled target texts, "
           f"{0 if test is None else len(test)} labelled target test texts")
-    if config.strategy == "frozen" and config.method in FEATURE_ADAPTATION_METHODS:
-        return _adapt_features(config, source, target_texts, test)
+    set_precision(config.runtime.precision)
+    distribution = distribution or pick_distribution(config.runtime.distribute)
     labels = sorted({str(label) for label in source.labels})
 
-    def new_classifier():
-        keras.utils.set_random_seed(config.seed)
-        return TextClassifier.from_preset(config.backbone, labels=labels, strategy=config.strategy,
-                                          sequence_length=config.sequence_length, pooling=config.pooling)
+    def new_classifier(**settings):
+        keras.utils.set_random_seed(config.training.seed)
+        with distribution.scope():
+            return TextClassifier.from_preset(config.backbone, labels=labels, strategy=config.strategy,
+                                              sequence_length=config.sequence_length, pooling=config.pooling,
+                                              **settings)
 
+    if config.strategy == "frozen" and config.method in FEATURE_ADAPTATION_METHODS:
+        return _adapt_features(config, source, target_texts, test, new_classifier, distribution)
     source_texts, source_labels = list(source.texts), [str(label) for label in source.labels]
-    settings = dict(batch_size=config.batch_size or 16, seed=config.seed, verbose=config.verbose)
-    epochs = config.epochs or 3
+    training = dataclasses.asdict(config.fine_tuning())
+    settings = dict(training, distribution=distribution)
     print(f"fine-tuning on the source ({config.strategy})")
     classifier = new_classifier()
-    classifier.fit(source_texts, source_labels, epochs=epochs, **settings)
+    classifier.fit(source_texts, source_labels, **settings)
     metrics, history = {}, {}
 
     def score(method, model=None):
@@ -83,7 +90,8 @@ def run(config):
     score("source_only")
     if config.method == "self_training":
         print(f"self-training on {len(target_texts)} target texts")
-        history["self_training"] = classifier.self_train(target_texts, config.shares, **settings)
+        history["self_training"] = classifier.self_train(target_texts, shares=config.shares,
+                                                         **dict(settings, epochs=1))
         score("self_training")
     elif config.method in ("dann", "coral"):
         print(f"fine-tuning on the source with {config.method} towards {len(target_texts)} target texts "
@@ -91,15 +99,15 @@ def run(config):
         classifier = new_classifier()
         weight = config.coral_weight if config.method == "coral" else config.domain_weight
         history[config.method] = classifier.fit_adapted(
-            source_texts, source_labels, target_texts, config.method, epochs=epochs, adaptation_weight=weight,
+            source_texts, source_labels, target_texts, config.method, adaptation_weight=weight,
             alpha=config.alpha, hidden_dim=config.hidden_dim, **settings).history
         score(config.method)
     elif config.method in FEW_LABEL_METHODS:
         classifier = _few_labels(config, labelled, classifier, new_classifier, source_texts, source_labels, score,
-                                 dict(settings, epochs=epochs))
+                                 settings)
 
     def export(folder, card):
-        return classifier.export(folder, config.model_name, warmup=target_texts[:5],
+        return classifier.export(folder, config.output.model_name, warmup=target_texts[:5],
                                  card={"adaptation": config.method, **card})
 
     return finish(RunResult(classifier, {"target": metrics}, history), config, lambda folder: [], export)
@@ -133,49 +141,45 @@ def _few_labels(config, labelled, classifier, new_classifier, source_texts, sour
     repeats = round(config.target_weight)
     joint.fit(source_texts + texts * repeats, source_labels + labels * repeats, **settings)
     score("joint", joint)
-    classifier.fit(texts, labels, warmup_epochs=0, **settings)
+    classifier.fit(texts, labels, **dict(settings, warmup_epochs=0))
     score("source_then_target")
     return joint if config.method == "joint" else classifier
 
 
-def _adapt_features(config, source, target_texts, validation):
-    """DANN or CORAL: adapters over frozen features, beside the source-only
-    adapter."""
-    vocabulary = LabelVocabulary.from_labels(source.labels, origins=source.origins)
-    source_targets = vocabulary.encode(source.labels, source.origins)
-    if validation is not None:
-        validation_targets = vocabulary.encode(validation.labels, validation.origins)
-
-    backbone, preprocessor = load_text_backbone(config.backbone, config.sequence_length)
-    backbone.trainable = False
-    encoder = build_encoder(backbone, config.pooling or default_pooling(config.backbone, backbone))
-    output_dir = pathlib.Path(config.output_dir)
-    cache = FeatureCache(output_dir / "feature_cache")
+def _adapt_features(config, source, target_texts, validation, new_classifier, distribution):
+    """DANN or CORAL: adapters over the frozen classifier's cached features,
+    beside the source-only adapter; the adapted head becomes the frozen
+    `TextClassifier`'s own (its head has the adapter's layers: a hidden
+    layer of `hidden_dim` and no dropout)."""
+    classifier = new_classifier(hidden_dim=config.hidden_dim, dropout=0.0)
+    cache = FeatureCache(pathlib.Path(config.output_dir) / "feature_cache")
 
     def features(texts):
-        return cache.features(encoder, tokenize(texts, preprocessor, verbose=0), verbose=config.verbose)
+        return cache.features(classifier.encoder, classifier.tokenize(texts), verbose=config.training.verbose)
 
+    source_targets = classifier.targets(source.labels, source.origins)
     source_features, target_features = features(source.texts), features(target_texts)
     validation_features = features(validation.texts) if validation is not None else None
-    settings = dict(epochs=config.epochs or 10, batch_size=config.batch_size or 32,
-                    learning_rate=config.learning_rate, hidden_dim=config.hidden_dim, alpha=config.alpha,
-                    coral_weight=config.coral_weight, seed=config.seed)
+    settings = dict(epochs=config.training.epochs or 10, batch_size=config.training.batch_size or 32,
+                    learning_rate=config.training.head_learning_rate, hidden_dim=config.hidden_dim,
+                    alpha=config.alpha, adaptation_weight=config.coral_weight if config.method == "coral" else 1.0,
+                    seed=config.training.seed, verbose=config.training.verbose)
     metrics, heads = {}, {}
     for method in dict.fromkeys(["source_only", config.method]):
-        heads[method], _ = adapt(source_features, source_targets, target_features, vocabulary.num_outputs,
-                                 method, **settings)
+        with distribution.scope():
+            heads[method], _ = adapt(source_features, source_targets, target_features,
+                                     classifier.vocabulary.num_outputs, method, **settings)
         if validation is not None:
             outputs = heads[method].predict(validation_features, verbose=0)
-            metrics[method] = evaluate_predictions(outputs, validation_targets, vocabulary)
-    model = build_text_model(encoder, heads[config.method])
+            metrics[method] = evaluate_predictions(outputs, classifier.targets(validation.labels, validation.origins),
+                                                   classifier.vocabulary)
+    classifier.head.set_weights(heads[config.method].get_weights())  # The same layers, in the same order.
 
     def export(folder, card):
-        return export_text_model(model, preprocessor, vocabulary, folder, config.model_name,
-                                 warmup_texts=target_texts[:5],
-                                 card={"backbone": str(config.backbone), "strategy": f"frozen+{config.method}",
-                                       **card})
+        return classifier.export(folder, config.output.model_name, warmup=target_texts[:5],
+                                 card={"adaptation": f"frozen+{config.method}", **card})
 
-    return finish(RunResult(model, {"target": metrics}), config, lambda folder: [], export)
+    return finish(RunResult(classifier, {"target": metrics}), config, lambda folder: [], export)
 
 
 def describe(result):

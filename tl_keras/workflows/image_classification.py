@@ -30,8 +30,8 @@ def run(config, distribution=None, callbacks=()):
     def read(source):
         return read_labelled_images(source) if source else None
 
-    splits = three_way_split(read(config.train), read(config.validation), read(config.test),
-                             config.validation_fraction, config.test_fraction, config.training.seed, stratify=True)
+    splits = three_way_split(read(config.train), read(config.splits.validation), read(config.splits.test),
+                             config.splits.validation_fraction, config.splits.test_fraction, config.training.seed, stratify=True)
     loaded = [load_images(rows, image_size, config.skip_bad_images, config.training.verbose) for rows in splits]
     skipped = [entry for _, _, entries in loaded for entry in entries]
     for origin, reason in skipped:
@@ -53,7 +53,7 @@ def run(config, distribution=None, callbacks=()):
 
     def export(classifier, folder, card):
         warmup = [pathlib.Path(path).read_bytes() for path in loaded[1][1].texts[:3]]
-        return classifier.export(folder, config.model_name, warmup=warmup,
+        return classifier.export(folder, config.output.model_name, warmup=warmup,
                                  card={"skipped_images": len(skipped), **card})
 
     return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks,

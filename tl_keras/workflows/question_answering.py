@@ -28,14 +28,14 @@ def read_question_splits(config):
     """`(train, validation, test)` `Question` lists for a config: files
     given are used as they are, the rest is held out of `train` by article."""
     train = read_squad(config.train)
-    validation = read_squad(config.validation) if config.validation else None
-    test = read_squad(config.test) if config.test else None
+    validation = read_squad(config.splits.validation) if config.splits.validation else None
+    test = read_squad(config.splits.test) if config.splits.test else None
     if test is None and validation is None:
-        shares = (1 - config.validation_fraction - config.test_fraction, config.validation_fraction,
-                  config.test_fraction)
+        shares = (1 - config.splits.validation_fraction - config.splits.test_fraction, config.splits.validation_fraction,
+                  config.splits.test_fraction)
         train, validation, test = split_by_article(train, shares, config.training.seed)
     elif test is None or validation is None:
-        share = config.test_fraction if test is None else config.validation_fraction
+        share = config.splits.test_fraction if test is None else config.splits.validation_fraction
         train, held_out = split_by_article(train, (1 - share, share), config.training.seed)
         validation, test = (validation, held_out) if test is None else (held_out, test)
     if config.max_train_questions:
@@ -69,7 +69,7 @@ def run(config, distribution=None, callbacks=()):
     lexical = lexical_baseline(validation, test)
     output_dir = pathlib.Path(config.output_dir)
     distribution, training = prepare_distributed_training(
-        config.training, output_dir, config.distribute, config.precision, config.resume, distribution,
+        config.training, output_dir, config.runtime.distribute, config.runtime.precision, config.resume, distribution,
         fingerprint=run_fingerprint(config), fresh=config.fresh)
     keras.utils.set_random_seed(config.training.seed)
     with distribution.scope():
@@ -88,7 +88,7 @@ def run(config, distribution=None, callbacks=()):
 
     result = RunResult(reader, metrics, history)
     return finish(result, config, write_reports,
-                  lambda folder, card: reader.export(folder, config.model_name, card={
+                  lambda folder, card: reader.export(folder, config.output.model_name, card={
                       "backbone": str(config.backbone), **card},
                       warmup=[(q.question, q.context) for q in validation[:3]]),
                   distribution_card(distribution))

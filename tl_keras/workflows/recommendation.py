@@ -23,7 +23,7 @@ from tl_keras.evaluation.ranking import GROUPS, chance_recall, evaluate_ranking,
 from tl_keras.models.collaborative import EASE, ItemKNN, Popularity, interaction_matrix, text_similarity_scores
 from tl_keras.models.two_tower import item_log_probabilities
 from tl_keras.tasks.retrieval import Retrieval, ValidationRecall, held_out, item_text_features
-from tl_keras.training.distribution import pick_distribution
+from tl_keras.training.distribution import pick_distribution, set_precision
 from tl_keras.training.runs import holding_run_folder
 from tl_keras.workflows.common import RunResult, finish
 from tl_keras.workflows.configs import RecommendationConfig  # noqa: F401  (the config of `run`)
@@ -90,7 +90,8 @@ def run(config, distribution=None):
         raise ValueError(f"No user has more than holdout={config.holdout} interactions; nothing to evaluate.")
     validation = time_ordered_split(split.train, 1)
     output_dir = pathlib.Path(config.output_dir)
-    distribution = distribution or pick_distribution(config.distribute)
+    set_precision(config.runtime.precision)
+    distribution = distribution or pick_distribution(config.runtime.distribute)
     num_users, num_items = len(users), len(catalog)
     print(f"{num_items} items, {num_users} users, {len(validation.train)} training, {len(validation.test)} "
           f"validation and {len(split.test)} test interactions, {len(split.cold_items)} test items unseen in "
@@ -98,16 +99,16 @@ def run(config, distribution=None):
     cold = None
     if config.cold_start_items and config.cold_start_users:
         cold = cold_start_split(interactions, config.cold_start_items, config.cold_start_users,
-                                config.cold_start_keep, config.holdout, config.seed)
+                                config.cold_start_keep, config.holdout, config.training.seed)
         print(f"cold-start split: {len(cold.new_items.cold_items)} new items, "
               f"{len(np.unique(cold.new_users.test.users))} new users with {config.cold_start_keep} "
               "training interactions each")
 
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.training.seed)
     with distribution.scope():
         features, encoder, preprocessor, settings = item_text_features(
             catalog, config.backbone, config.sequence_length, config.pooling, output_dir / "feature_cache",
-            config.verbose)
+            config.training.verbose)
 
     def two_tower(name, train):
         known = np.zeros(num_items, bool)
@@ -121,24 +122,25 @@ def run(config, distribution=None):
                 item_log_probabilities=item_log_probabilities(train.items, num_items) if config.logq_correction
                 else None, use_user_ids=config.user_id_embedding, history_pooling=config.history_pooling,
                 sampled_negatives=config.sampled_negatives, text_hidden_dim=config.text_hidden_dim,
-                id_dropout=config.id_dropout, seed=config.seed,
+                id_dropout=config.id_dropout, seed=config.training.seed,
                 settings=settings)
 
     def fit(model, train, epochs, validation_split=None):
-        return model.fit(train, epochs=epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                         distribution=distribution, seed=config.seed, verbose=config.verbose,
-                         validation=validation_split, patience=config.patience).history
+        return model.fit(train, epochs=epochs, batch_size=config.training.batch_size,
+                         learning_rate=config.training.head_learning_rate, distribution=distribution,
+                         seed=config.training.seed, verbose=config.training.verbose, validation=validation_split,
+                         patience=config.patience).history
 
     metrics, training = {}, {}
     for name in TWO_TOWERS:
         print(f"{name}: choosing epochs on validation")
-        curve = fit(two_tower(name, validation.train), validation.train, config.epochs, validation)
+        curve = fit(two_tower(name, validation.train), validation.train, config.training.epochs, validation)
         epochs = int(np.argmax(curve[ValidationRecall.name])) + 1
         print(f"{name}: best validation recall@10 {max(curve[ValidationRecall.name]):.4f} after {epochs} "
               f"epoch(s); training on all training interactions")
         model = two_tower(name, split.train)
         training[name] = {"validation": curve, "epochs": epochs, "loss": fit(model, split.train, epochs)["loss"]}
-        metrics[name] = {**model.evaluate_report(split, ks, config.seed),
+        metrics[name] = {**model.evaluate_report(split, ks, config.training.seed),
                          "validation_recall@10": float(max(curve[ValidationRecall.name]))}
         if name == "two_tower":
             final = model
@@ -147,19 +149,19 @@ def run(config, distribution=None):
             cold_model = two_tower(name, cold.new_items.train)
             fit(cold_model, cold.new_items.train, epochs)
             metrics[name]["new_items"] = cold_model.evaluate_report(
-                cold.new_items, ks, config.seed, candidates=cold.new_items.cold_items)["overall"]
-            metrics[name]["new_users"] = cold_model.evaluate_report(cold.new_users, ks, config.seed)["overall"]
+                cold.new_items, ks, config.training.seed, candidates=cold.new_items.cold_items)["overall"]
+            metrics[name]["new_users"] = cold_model.evaluate_report(cold.new_users, ks, config.training.seed)["overall"]
 
     choices = {}
     for regularization in EASE_REGULARIZATION:
         figures = score_baseline("ease", validation, num_users, num_items, features, config.history_length, (10,),
-                                 config.seed, regularization=regularization)
+                                 config.training.seed, regularization=regularization)
         choices[regularization] = figures["overall"]["recall@10"]
     regularization = max(choices, key=choices.get)
     print(f"ease: λ = {regularization:g} chosen on validation (recall@10 {choices[regularization]:.4f})")
     for method in BASELINES:
         arguments = dict(num_users=num_users, num_items=num_items, text_features=features,
-                         history_length=config.history_length, ks=ks, seed=config.seed,
+                         history_length=config.history_length, ks=ks, seed=config.training.seed,
                          regularization=regularization)
         metrics[method] = score_baseline(method, split, **arguments)
         if cold is not None:
@@ -184,7 +186,7 @@ def run(config, distribution=None):
                 plot_metrics(metrics, min(ks), folder / "recall.png", chance)]
 
     def export(folder, card):
-        return final.export(folder, config.model_name, warmup=users.user_ids[:3], card=card, k=config.top_k)
+        return final.export(folder, config.output.model_name, warmup=users.user_ids[:3], card=card, k=config.top_k)
 
     return finish(RunResult(final, report, history), config, write_reports, export)
 

@@ -25,8 +25,8 @@ def read_text_splits(config):
     def read(path):
         return read_labelled_texts(path, config.text_column, config.label_column, config.pair_column) if path else None
 
-    splits = three_way_split(read(config.train), read(config.validation), read(config.test),
-                             config.validation_fraction, config.test_fraction, config.training.seed,
+    splits = three_way_split(read(config.train), read(config.splits.validation), read(config.splits.test),
+                             config.splits.validation_fraction, config.splits.test_fraction, config.training.seed,
                              stratify=config.task != "regression")
     vocabulary = LabelVocabulary.from_labels(splits[0].labels, config.task, splits[0].origins)
     for rows in splits[1:]:
@@ -58,7 +58,7 @@ def run(config, distribution=None, callbacks=()):
                 for rows, start, end in zip(splits, ends[:-1], ends[1:])]
 
     def export(classifier, folder, card):
-        return classifier.export(folder, config.model_name, warmup=splits[1].texts[:5], card=card)
+        return classifier.export(folder, config.output.model_name, warmup=splits[1].texts[:5], card=card)
 
     return train_classifier(config, make_classifier, split_inputs, export, distribution, callbacks,
                             test_raw=None if config.pair_column else splits[2].texts)
