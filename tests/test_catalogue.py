@@ -141,6 +141,9 @@ def test_recognizer_adds_new_products_from_their_entry_and_serves_them(tmp_path,
     assert np.mean([p == truth for p, (_, truth) in zip(predicted, held_out)]) >= 0.5  # Chance: 1/6.
     with pytest.raises(ValueError, match=r"already present or given twice: \['galaxies'\]"):
         recognizer.add_entries([new[0]])
+    with pytest.raises(ValueError, match=r"2 entries were added after `fit` and `calibrate` has not run"):
+        recognizer.export(tmp_path / "uncalibrated", "products")  # Served, the new entries would never win.
+    assert not (tmp_path / "uncalibrated").exists()
     # Calibrated stacking on other crops: the trained entries give up a score.
     more = write_sample_images(tmp_path / "more", per_class=3, size=48, seed=7, samples=tuple(CLASS_NAMES))
     calibration = [(str(path), name) for name in CLASS_NAMES.values() for path in sorted((more / name).iterdir())]
@@ -160,6 +163,7 @@ def test_recognizer_adds_new_products_from_their_entry_and_serves_them(tmp_path,
     with pytest.raises(ValueError, match=r"saved CatalogueRecognizer.*cannot apply image_weight=0.5"):
         CatalogueRecognizer.from_preset(tmp_path / "saved", image_weight=0.5)
     assert loaded.entry_names == recognizer.entry_names and loaded.seen_bias == 0.1 and loaded.num_trained == 4
+    assert loaded.calibrated  # Kept with the preset, so the loaded recognizer exports.
     np.testing.assert_allclose(loaded.predict([p for p, _ in held_out]), scores, rtol=1e-5, atol=1e-6)
     version = loaded.export(tmp_path / "exports", "products", k=3)
     served = tf.saved_model.load(str(version))
