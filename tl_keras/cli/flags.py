@@ -118,6 +118,7 @@ def add_config_flags(parser, config_type, defaults=None, help=None, choices=None
         elif default not in (None, "", dataclasses.MISSING):
             text += f" (default: {default})"
         flag = "--" + name.replace("_", "-")
+        text = text.replace("%", "%%")  # argparse formats help with %.
         if kind is bool:
             parser.add_argument(flag, action=_BooleanFlag, default=None, help=text)
         else:

@@ -85,6 +85,10 @@ SETTING_RANGES = {
     "num_blocks": _count(),
     "hard_weight": Range(0),
     "no_answer_threshold": Range(),  # A score difference: any finite number.
+    "dp_clip": POSITIVE,
+    "dp_noise": Range(0),
+    "dp_epsilon": POSITIVE,
+    "dp_delta": FRACTION,
 }
 
 

@@ -1,3 +1,3 @@
-"""Metrics and plots: classification reports, ranking metrics."""
+"""Metrics and plots: classification reports, ranking metrics, the membership-inference audit."""
 
-__all__ = ["classification", "explanations", "hierarchy", "plots", "ranking", "squad"]
+__all__ = ["classification", "explanations", "hierarchy", "plots", "privacy_audit", "ranking", "squad"]

@@ -171,6 +171,7 @@ class EncoderHeadModel(keras.Model):
         super().__init__(inputs, head(encoder(inputs)), **kwargs)
         self.encoder, self.head, self.head_task = encoder, head, task
         self.compiled_by_user = {}
+        self.privacy = None  # What the last private `fit` spent (`tl_keras.training.privacy.plan`).
 
     def loss_and_metrics(self):
         """The task's default `(loss, metrics)`."""

@@ -137,11 +137,12 @@ class Classifier(TransferTask):
     def card(self, **facts):
         """What a notebook export's `model_card.json` says beside the
         signatures, as a command-line run's does: the backbone (the preset it
-        came from) and the metrics of each split `evaluate_report` scored."""
+        came from), the metrics of each split `evaluate_report` scored and,
+        after a private `fit`, the (ε, δ) it spent."""
         backbone = getattr(self, "preset", None) or type(self.backbone).__name__
         metrics = getattr(self, "evaluated", None)
         return {"backbone": backbone, **({"metrics": metrics} if metrics else {}), "strategy": str(self.strategy),
-                **facts}
+                **({"privacy": dict(self.privacy)} if self.privacy else {}), **facts}
 
     def targets(self, labels, origins=None):
         """Model targets for raw labels: class names (strings), or, as
@@ -240,6 +241,8 @@ class Classifier(TransferTask):
         """
         if self.vocabulary.task != "classification":
             raise ValueError(f"Self-training needs a classification task, received {self.vocabulary.task!r}.")
+        if any(settings.get(name) is not None for name in ("dp_clip", "dp_noise", "dp_epsilon")):
+            raise ValueError("Self-training has no DP-SGD accounting across its rounds; train privately with `fit`.")
         inputs = self.transfer_inputs(x, verbose)  # Tokenised or decoded once for every round.
         if inputs is None:
             raise ValueError(f"`x` must be raw inputs (texts, images), received {type(x)!r}.")

@@ -38,6 +38,13 @@ class TrainingConfig:
     backup_dir: str = setting(None, "a folder for per-epoch backups; a run killed and started again with the same "
                                     "folder resumes from its last whole epoch. `None` keeps no backups.")
     verbose: int = setting(1, "Keras progress bars (1) or none (0).")
+    dp_clip: float = setting(None, "train with DP-SGD: each example's gradient clipped to this L2 norm (1.0 when "
+                                   "`dp_epsilon` or `dp_noise` is given alone); `None` trains without privacy.")
+    dp_noise: float = setting(None, "DP-SGD's noise multiplier (the Gaussian noise's std over `dp_clip`), or "
+                                    "`None` to solve it from `dp_epsilon`.")
+    dp_epsilon: float = setting(None, "the privacy budget ε the run may spend: the least noise that stays within "
+                                      "it over all the run's steps (RDP accounting, `dp-accounting`).")
+    dp_delta: float = setting(None, "the δ of the (ε, δ) guarantee; `None` takes 1/(10·n) for n training rows.")
 
     def __post_init__(self):
         check_settings(self)

@@ -24,6 +24,7 @@ import tensorflow as tf
 from tl_keras.training.config import TrainingConfig
 from tl_keras.training import multi_worker
 from tl_keras.training.distribution import global_batch_size, pick_distribution, set_precision, worker_name
+from tl_keras.training.privacy import PrivateTraining, plan, wants_privacy
 from tl_keras.training.runs import check_backups
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.transfer.strategies import TransferStrategy, apply_trainability, discriminative_optimizer, merge_lora
@@ -83,11 +84,14 @@ def _compile_arguments(model, optimizer, last_phase):
 
 
 def fit_phase(fitted, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
-              callbacks, phase):
+              callbacks, phase, privacy=None):
     """Runs one named phase: compiles `fitted` with `arguments` under
     `distribution`'s scope and fits it (the multi-worker loop, per-epoch
     backups under `config.backup_dir/phase`, a labelled phase line); every
-    training path goes through here.
+    training path goes through here. With `privacy` (a
+    `tl_keras.training.privacy.Privacy`) each step is a DP-SGD step; a
+    `config` asking for privacy without it (a path `train` does not plan
+    for) is refused rather than trained without.
 
     Returns:
         The phase's history dict.
@@ -96,6 +100,12 @@ def fit_phase(fitted, arguments, train_dataset, validation_dataset, first_epoch,
     >>> history = fit_phase(model, {"optimizer": optimizer, "loss": loss}, dataset, None, 0, 3, config,
     ...                     tf.distribute.get_strategy(), [], "dann")
     """
+    if privacy is None and wants_privacy(config):
+        raise ValueError(f"The {phase} phase has no DP-SGD accounting; private training (dp_clip, dp_noise, "
+                         "dp_epsilon) covers `fit` and the text and image recipes only.")
+    if privacy is not None:
+        with distribution.scope():
+            fitted = PrivateTraining(fitted, privacy)
     with distribution.scope():
         keras.Model.compile(fitted, **arguments, jit_compile=config.jit_compile)  # Not a task's own `compile`.
 
@@ -112,7 +122,8 @@ def fit_phase(fitted, arguments, train_dataset, validation_dataset, first_epoch,
     return _resumable(fit, config.backup_dir, phase)
 
 
-def _fit_head_on_cache(model, data, config, cache, first_epoch, epochs, distribution, callbacks, last_phase):
+def _fit_head_on_cache(model, data, config, cache, first_epoch, epochs, distribution, callbacks, last_phase,
+                       privacy=None):
     encoder, head = model.encoder, model.head
     train_features = cache.features(encoder, data.train_inputs, verbose=config.verbose)
     train_dataset = tf.data.Dataset.from_tensor_slices((train_features, data.train_targets))
@@ -128,7 +139,7 @@ def _fit_head_on_cache(model, data, config, cache, first_epoch, epochs, distribu
     with distribution.scope():
         arguments = _compile_arguments(model, keras.optimizers.AdamW(config.head_learning_rate), last_phase)
     return fit_phase(head, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
-                callbacks, "head")
+                     callbacks, "head", privacy)
 
 
 def _datasets(data, config):
@@ -142,14 +153,14 @@ def _datasets(data, config):
 
 
 def _fit_head_through_frozen_backbone(model, data, config, cache, first_epoch, epochs, distribution, callbacks,
-                                      last_phase):
+                                      last_phase, privacy=None):
     # For augmented inputs (no `cache`: each epoch sees other pixels), the
     # backbone is frozen but runs on every batch.
     train_dataset, validation_dataset = _datasets(data, config)
     with distribution.scope():
         arguments = _compile_arguments(model, keras.optimizers.AdamW(config.head_learning_rate), last_phase)
     return fit_phase(model, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
-                callbacks, "head")
+                     callbacks, "head", privacy)
 
 
 def _resumable(fit, backup_dir, phase):
@@ -210,13 +221,17 @@ def train(model, strategy, data, config=None, cache=None, distribution=None, cal
     config = dataclasses.replace(config, batch_size=global_batch_size(config.batch_size, distribution))
     keras.utils.set_random_seed(config.seed)
     history = {}
+    head_epochs = {"frozen": config.epochs, "full": config.warmup_epochs}.get(strategy.kind, 0)
+    privacy, model.privacy = None, None
+    if wants_privacy(config):  # One budget over every phase that trains on the rows.
+        privacy, model.privacy = plan(config, len(data.train_inputs),
+                                      head_epochs + (0 if strategy.kind == "frozen" else config.epochs))
     if strategy.kind in ("frozen", "full"):
         apply_trainability(model, TransferStrategy("frozen"))
-        head_epochs = config.epochs if strategy.kind == "frozen" else config.warmup_epochs
         if head_epochs:
             fit_head = _fit_head_on_cache if data.train_inputs.cacheable else _fit_head_through_frozen_backbone
             _append(history, fit_head(model, data, config, cache, 0, head_epochs, distribution, callbacks,
-                                      last_phase=strategy.kind == "frozen"), "head")
+                                      last_phase=strategy.kind == "frozen", privacy=privacy), "head")
         if strategy.kind == "frozen":
             return model, history
     apply_trainability(model, strategy)
@@ -228,7 +243,7 @@ def train(model, strategy, data, config=None, cache=None, distribution=None, cal
     train_dataset, validation_dataset = _datasets(data, config)
     first_epoch = len(history.get("phase", []))
     _append(history, fit_phase(model, arguments, train_dataset, validation_dataset, first_epoch, config.epochs,
-                          config, distribution, callbacks, strategy.kind), strategy.kind)
+                               config, distribution, callbacks, strategy.kind, privacy), strategy.kind)
     return merge_lora(model), history
 
 

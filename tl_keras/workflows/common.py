@@ -13,6 +13,7 @@ from tl_keras.core.files import write_json
 from tl_keras.data.texts import stratified_split
 from tl_keras.evaluation.classification import summary_line, write_report
 from tl_keras.evaluation.explanations import most_confident_errors, write_explanations
+from tl_keras.evaluation.privacy_audit import membership_audit
 from tl_keras.export.saved_model import keep_model_if_export_fails
 from tl_keras.tasks.base import TransferTask
 from tl_keras.training.distribution import WorkerOutput, is_chief
@@ -152,6 +153,10 @@ def train_classifier(config, make_classifier, split_inputs, export, distribution
                "test": classifier.evaluate_report(*test, split="test"), **(extra_metrics or {})}
     more, write_more = extra_report(classifier, validation, test) if extra_report else ({}, lambda folder: [])
     metrics.update(more)
+    if classifier.privacy:
+        metrics["privacy"] = dict(classifier.privacy)
+    if config.audit:
+        metrics["audit"] = audit(classifier, (train_x, train_y), test)
 
     def write_reports(folder):
         return [*write_report(metrics["test"], history, folder, write_metrics=False),
@@ -160,6 +165,16 @@ def train_classifier(config, make_classifier, split_inputs, export, distribution
     return finish(RunResult(classifier, metrics, history), config, write_reports,
                   lambda folder, card: export(classifier, folder, {"backbone": str(config.backbone), **card}),
                   distribution_card(distribution))
+
+
+def audit(classifier, members, nonmembers):
+    """The membership-inference audit of a trained classifier: its training
+    rows against rows it never saw (`tl_keras.evaluation.privacy_audit`)."""
+    def probabilities(inputs):
+        return predict_through_cache(classifier, classifier.transfer_inputs(inputs), classifier.feature_cache)
+
+    return membership_audit(probabilities(members[0]), classifier.targets(members[1]),
+                            probabilities(nonmembers[0]), classifier.targets(nonmembers[1]))
 
 
 def _explain_errors(classifier, test, test_raw, folder, count=3):
@@ -197,4 +212,14 @@ def describe(result):
                      f"coarse classes; fine {figures['fine_accuracy']:.4f})")
     if result.metrics.get("skipped_images"):
         lines.append(f"skipped {result.metrics['skipped_images']} bad image(s)")
+    if result.metrics.get("privacy"):
+        spent = result.metrics["privacy"]
+        lines.append(f"privacy: (ε = {spent['epsilon']:.2f}, δ = {spent['delta']:.2g}) over {spent['steps']} DP-SGD "
+                     f"steps, noise multiplier {spent['noise_multiplier']:.3f}, clip {spent['clip']:g} "
+                     f"({spent['sampling']})")
+    if result.metrics.get("audit"):
+        attack = result.metrics["audit"]
+        lines.append("membership audit (train vs test rows): " + "; ".join(
+            f"{name} AUC {attack[name]['auc']:.3f}, TPR@1%FPR {attack[name]['tpr_at_1pct_fpr']:.3f}"
+            for name in ("loss_threshold", "class_calibrated")))
     return "\n".join(lines + result.written())

@@ -24,6 +24,9 @@ from tl_keras.training.config import TrainingConfig
 # The settings `TrainingConfig` has for fine-tuning a backbone with a transfer
 # strategy, which jobs that train other things cannot apply.
 STRATEGY_TRAINING = ("backbone_learning_rate", "layer_decay", "warmup_epochs", "jit_compile", "backup_dir")
+# DP-SGD (`tl_keras.training.privacy`), planned by the trainer for `fit`: the
+# text and image jobs only.
+PRIVATE_TRAINING = ("dp_clip", "dp_noise", "dp_epsilon", "dp_delta")
 
 
 @documented
@@ -85,6 +88,9 @@ RUNTIME = setting(factory=RuntimeConfig, help="distribution and precision (`Runt
 RESUME = setting(True, "keep per-epoch backups in `output_dir/backup` so a killed run started again resumes where "
                        "it stopped; a restart with other data or settings stops, naming what changed.")
 FRESH = setting(False, "discard backups of an earlier run with other settings and start again.")
+AUDIT = setting(False, "report a membership-inference audit (loss-threshold and class-calibrated attacks: ROC AUC "
+                       "and true-positive rate at 1% false positives, training rows against test rows) in "
+                       "`metrics.json` (classification only).")
 SEQUENCE_LENGTH = "token positions a text (longer texts are cut)."
 POOLING = "`\"mean\"`, `\"cls\"`, `\"pooled\"`, or `None` for the backbone's default."
 HIDDEN_DIM = "the head's hidden width (0: a linear head)."
@@ -120,6 +126,7 @@ class TextClassificationConfig:
     pooling: str = setting(None, POOLING)
     hidden_dim: int = setting(0, HIDDEN_DIM)
     dropout: float = setting(0.1, DROPOUT)
+    audit: bool = AUDIT
     resume: bool = RESUME
     fresh: bool = FRESH
     splits: SplitsConfig = SPLITS
@@ -129,6 +136,9 @@ class TextClassificationConfig:
 
     def __post_init__(self):
         check_settings(self)
+        if self.audit and self.task != "classification":
+            raise ValueError(f"`audit` scores class probabilities: it needs task 'classification', received "
+                             f"{self.task!r}.")
 
 
 @documented
@@ -162,6 +172,7 @@ class ImageClassificationConfig:
                                            "of stopping at the first.")
     hidden_dim: int = setting(0, HIDDEN_DIM)
     dropout: float = setting(0.1, DROPOUT)
+    audit: bool = AUDIT
     resume: bool = RESUME
     fresh: bool = FRESH
     splits: SplitsConfig = SPLITS
@@ -188,7 +199,7 @@ class RecommendationConfig:
     ...     backbone=minilm_l6_offline_path(), output_dir="runs/shop"))
     """
 
-    unused_settings: ClassVar[tuple] = STRATEGY_TRAINING + ("shuffle",)
+    unused_settings: ClassVar[tuple] = STRATEGY_TRAINING + PRIVATE_TRAINING + ("shuffle",)
 
     interactions: str = setting(help="`user_id,item_id[,timestamp][,rating]` CSV.")
     items: str = setting(help="`item_id,text` CSV.")
@@ -249,6 +260,8 @@ class DomainAdaptationConfig:
     ...     output_dir="runs/adapt", target_validation="yelp.tsv"))
     """
 
+    unused_settings: ClassVar[tuple] = PRIVATE_TRAINING
+
     source: str = setting(help="labelled source-domain file.")
     target: str = setting(help="target-domain file; only its texts are used for training.")
     backbone: str = setting(help="a KerasHub preset.")
@@ -295,6 +308,7 @@ class DomainAdaptationConfig:
 
     def __post_init__(self):
         check_settings(self)
+        refuse_unused(self)
         if self.method not in ADAPTATION_METHODS:
             raise ValueError(f"`method` must be one of {ADAPTATION_METHODS}, received {self.method!r}.")
         if (self.method in FEW_LABEL_METHODS) != bool(self.target_labelled):
@@ -334,6 +348,8 @@ class ModelFusionConfig:
     >>> run(ModelFusionConfig(train="reviews.tsv", backbone=minilm_l6_offline_path(), output_dir="runs/fuse"))
     """
 
+    unused_settings: ClassVar[tuple] = PRIVATE_TRAINING
+
     train: str = setting(help="labelled file; split (stratified) into ingredient training, validation "
                               "(greedy-soup scores) and held-out test rows.")
     backbone: str = setting(help="the KerasHub preset every ingredient starts from.")
@@ -349,6 +365,7 @@ class ModelFusionConfig:
 
     def __post_init__(self):
         check_settings(self)
+        refuse_unused(self)
         if self.export not in FUSIONS:
             raise ValueError(f"`export` must be one of {FUSIONS}, received {self.export!r}.")
 
@@ -365,7 +382,7 @@ class ContinuedPretrainingConfig:
     """
 
     unused_settings: ClassVar[tuple] = ("head_learning_rate", "layer_decay", "warmup_epochs", "jit_compile",
-                                        "backup_dir", "shuffle")
+                                        "backup_dir", "shuffle", *PRIVATE_TRAINING)
 
     texts: str = setting(help="unlabelled in-domain texts (`.tsv`/`.txt` first field, `.csv` or `.jsonl` with "
                               "`text_column`).")
@@ -394,7 +411,7 @@ class DistillationConfig:
     >>> run(DistillationConfig(teacher="presets/reviews", train="reviews.tsv", output_dir="runs/distil"))
     """
 
-    unused_settings: ClassVar[tuple] = STRATEGY_TRAINING + ("shuffle",)
+    unused_settings: ClassVar[tuple] = STRATEGY_TRAINING + PRIVATE_TRAINING + ("shuffle",)
 
     teacher: str = setting(help="a folder written by `TextClassifier.save_to_preset` (or `--save-preset`).")
     train: str = setting(help="the labelled texts the student learns from (the teacher's training texts, or "
@@ -435,6 +452,8 @@ class QuestionAnsweringConfig:
     ...     backbone=minilm_l6_offline_path(), output_dir="runs/squad"))
     """
 
+    unused_settings: ClassVar[tuple] = PRIVATE_TRAINING
+
     train: str = setting(help="a SQuAD-format `.json` file (v1.1, or v2.0 with questions that have no answer).")
     backbone: str = setting(help="a KerasHub BERT-family preset (Kaggle handle or local folder).")
     output_dir: str = setting(help="where `metrics.json`, `predictions.json` and the plot go.")
@@ -458,3 +477,4 @@ class QuestionAnsweringConfig:
 
     def __post_init__(self):
         check_settings(self)
+        refuse_unused(self)
