@@ -10,6 +10,8 @@ the audit's non-members. The settings below were fixed before the runs and
 are the same for every ε and for the non-private baseline.
 
     .venv/bin/python benchmarks/private_training.py ../shared/data/amazon_multi_domain/kitchen.tsv
+    .venv/bin/python benchmarks/private_training.py --strategy lora:8 --epochs 3 --batch-size 32 \
+        --head-learning-rate 1e-3 --backbone-learning-rate 5e-4
 """
 
 import argparse
@@ -25,15 +27,19 @@ from tl_keras.workflows.text_classification import run
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("category", help="one category's .tsv of the four-category product reviews")
+    parser.add_argument("category", nargs="?", help="one category's .tsv of the four-category product reviews "
+                                                    "(left out: the bundled sentences alone)")
     parser.add_argument("--epsilons", default="1,3,8")
     parser.add_argument("--strategy", default="frozen")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--head-learning-rate", type=float, default=3e-3)
+    parser.add_argument("--backbone-learning-rate", type=float, default=None)
     parser.add_argument("--clip", type=float, default=1.0)
     args = parser.parse_args()
-    datasets = {"amazon sentences (bundled)": (REVIEWS, 64), pathlib.Path(args.category).stem: (args.category, 256)}
+    datasets = {"amazon sentences (bundled)": (REVIEWS, 64)}
+    if args.category:
+        datasets[pathlib.Path(args.category).stem] = (args.category, 256)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, (path, length) in datasets.items():
@@ -45,6 +51,7 @@ def main():
                     output_dir=f"{folder}/{pathlib.Path(str(path)).stem}", strategy=args.strategy,
                     sequence_length=length, pooling="mean", test_fraction=0.25, resume=False, audit=True,
                     epochs=args.epochs, batch_size=args.batch_size, head_learning_rate=args.head_learning_rate,
+                    backbone_learning_rate=args.backbone_learning_rate,
                     verbose=0, **privacy))
                 seconds = time.perf_counter() - start
                 metrics = result.metrics

@@ -78,7 +78,9 @@ def _serve_local(args):
 
     limits = RequestLimits(max_bytes=args.max_request_bytes, max_tensor_bytes=args.max_tensor_bytes,
                            max_rows=args.max_rows, read_timeout=args.read_timeout,
-                           max_string_bytes=args.max_string_bytes)
+                           max_string_bytes=args.max_string_bytes, max_image_pixels=args.max_image_pixels,
+                           request_timeout=args.request_timeout, compute_workers=args.compute_workers,
+                           request_deadline=args.request_deadline)
     base, models = args.exports, None
     if args.model_config_file:
         base, models = None, read_model_config(args.model_config_file)
@@ -203,7 +205,15 @@ def _main(argv):
     serve.add_argument("--max-string-bytes", type=_positive(int), default=1024 * 1024,
                        help="longest single string value (text, context, encoded image)")
     serve.add_argument("--read-timeout", type=_positive(float), default=10.0,
-                       help="seconds a REST client may take to send its request")
+                       help="seconds a REST read may wait for the client's next bytes")
+    serve.add_argument("--request-deadline", type=_positive(float), default=30.0,
+                       help="seconds a REST client has to send its whole request (headers and body)")
+    serve.add_argument("--max-image-pixels", type=_positive(int), default=40_000_000,
+                       help="most pixels an encoded image may declare in its header (checked before decoding)")
+    serve.add_argument("--request-timeout", type=_positive(float), default=30.0,
+                       help="seconds a signature may run for one request (then DEADLINE_EXCEEDED / HTTP 408)")
+    serve.add_argument("--compute-workers", type=_positive(int), default=4,
+                       help="signatures running at once; with all busy a request is refused at once")
     serve.set_defaults(run=_serve_local)
     explain = commands.add_parser("explain", formatter_class=defaults_shown,
                                   help="why a saved classifier decided: integrated gradients, as HTML and PNG")

@@ -26,6 +26,7 @@ import functools
 import http.server
 import json
 import re
+import socket
 import threading
 import time
 
@@ -66,6 +67,27 @@ class _Calls:
 
     def __init__(self, repository, limits, metrics):
         self.repository, self.limits, self.metrics = repository, limits, metrics
+        # Signatures run here, not on the gRPC or HTTP threads, so a request
+        # can end at its deadline while a call TensorFlow cannot interrupt
+        # keeps one of these workers.
+        self._pool = concurrent.futures.ThreadPoolExecutor(limits.compute_workers, thread_name_prefix="signature")
+        self._free = threading.BoundedSemaphore(limits.compute_workers)
+
+    def compute(self, run, deadline=None):
+        """`run()` on a signature worker, within `limits.request_timeout` (or
+        the client's shorter `deadline`, in seconds); refused at once when
+        every worker is busy."""
+        if not self._free.acquire(timeout=0.1):
+            raise ModelError(f"all {self.limits.compute_workers} signature workers are busy (a signature may be "
+                             "stuck); try again later", grpc.StatusCode.RESOURCE_EXHAUSTED)
+        future = self._pool.submit(run)
+        future.add_done_callback(lambda done: self._free.release())
+        timeout = self.limits.request_timeout if deadline is None else min(deadline, self.limits.request_timeout)
+        try:
+            return future.result(timeout=max(timeout, 0.0))
+        except concurrent.futures.TimeoutError:
+            raise ModelError(f"the signature did not answer within {timeout:g} s (the server's request timeout is "
+                             f"{self.limits.request_timeout:g} s)", grpc.StatusCode.DEADLINE_EXCEEDED) from None
 
     def guarded(self, api, method):
         @functools.wraps(method)
@@ -94,18 +116,20 @@ class _Calls:
             return
         self.metrics.record(name, api, code, seconds)
 
-    def predict(self, spec, inputs, output_filter=()):
+    def predict(self, spec, inputs, output_filter=(), deadline=None):
         version, function, _ = inference.signature(self.repository, spec.name, _requested_version(spec),
                                                    spec.version_label, spec.signature_name)
-        outputs = inference.call(function, spec.signature_name or "serving_default", inputs)
+        outputs = self.compute(lambda: inference.call(function, spec.signature_name or "serving_default", inputs),
+                               deadline)
         return version, inference.filter_outputs(outputs, list(output_filter))
 
-    def examples(self, spec, examples, method):
+    def examples(self, spec, examples, method, deadline=None):
         version, function, method_name = inference.signature(
             self.repository, spec.name, _requested_version(spec), spec.version_label, spec.signature_name)
         self.limits.check_rows("examples", len(examples))
         run = inference.classify if method == inference.CLASSIFY else inference.regress
-        return version, run(function, spec.signature_name or "serving_default", method_name, examples)
+        return version, self.compute(
+            lambda: run(function, spec.signature_name or "serving_default", method_name, examples), deadline)
 
 
 def _fill_classifications(result, rows):
@@ -134,7 +158,8 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def _Predict(self, request, context):
         inputs = {name: tensor_from_proto(name, proto, self.calls.limits) for name, proto in request.inputs.items()}
-        version, outputs = self.calls.predict(request.model_spec, inputs, request.output_filter)
+        version, outputs = self.calls.predict(request.model_spec, inputs, request.output_filter,
+                                              context.time_remaining())
         response = predict_pb2.PredictResponse()
         _response_spec(response.model_spec, request.model_spec, version)
         for key, value in outputs.items():
@@ -142,15 +167,16 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     def _Classify(self, request, context):
-        return self._examples(request, inference.CLASSIFY, classification_pb2.ClassificationResponse(),
+        return self._examples(request, context, inference.CLASSIFY, classification_pb2.ClassificationResponse(),
                               _fill_classifications)
 
     def _Regress(self, request, context):
-        return self._examples(request, inference.REGRESS, regression_pb2.RegressionResponse(), _fill_regressions)
+        return self._examples(request, context, inference.REGRESS, regression_pb2.RegressionResponse(),
+                              _fill_regressions)
 
-    def _examples(self, request, method, response, fill):
+    def _examples(self, request, context, method, response, fill):
         version, results = self.calls.examples(request.model_spec, inference.examples_from_input(request.input),
-                                               method)
+                                               method, context.time_remaining())
         _response_spec(response.model_spec, request.model_spec, version)
         fill(response.result, results)
         return response
@@ -162,7 +188,8 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             if task.method_name not in (inference.CLASSIFY, inference.REGRESS):
                 raise ModelError(f"Unsupported signature method_name: {task.method_name}",
                                  grpc.StatusCode.UNIMPLEMENTED)
-            version, results = self.calls.examples(task.model_spec, examples, task.method_name)
+            version, results = self.calls.examples(task.model_spec, examples, task.method_name,
+                                                   context.time_remaining())
             result = response.results.add()
             _response_spec(result.model_spec, task.model_spec, version)
             if task.method_name == inference.CLASSIFY:
@@ -224,6 +251,35 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # Quiet: tests and demos read stdout.
         pass
 
+    def setup(self):
+        super().setup()
+        # The whole request (headers and body) within `request_deadline`:
+        # the socket timeout bounds each read, not a client that trickles.
+        self._expired = False
+        self._deadline = threading.Timer(self.calls.limits.request_deadline, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _expire(self):
+        self._expired = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def handle(self):
+        try:
+            super().handle()
+        except OSError:  # A connection cut at its deadline, or by the client.
+            self.close_connection = True
+
+    def finish(self):
+        self._deadline.cancel()
+        try:
+            super().finish()
+        except OSError:
+            pass
+
     def _send(self, code, body, content_type="application/json"):
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(code)
@@ -234,6 +290,8 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
 
     def _route(self, method):
         started, code, name = time.perf_counter(), 200, ""
+        if method != "POST":
+            self._deadline.cancel()  # Headers read: the request is whole.
         try:
             if method == "GET" and self.path == "/monitoring/prometheus/metrics":
                 return self._send(200, self.calls.metrics.prometheus(), "text/plain; version=0.0.4")
@@ -295,6 +353,11 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
             data = self.rfile.read(length)
         except TimeoutError:
             raise RequestError(f"the request body did not arrive within {self.timeout} s", 408) from None
+        except OSError:
+            data = b""
+        self._deadline.cancel()
+        if self._expired:
+            raise TimeoutError(f"the request did not arrive within {self.calls.limits.request_deadline:g} s")
         if len(data) != length:
             raise RequestError(f"the request body ended after {len(data)} of {length} bytes")
         try:
@@ -317,7 +380,7 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
                 raise RequestError(f"the request names no inputs, but signature {signature_name!r} takes "
                                    f"{len(names)}: {names}; name them")
             inputs = {names[0]: inputs[None]}
-        outputs = inference.call(function, signature_name, inputs)
+        outputs = self.calls.compute(lambda: inference.call(function, signature_name, inputs))
         return self._send(200, inference.rest_predictions(outputs, columnar="inputs" in body))
 
     def _examples(self, name, version, label, body, action):

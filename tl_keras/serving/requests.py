@@ -3,9 +3,12 @@ sizes against limits, and TF Serving's REST `:predict` body formats."""
 
 import binascii
 import dataclasses
+import io
+import warnings
 
 import grpc
 import numpy as np
+import PIL.Image
 import tensorflow as tf
 
 from tl_keras.serving.model_repository import ModelError
@@ -27,6 +30,19 @@ class RequestLimits:
             context, an encoded image); TF Serving has no such limit, so
             `serve-local` is stricter here on purpose (a 3 MB context would
             be tokenised whole before any window is cut).
+        max_image_pixels: the most pixels an encoded image of an
+            `*image_bytes` input may declare in its header (read before it
+            is decoded: a 30,000 x 30,000 PNG is a few kilobytes).
+        request_timeout: seconds a signature may run for one request; past
+            it the request ends DEADLINE_EXCEEDED (REST 408) and the call,
+            which TensorFlow cannot interrupt, keeps its worker until it
+            returns. A gRPC client's own shorter deadline wins.
+        compute_workers: signatures running at once; with all of them busy
+            (stuck signatures, say) a request is refused at once
+            (RESOURCE_EXHAUSTED) instead of waiting behind them.
+        request_deadline: seconds a REST client has to send its whole
+            request, headers and body (`read_timeout` bounds each read; a
+            client sending a byte every few seconds meets this instead).
     """
 
     max_bytes: int = 4 * 1024 * 1024
@@ -34,6 +50,34 @@ class RequestLimits:
     max_rows: int = 1024
     read_timeout: float = 10.0
     max_string_bytes: int = 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    request_timeout: float = 30.0
+    compute_workers: int = 4
+    request_deadline: float = 30.0
+
+    def check_images(self, name, values):
+        """Each encoded image's declared size against `max_image_pixels`, and
+        that it is an image at all, from its header alone (Pillow reads
+        headers lazily; TensorFlow would decode first and fail inside the
+        graph)."""
+        if not str(name).endswith("image_bytes"):
+            return
+        for row, value in enumerate(values):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # Judged below.
+                    with PIL.Image.open(io.BytesIO(value)) as image:
+                        width, height = image.size
+            except PIL.Image.DecompressionBombError as error:  # Past twice Pillow's own limit.
+                raise ModelError(f"input {name!r} row {row}: {error}; the server's limit is {self.max_image_pixels} "
+                                 "pixels an image", grpc.StatusCode.RESOURCE_EXHAUSTED) from None
+            except Exception as error:  # noqa: BLE001  (Pillow raises many kinds on bad bytes)
+                raise ModelError(f"input {name!r} row {row} is not a readable image ({type(error).__name__}: "
+                                 f"{str(error)[:80]})", grpc.StatusCode.INVALID_ARGUMENT) from None
+            if width * height > self.max_image_pixels:
+                raise ModelError(f"input {name!r} row {row} is a {width} x {height} image ({width * height} pixels), "
+                                 f"more than the server's limit of {self.max_image_pixels} pixels an image",
+                                 grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     def check_strings(self, name, lengths):
         longest = max(lengths, default=0)
@@ -80,6 +124,7 @@ def tensor_from_proto(name, proto, limits):
     values = len(getattr(proto, _VALUE_FIELDS[dtype]))
     if dtype == tf.string:
         limits.check_strings(name, (len(value) for value in proto.string_val))
+        limits.check_images(name, proto.string_val)
         declared = elements * 8 + sum(len(value) for value in proto.string_val)
     else:
         declared = elements * dtype.size
@@ -168,6 +213,7 @@ def parse_predict_body(body, limits):
             raise RequestError(f"input {name!r} is ragged or mixes strings with other values")
         if array.dtype == object:
             limits.check_strings(name, (len(v.encode() if isinstance(v, str) else v) for v in array.reshape(-1)))
+            limits.check_images(name, [v.encode() if isinstance(v, str) else v for v in array.reshape(-1)])
         if array.dtype.kind not in "biufO":
             raise RequestError(f"input {name!r} holds {array.dtype} values; expected numbers or strings")
         arrays[name] = array
