@@ -161,3 +161,32 @@ def test_setting_combinations_are_refused_in_one_line(flags, message, capsys):
     assert main(flags) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and __import__("re").search(message, err[0]), err
+
+
+@pytest.mark.parametrize("rows, empty", [(2, "validation and no test"), (6, "validation")])
+def test_splits_that_leave_a_part_empty_are_refused_before_training(tmp_path, rows, empty):
+    from tl_keras.core.settings import build_config
+    from tl_keras.data.texts import DataError
+    from tl_keras.workflows.configs import TextClassificationConfig
+    from tl_keras.workflows.text_classification import run
+
+    words = ["great", "bad", "fine", "awful", "nice", "poor"]
+    (tmp_path / "small.tsv").write_text("".join(f"{words[i]} phone\t{i % 2}\n" for i in range(rows)))
+    config = build_config(TextClassificationConfig, train=str(tmp_path / "small.tsv"), backbone="never-loaded",
+                          output_dir=str(tmp_path / "run"))
+    with pytest.raises(DataError, match=rf"small.tsv: {rows} rows leave no {empty} rows after holding out"):
+        run(config)
+
+
+def test_a_batch_larger_than_the_training_rows_is_said(tiny_bert_preset, tmp_path, capsys):
+    from conftest import separable_sentences, write_tsv
+
+    from tl_keras.core.settings import build_config
+    from tl_keras.workflows.configs import TextClassificationConfig
+    from tl_keras.workflows.text_classification import run
+
+    train = write_tsv(tmp_path / "train.tsv", *separable_sentences(30))
+    run(build_config(TextClassificationConfig, train=str(train), backbone=tiny_bert_preset, strategy="frozen",
+                     output_dir=str(tmp_path / "run"), sequence_length=16, epochs=1, batch_size=64, verbose=0,
+                     resume=False))
+    assert "note: the global batch of 64 is more than the 22 training rows" in capsys.readouterr().out

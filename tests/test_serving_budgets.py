@@ -138,3 +138,43 @@ def test_image_pixels_are_judged_from_the_header_before_decoding(image, code, pa
     assert refused.value.status == code
     RequestLimits().check_images("image_bytes", [good.getvalue()])  # A real image passes.
     RequestLimits().check_images("text", [b"not an image at all"])  # Only *image_bytes inputs are images.
+
+
+class _Pair(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                  tf.TensorSpec([None], tf.string, name="text_pair")])
+    def join(self, text, text_pair):
+        return {"joined": tf.strings.join([text, text_pair], " | ")}
+
+
+def test_batched_inputs_of_different_rows_are_named_not_a_graph_error(tmp_path):
+    import http.client
+    import json
+
+    module = _Pair()
+    tf.saved_model.save(module, str(tmp_path / "models" / "pair" / "1"), signatures={"serving_default": module.join})
+    with LocalServer(tmp_path / "models", grpc_port=0, rest_port=0) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+        body = json.dumps({"inputs": {"text": ["a", "b", "c"], "text_pair": ["x", "y"]}})
+        connection.request("POST", "/v1/models/pair:predict", body, {"Content-Length": str(len(body))})
+        response = connection.getresponse()
+        error = json.loads(response.read())["error"]
+        assert response.status == 400
+        assert error == "inputs of signature 'serving_default' must have the same number of rows, received 'text' 3, " \
+                        "'text_pair' 2"
+        body = json.dumps({"inputs": {"text": ["a", "b"], "text_pair": ["x", "y"]}})
+        connection.request("POST", "/v1/models/pair:predict", body, {"Content-Length": str(len(body))})
+        assert json.loads(connection.getresponse().read())["outputs"] == ["a | x", "b | y"]
+
+
+def test_a_graph_execution_error_is_reported_by_its_cause():
+    from tl_keras.serving.model_repository import first_line
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def decode(data):
+        return tf.io.decode_png(data[0])
+
+    with pytest.raises(tf.errors.OpError) as raised:
+        decode(tf.constant([b"not a png"]))
+    line = first_line(raised.value)
+    assert not line.startswith("Graph execution error") and "{{node" not in line and line

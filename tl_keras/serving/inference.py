@@ -43,6 +43,12 @@ def call(function, signature_name, inputs):
     if set(inputs) != set(specs):
         raise ModelError(f"input names {sorted(inputs)} do not match signature {signature_name!r} inputs "
                          f"{sorted(specs)}", grpc.StatusCode.INVALID_ARGUMENT)
+    rows = {key: np.shape(value)[0] for key, value in inputs.items()
+            if specs[key].shape.rank and specs[key].shape[0] is None and np.ndim(value)}
+    if len(set(rows.values())) > 1:  # Batched inputs go row by row together (text and text_pair, say).
+        raise ModelError(f"inputs of signature {signature_name!r} must have the same number of rows, received "
+                         + ", ".join(f"{key!r} {count}" for key, count in sorted(rows.items())),
+                         grpc.StatusCode.INVALID_ARGUMENT)
     tensors = {}
     for key, value in inputs.items():
         spec = specs[key]

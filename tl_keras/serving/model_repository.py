@@ -15,6 +15,7 @@ before it serving.
 
 import dataclasses
 import pathlib
+import re
 import sys
 import threading
 
@@ -277,6 +278,15 @@ def _signature_defs(folder):
 
 
 def first_line(error):
-    """The first line of an error: the cause, without the graph trace."""
+    """The line of an error that says what went wrong, without the graph
+    trace: the first line, or for TensorFlow's "Graph execution error" the
+    op's own message under its "Detected at node" trace."""
     message = getattr(error, "message", None) or str(error)
-    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("Graph execution error"):
+        causes = [line for line in lines[1:] if not line.startswith(("File ", "Detected at node", "[[", "Graph "))]
+        if causes:
+            return re.sub(r"\s*(\[\[\{\{node .*|\[Op:.*)$", "", causes[-1]) or lines[0]
+    return lines[0]

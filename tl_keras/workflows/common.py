@@ -10,13 +10,13 @@ import keras
 import tensorflow as tf
 
 from tl_keras.core.files import write_json
-from tl_keras.data.texts import stratified_split
+from tl_keras.data.texts import DataError, stratified_split
 from tl_keras.evaluation.classification import summary_line, write_report
 from tl_keras.evaluation.explanations import most_confident_errors, write_explanations
 from tl_keras.evaluation.privacy_audit import membership_audit
 from tl_keras.export.saved_model import keep_model_if_export_fails
 from tl_keras.tasks.base import TransferTask
-from tl_keras.training.distribution import WorkerOutput, is_chief
+from tl_keras.training.distribution import WorkerOutput, global_batch_size, is_chief
 from tl_keras.training.runs import run_fingerprint
 from tl_keras.training.trainer import predict_through_cache, prepare_distributed_training
 from tl_keras.transfer.feature_cache import FeatureCache
@@ -72,10 +72,19 @@ def three_way_split(train_rows, validation_rows, test_rows, validation_fraction,
     are used as they are; the rest is held out of `train_rows` (stratified
     by label when `stratify`), the test part first. Validation picks epochs
     and settings; test is scored once at the end."""
+    rows = len(train_rows)
     if test_rows is None:
         train_rows, test_rows = stratified_split(train_rows, test_fraction, seed, stratify=stratify)
     if validation_rows is None:
         train_rows, validation_rows = stratified_split(train_rows, validation_fraction, seed, stratify=stratify)
+    empty = [name for name, part in (("training", train_rows), ("validation", validation_rows), ("test", test_rows))
+             if not len(part)]
+    if empty:  # Caught here, before training, instead of as an empty array afterwards.
+        where = getattr(train_rows, "origins", None)
+        source = str(where[0]).rsplit(":", 1)[0] if where else "the training file"
+        raise DataError(f"{source}: {rows} rows leave no {' and no '.join(empty)} rows after holding out "
+                        f"test_fraction {test_fraction:g} and validation_fraction {validation_fraction:g} "
+                        "(by label); give more rows, or --validation and --test files.")
     return train_rows, validation_rows, test_rows
 
 
@@ -147,6 +156,10 @@ def train_classifier(config, make_classifier, split_inputs, export, distribution
         classifier = make_classifier()
     classifier.feature_cache = FeatureCache(output_dir / "feature_cache")
     (train_x, train_y), validation, test = split_inputs(classifier)
+    batch = global_batch_size(training.batch_size, distribution)
+    if batch > len(train_y):  # Said, not silent: every epoch is one partial batch.
+        print(f"note: the global batch of {batch} is more than the {len(train_y)} training rows; each epoch is "
+              f"one step of {len(train_y)} (a smaller --batch-size gives more steps)")
     history = classifier.fit(train_x, train_y, validation_data=validation, distribution=distribution,
                              callbacks=callbacks, **dataclasses.asdict(training)).history
     metrics = {"validation": classifier.evaluate_report(*validation, split="validation"),
