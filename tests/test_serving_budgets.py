@@ -178,3 +178,20 @@ def test_a_graph_execution_error_is_reported_by_its_cause():
         decode(tf.constant([b"not a png"]))
     line = first_line(raised.value)
     assert not line.startswith("Graph execution error") and "{{node" not in line and line
+
+
+def test_an_integer_feature_past_int64_is_named():
+    from tl_keras.serving.inference import examples_from_json
+
+    with pytest.raises(ModelError, match=r"feature 'count': 99999999999999999999 does not fit an int64 feature"):
+        examples_from_json({"examples": [{"count": 99999999999999999999}]})
+    assert examples_from_json({"examples": [{"count": 2**63 - 1}]})
+
+
+def test_the_text_of_one_input_is_bounded_in_all_its_rows():
+    limits = RequestLimits(max_text_bytes=10_000)
+    parse_predict_body({"instances": ["x" * 1000] * 10}, limits)  # 10,000 bytes: at the limit.
+    with pytest.raises(ModelError, match=r"input None holds 10001 bytes of text in all, more than the server's "
+                                         r"limit of 10000 bytes an input") as refused:
+        parse_predict_body({"instances": ["x" * 1000] * 10 + ["y"]}, limits)
+    assert refused.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED

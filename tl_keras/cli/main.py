@@ -78,7 +78,8 @@ def _serve_local(args):
 
     limits = RequestLimits(max_bytes=args.max_request_bytes, max_tensor_bytes=args.max_tensor_bytes,
                            max_rows=args.max_rows, read_timeout=args.read_timeout,
-                           max_string_bytes=args.max_string_bytes, max_image_pixels=args.max_image_pixels,
+                           max_string_bytes=args.max_string_bytes, max_text_bytes=args.max_text_bytes,
+                           max_image_pixels=args.max_image_pixels,
                            request_timeout=args.request_timeout, compute_workers=args.compute_workers,
                            request_deadline=args.request_deadline)
     base, models = args.exports, None
@@ -206,6 +207,8 @@ def _main(argv):
                        help="longest single string value (text, context, encoded image)")
     serve.add_argument("--read-timeout", type=_positive(float), default=10.0,
                        help="seconds a REST read may wait for the client's next bytes")
+    serve.add_argument("--max-text-bytes", type=_positive(int), default=256 * 1024,
+                       help="most bytes of text one input may hold in all its rows (a bound on its tokens)")
     serve.add_argument("--request-deadline", type=_positive(float), default=30.0,
                        help="seconds a REST client has to send its whole request (headers and body)")
     serve.add_argument("--max-image-pixels", type=_positive(int), default=40_000_000,

@@ -129,6 +129,10 @@ def _feature(value, name):
     if all(isinstance(v, bool) for v in values) or not values:
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        outside = [v for v in values if not -2**63 <= v < 2**63]
+        if outside:
+            raise ModelError(f"feature {name!r}: {outside[0]} does not fit an int64 feature",
+                             grpc.StatusCode.INVALID_ARGUMENT)
         return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return tf.train.Feature(float_list=tf.train.FloatList(value=values))

@@ -30,6 +30,11 @@ class RequestLimits:
             context, an encoded image); TF Serving has no such limit, so
             `serve-local` is stricter here on purpose (a 3 MB context would
             be tokenised whole before any window is cut).
+        max_text_bytes: the most bytes of text one input of a request may
+            hold in all its rows (images aside): a token takes at least one
+            byte, so this bounds what tokenisation makes of the request,
+            model for model (1,024 question-answering rows of 3 KB would
+            otherwise become thousands of 256-token windows in one batch).
         max_image_pixels: the most pixels an encoded image of an
             `*image_bytes` input may declare in its header (read before it
             is decoded: a 30,000 x 30,000 PNG is a few kilobytes).
@@ -50,6 +55,7 @@ class RequestLimits:
     max_rows: int = 1024
     read_timeout: float = 10.0
     max_string_bytes: int = 1024 * 1024
+    max_text_bytes: int = 256 * 1024
     max_image_pixels: int = 40_000_000
     request_timeout: float = 30.0
     compute_workers: int = 4
@@ -80,10 +86,16 @@ class RequestLimits:
                                  grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     def check_strings(self, name, lengths):
+        lengths = list(lengths)
         longest = max(lengths, default=0)
         if longest > self.max_string_bytes:
             raise ModelError(f"input {name!r} holds a string of {longest} bytes, more than the server's limit of "
                              f"{self.max_string_bytes} bytes a value", grpc.StatusCode.RESOURCE_EXHAUSTED)
+        total = sum(lengths)
+        if not str(name).endswith("image_bytes") and total > self.max_text_bytes:
+            raise ModelError(f"input {name!r} holds {total} bytes of text in all, more than the server's limit of "
+                             f"{self.max_text_bytes} bytes an input (a bound on its tokens); split the request",
+                             grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     def check_rows(self, name, rows):
         if rows > self.max_rows:
