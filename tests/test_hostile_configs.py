@@ -190,3 +190,24 @@ def test_a_batch_larger_than_the_training_rows_is_said(tiny_bert_preset, tmp_pat
                      output_dir=str(tmp_path / "run"), sequence_length=16, epochs=1, batch_size=64, verbose=0,
                      resume=False))
     assert "note: the global batch of 64 is more than the 22 training rows" in capsys.readouterr().out
+
+
+def test_an_unbalanced_csv_quote_is_named_where_it_opens(tmp_path):
+    from tl_keras.data.texts import DataError, read_labelled_texts
+
+    (tmp_path / "bad.csv").write_text('text,label\n"great phone,1\nbad,0\nok,1\n')
+    with pytest.raises(DataError, match=r"bad.csv:2: a quoted field starts here and never ends"):
+        read_labelled_texts(tmp_path / "bad.csv")
+
+
+@pytest.mark.parametrize("card, pattern", [("{not json", "not a readable model card"),
+                                           ("[1, 2]", "a model card is a JSON object, received list")])
+def test_a_bad_model_card_is_named(tmp_path, card, pattern):
+    from tl_keras.serving.kit import exported_models
+
+    version = tmp_path / "exports" / "reviews" / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")
+    (version / "model_card.json").write_text(card)
+    with pytest.raises(ValueError, match=rf"model_card.json: {pattern}"):
+        exported_models(tmp_path / "exports")

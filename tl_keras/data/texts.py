@@ -79,6 +79,7 @@ def csv_records(path, required=()):
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
     reader = csv.reader(io.StringIO(decode_utf8(path)), strict=True)
+    last_line = 0
     try:
         header = next(reader, None)
         if not header:
@@ -100,6 +101,9 @@ def csv_records(path, required=()):
                                 f"{header}: {fields!r:.100}")
             yield f"{path}:{first_line}", dict(zip(header, fields))
     except csv.Error as error:
+        if "end of data" in str(error):  # A quote that never closes: name the row it opens.
+            raise DataError(f"{path}:{last_line + 1}: a quoted field starts here and never ends (an unbalanced "
+                            f"quote?); the file ends at line {reader.line_num}.") from None
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({error}).") from None
 
 

@@ -29,7 +29,13 @@ def exported_models(export_dir):
                           if v.is_dir() and v.name.isdigit() and (v / "saved_model.pb").is_file())
         if versions:
             card = versions[-1][1] / "model_card.json"
-            models[folder.name] = json.loads(card.read_text()) if card.is_file() else {}
+            try:
+                models[folder.name] = json.loads(card.read_text()) if card.is_file() else {}
+            except (OSError, UnicodeDecodeError, ValueError) as error:
+                raise ValueError(f"{card}: not a readable model card ({error}).") from None
+            if not isinstance(models[folder.name], dict):
+                raise ValueError(f"{card}: a model card is a JSON object, received "
+                                 f"{type(models[folder.name]).__name__}.")
     return models
 
 
