@@ -59,11 +59,9 @@ class _BooleanFlag(argparse.Action):
                 parser.error(f"argument {option}: {error}")
 
 
-def _help(config_type, name, field):
-    """A setting's help: the config's own word on a group setting
-    (`setting_help`), else the field's metadata."""
-    return (getattr(config_type, "setting_help", {}).get(name) or field.metadata.get("help")
-            or name.replace("_", " "))
+def _help(name, field):
+    """A setting's help: the field's metadata, else its name."""
+    return field.metadata.get("help") or name.replace("_", " ")
 
 
 def _required(field, group):
@@ -109,7 +107,7 @@ def add_config_flags(parser, config_type, defaults=None, help=None, choices=None
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     for name, (field, own_default, group) in flat_fields(config_type).items():
         kind = _field_kind(field)
-        text = (help or {}).get(name) or _help(config_type, name, field)
+        text = (help or {}).get(name) or _help(name, field)
         default = defaults.get(name, own_default)
         if "default" in text:  # The help says what the default is.
             pass

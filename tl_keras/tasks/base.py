@@ -26,6 +26,7 @@ import tensorflow as tf
 from tl_keras.data.texts import MULTILABEL_SEPARATOR, MULTILABEL_THRESHOLD, sorted_names
 from tl_keras.evaluation.classification import evaluate_predictions, write_report
 from tl_keras.training.distribution import global_batch_size
+from tl_keras.training.privacy import wants_privacy
 from tl_keras.training.trainer import (DEFAULT_BACKBONE_LEARNING_RATES, TrainingConfig, TrainingData, fit_phase,
                                        predict_through_cache, train)
 from tl_keras.transfer.domain_adaptation import DannSchedule, DomainPairs, build_adaptation_trainer
@@ -241,7 +242,7 @@ class Classifier(TransferTask):
         """
         if self.vocabulary.task != "classification":
             raise ValueError(f"Self-training needs a classification task, received {self.vocabulary.task!r}.")
-        if any(settings.get(name) is not None for name in ("dp_clip", "dp_noise", "dp_epsilon")):
+        if wants_privacy(training_config(epochs, batch_size, settings)):
             raise ValueError("Self-training has no DP-SGD accounting across its rounds; train privately with `fit`.")
         inputs = self.transfer_inputs(x, verbose)  # Tokenised or decoded once for every round.
         if inputs is None:

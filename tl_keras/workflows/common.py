@@ -106,13 +106,14 @@ def finish(result, config, write_reports, export=None, card=None):
         write_json(folder / "metrics.json", {"metrics": result.metrics, "history": result.history})
         result.report_paths = [folder / "metrics.json", *write_reports(folder)]
     card = {"config": dataclasses.asdict(config), "metrics": result.metrics, **(card or {})}
-    if getattr(getattr(config, "output", None), "save_preset", None):
-        with WorkerOutput(pathlib.Path(config.output.save_preset).parent) as folder:
+    output = getattr(config, "output", None)  # Continued pretraining has no `OutputConfig`.
+    if getattr(output, "save_preset", None):
+        preset = pathlib.Path(output.save_preset)
+        with WorkerOutput(preset.parent) as folder:
             result.preset_path = keep_model_if_export_fails(
-                result.task, output_dir,
-                lambda: result.task.save_to_preset(pathlib.Path(folder) / pathlib.Path(config.output.save_preset).name))
-    if export is not None and getattr(getattr(config, "output", None), "export_dir", None):
-        with WorkerOutput(config.output.export_dir) as folder:
+                result.task, output_dir, lambda: result.task.save_to_preset(pathlib.Path(folder) / preset.name))
+    if export is not None and getattr(output, "export_dir", None):
+        with WorkerOutput(output.export_dir) as folder:
             result.export_path = keep_model_if_export_fails(result.task, output_dir, lambda: export(folder, card))
     if not is_chief():
         result.report_paths, result.export_path, result.preset_path = [], None, None
