@@ -29,7 +29,7 @@ from tl_keras.data.catalogue import read_catalogue, read_image_list
 from tl_keras.data.images import load_images
 from tl_keras.data.texts import LabelledTexts
 from tl_keras.models.catalogue_matching import CatalogueMatcher, nearest_catalogue_image
-from tl_keras.models.efficientnet_lite import offline_lite0_preset
+from tl_keras.models.efficientnet_lite import offline_lite_preset
 from tl_keras.tasks.catalogue_recognizer import CatalogueRecognizer, harmonic_mean
 from tl_keras.tasks.image_classifier import ImageClassifier
 from tl_keras.tasks.text_classifier import TextClassifier
@@ -48,7 +48,7 @@ def features(folder, cache):
                              ("texts", "labels", "origins")))
     entries = list(catalogue.entries.values())
     icons = LabelledTexts([e.image for e in entries], [e.name for e in entries], [e.image for e in entries])
-    images = ImageClassifier.from_preset(offline_lite0_preset(cache.parent / "presets"), labels=["a", "b"],
+    images = ImageClassifier.from_preset(offline_lite_preset(cache.parent / "presets"), labels=["a", "b"],
                                          image_size=224)
     encoder = images.encoder
     embed = {}
@@ -145,7 +145,7 @@ def served_through_export(folder, work, weight, seen, validation, test):
         return chosen if part is None else chosen[part::2]
 
     started = time.perf_counter()
-    recognizer = CatalogueRecognizer.from_preset(offline_lite0_preset(work / "presets"), minilm_l6_offline_path(),
+    recognizer = CatalogueRecognizer.from_preset(offline_lite_preset(work / "presets"), minilm_l6_offline_path(),
                                                  image_size=224, sequence_length=128, image_weight=weight)
     trained = photos(train, "seen")
     recognizer.fit([p for p, _ in trained], [label for _, label in trained], [entries[c] for c in seen], seed=0)

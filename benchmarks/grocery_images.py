@@ -1,23 +1,31 @@
 """The image classifier on real product photos (the Grocery Store dataset's
-official train and val lists), side by side with the KerasHub-only peer.
+official train and val lists), side by side with the KerasHub-only peer,
+for each offline EfficientNet-Lite backbone at its native resolution.
 
-For each `--runs` entry `strategy:augmentation` (augmentations joined by
-`+`), `tl_keras.ImageClassifier` on the offline EfficientNet-Lite0 is
-trained on `train.txt` and scored on `val.txt`, fine and coarse accuracy,
-without and with mirror test-time augmentation (the same trained weights).
-The peer is what a KerasHub user writes first: `keras_hub.models.
-ImageClassifier.from_preset(lite0, num_classes=81)`, backbone frozen,
-KerasHub's default `compile()` (and Adam at `--peer-learning-rates`), `fit`
-on the pixel arrays (`--peer-epochs`).
+For each `--backbones` entry (`lite0`, `lite1`, `lite2`: converted once)
+and each `--runs` entry `strategy:augmentation` (augmentations joined by
+`+`), `tl_keras.ImageClassifier` is trained on `train.txt` and scored on
+`val.txt`, fine and coarse accuracy, without and with mirror test-time
+augmentation (the same trained weights). The peer is what a KerasHub user
+writes first: `keras_hub.models.ImageClassifier.from_preset(preset,
+num_classes=81)`, backbone frozen, KerasHub's default `compile()` (and
+Adam at `--peer-learning-rates`), `fit` on the pixel arrays
+(`--peer-epochs`). Each backbone runs in its own process, so its peak
+resident memory is its own.
 The dataset's test split is not here: these val figures both choose
 settings and report them (say so wherever they are quoted).
 
     .venv/bin/python benchmarks/grocery_images.py ../shared/data/grocery_store \
-        --runs frozen:none partial:2:flip+crop+color --epochs 8
+        --backbones lite0 lite1 lite2 --runs frozen:none partial:2:flip+zoom+contrast --epochs 8
 """
 
 import argparse
+import json
 import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -28,7 +36,7 @@ import keras_hub
 from tl_keras.data.catalogue import read_catalogue, read_image_list
 from tl_keras.data.images import ImageArray, load_images
 from tl_keras.evaluation.hierarchy import hierarchical_report
-from tl_keras.models.efficientnet_lite import offline_lite0_preset
+from tl_keras.models.efficientnet_lite import LITE_VARIANTS, offline_lite_preset
 from tl_keras.tasks.image_classifier import ImageClassifier
 
 
@@ -46,35 +54,26 @@ def mirrored(classifier):
     return copy
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", help="the grocery_store/ folder (classes.csv, train.txt, val.txt)")
-    parser.add_argument("--runs", nargs="*", default=["frozen:none", "partial:2:flip+crop+color"],
-                        help="strategy:augmentation entries, augmentations joined by +")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--frozen-epochs", type=int, default=30)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--peer-learning-rates", nargs="*", default=["auto", "1e-3"],
-                        help="one peer run each: auto (KerasHub's default compile) or an Adam learning rate")
-    parser.add_argument("--peer-epochs", type=int, default=5, help="the peer runs the backbone every epoch")
-    parser.add_argument("--presets", default="runs/grocery_cold_start/presets")
-    args = parser.parse_args()
+def backbone_rows(args, variant):
+    """Every run of one backbone: a list of (name, fine, coarse, fine TTA,
+    coarse TTA, seconds)."""
     folder = pathlib.Path(args.folder)
     catalogue = read_catalogue(folder / "classes.csv")
     train, validation = (read_image_list(folder / name, catalogue) for name in ("train.txt", "val.txt"))
-    size = (args.image_size, args.image_size)
+    preset = offline_lite_preset(pathlib.Path(args.presets), variant)
+    image_size = args.image_size or LITE_VARIANTS[variant][2]
+    size = (image_size, image_size)
     started = time.perf_counter()
     train_pixels, validation_pixels = (load_images(rows, size, verbose=0)[0] for rows in (train, validation))
-    print(f"decoded {len(train_pixels)} + {len(validation_pixels)} photos in {time.perf_counter() - started:.0f} s")
-    preset = offline_lite0_preset(pathlib.Path(args.presets))
+    print(f"{variant}: decoded {len(train_pixels)} + {len(validation_pixels)} photos at {image_size} in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
     names = sorted(set(train.labels))
     rows = []
     for run in args.runs:
         strategy, _, augmentation = run.rpartition(":")
         augmentation = augmentation.replace("+", ",")
         epochs = args.frozen_epochs if strategy == "frozen" else args.epochs
-        classifier = ImageClassifier.from_preset(preset, labels=names, image_size=args.image_size, strategy=strategy,
+        classifier = ImageClassifier.from_preset(preset, labels=names, image_size=image_size, strategy=strategy,
                                                  augmentation=augmentation, seed=1234)
         started = time.perf_counter()
         classifier.fit(ImageArray(train_pixels), train.labels, epochs=epochs, batch_size=args.batch_size, seed=1234,
@@ -84,7 +83,8 @@ def main():
         plain = scores(classifier.predict(validation_pixels), names, validation.labels, catalogue.coarse_of)
         flipped = scores(mirrored(classifier).predict(validation_pixels), names, validation.labels,
                          catalogue.coarse_of)
-        rows.append((f"tl_keras `{strategy}`, augmentation {augmentation}, {epochs} epochs", *plain, *flipped, seconds))
+        rows.append((f"{variant} at {image_size}: tl_keras `{strategy}`, augmentation {augmentation}, {epochs} epochs",
+                     *plain, *flipped, seconds))
         print(rows[-1], flush=True)
     targets = np.array([names.index(label) for label in train.labels])
     for rate in args.peer_learning_rates:
@@ -100,17 +100,52 @@ def main():
         logits = peer.predict(validation_pixels.astype("float32"), batch_size=64, verbose=0)
         probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
         setting = "default compile (Adam 5e-5)" if rate == "auto" else f"Adam {rate}"
-        rows.append((f"KerasHub `ImageClassifier`, backbone frozen, {setting}, {args.peer_epochs} epochs",
+        rows.append((f"{variant} at {image_size}: KerasHub `ImageClassifier`, backbone frozen, {setting}, "
+                     f"{args.peer_epochs} epochs",
                      *scores(probabilities, names, validation.labels, catalogue.coarse_of), None, None, seconds))
         print(rows[-1], flush=True)
-    print(f"\nGrocery Store, official val split ({len(validation_pixels)} photos, {len(set(validation.labels))} "
-          f"classes), trained on train.txt ({len(train_pixels)} photos, {len(names)} classes), Lite0 at "
-          f"{args.image_size}, batch {args.batch_size}\n")
-    print("| run | fine | coarse | fine, mirror TTA | coarse, mirror TTA | training time |")
-    print("|---|---|---|---|---|---|")
-    for name, fine, coarse, fine_tta, coarse_tta, seconds in rows:
+    return rows, len(train_pixels), len(validation_pixels), len(names)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", help="the grocery_store/ folder (classes.csv, train.txt, val.txt)")
+    parser.add_argument("--backbones", nargs="*", default=["lite0", "lite1", "lite2"], choices=sorted(LITE_VARIANTS))
+    parser.add_argument("--runs", nargs="*", default=["frozen:none", "partial:2:flip+zoom+contrast"],
+                        help="strategy:augmentation entries, augmentations joined by +")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--frozen-epochs", type=int, default=30)
+    parser.add_argument("--image-size", type=int, help="one size for every backbone (default: each one's native)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--peer-learning-rates", nargs="*", default=["1e-3"],
+                        help="one peer run each: auto (KerasHub's default compile) or an Adam learning rate")
+    parser.add_argument("--peer-epochs", type=int, default=5, help="the peer runs the backbone every epoch")
+    parser.add_argument("--presets", default="runs/grocery_cold_start/presets")
+    parser.add_argument("--child-output", help=argparse.SUPPRESS)  # One backbone's rows, from its own process.
+    args = parser.parse_args()
+    if args.child_output:
+        rows, *counts = backbone_rows(args, args.backbones[0])
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+        pathlib.Path(args.child_output).write_text(json.dumps({"rows": rows, "counts": counts, "peak_gib": peak}))
+        return
+    table = []
+    with tempfile.TemporaryDirectory() as work:
+        for variant in args.backbones:
+            output = pathlib.Path(work) / f"{variant}.json"
+            child = [arg for arg in sys.argv[1:]]
+            subprocess.run([sys.executable, __file__, *child, "--backbones", variant, "--child-output", str(output)],
+                           check=True)
+            result = json.loads(output.read_text())
+            table += [(*row, result["peak_gib"]) for row in result["rows"]]
+            counts = result["counts"]
+    print(f"\nGrocery Store, official val split ({counts[1]} photos), trained on train.txt ({counts[0]} photos, "
+          f"{counts[2]} classes), each backbone at {args.image_size or 'its native resolution'}, batch "
+          f"{args.batch_size}\n")
+    print("| run | fine | coarse | fine, mirror TTA | coarse, mirror TTA | training time | peak memory |")
+    print("|---|---|---|---|---|---|---|")
+    for name, fine, coarse, fine_tta, coarse_tta, seconds, peak in table:
         tta = ("-", "-") if fine_tta is None else (f"{fine_tta:.3f}", f"{coarse_tta:.3f}")
-        print(f"| {name} | {fine:.3f} | {coarse:.3f} | {tta[0]} | {tta[1]} | {seconds / 60:.1f} min |")
+        print(f"| {name} | {fine:.3f} | {coarse:.3f} | {tta[0]} | {tta[1]} | {seconds / 60:.1f} min | {peak:.1f} GiB |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import keras_hub
 from common import Timer
 from tl_keras.core.settings import build_config
 from tl_keras.data.texts import LabelVocabulary, stratified_split
-from tl_keras.models.efficientnet_lite import offline_lite0_preset
+from tl_keras.models.efficientnet_lite import offline_lite_preset
 from tl_keras.workflows.image_classification import ImageClassificationConfig, run
 from tl_keras.data.images import load_images, read_labelled_images
 from tl_keras.data.sample_images import CLASS_NAMES, write_sample_images
@@ -35,7 +35,7 @@ def main():
     parser.add_argument("--per-class", type=int, default=40)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        preset = offline_lite0_preset(folder)
+        preset = offline_lite_preset(folder)
         root = write_sample_images(f"{folder}/images", per_class=args.per_class, size=128, samples=tuple(CLASS_NAMES),
                                    fraction=1 / 6)
         train, validation = stratified_split(read_labelled_images(root), 0.25, seed=1234)

@@ -7,6 +7,7 @@ import types
 
 import keras
 import keras_hub
+import numpy as np
 
 
 def tiny_efficientnet(seed=0, dropout=0.0):
@@ -107,3 +108,66 @@ def fake_torch_modules(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setitem(sys.modules, "torch._utils", utils)
     return FloatStorage, _rebuild_tensor_v2
+
+
+# The EfficientNet-Lite release's stages, written out here so that the
+# reference below shares nothing with the converter: repeats per variant,
+# and each stage's stride and expansion.
+LITE_REPEATS = {"lite0": [1, 2, 2, 3, 3, 4, 1], "lite1": [1, 3, 3, 4, 4, 5, 1], "lite2": [1, 3, 3, 4, 4, 5, 1]}
+LITE_STRIDES = [1, 2, 2, 2, 1, 2, 1]
+
+
+def _same_padded(x, kernel, stride):
+    """TensorFlow's "same" padding of an (H, W, C) array (extra on the end)."""
+    pads = []
+    for size in x.shape[:2]:
+        total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+        pads.append((total // 2, total - total // 2))
+    return np.pad(x, pads + [(0, 0)])
+
+
+def _windows(x, kernel, stride):
+    windows = np.lib.stride_tricks.sliding_window_view(_same_padded(x, kernel, stride), (kernel, kernel), axis=(0, 1))
+    return windows[::stride, ::stride]  # (H', W', C, k, k)
+
+
+def reference_lite_logits(weights, variant, image):
+    """EfficientNet-Lite's forward pass in float64 numpy, straight from the
+    PyTorch state dict (out, in, h, w layouts): stem, MBConv blocks (ReLU6,
+    no squeeze-and-excite, identity skips), head, pooling, classifier, with
+    TensorFlow-"same" padding and BatchNorm epsilon 1e-3. `image` is one
+    preprocessed (H, W, 3) array."""
+    w = {name: np.asarray(value, np.float64) for name, value in weights.items()}
+
+    def batch_norm(x, name):
+        return (x - w[f"{name}.running_mean"]) / np.sqrt(w[f"{name}.running_var"] + 1e-3) * w[f"{name}.weight"] + \
+            w[f"{name}.bias"]
+
+    def conv(x, name, stride=1):
+        kernel = w[f"{name}.weight"]
+        if kernel.shape[2] == 1:
+            return x @ kernel[:, :, 0, 0].T
+        return np.einsum("hwcij,ocij->hwo", _windows(x, kernel.shape[2], stride), kernel, optimize=True)
+
+    def depthwise(x, name, stride):
+        kernel = w[f"{name}.weight"][:, 0]
+        return np.einsum("hwcij,cij->hwc", _windows(x, kernel.shape[1], stride), kernel, optimize=True)
+
+    def relu6(x):
+        return np.clip(x, 0.0, 6.0)
+
+    x = relu6(batch_norm(conv(np.asarray(image, np.float64), "_conv_stem", 2), "_bn0"))
+    block = 0
+    for stage, repeats in enumerate(LITE_REPEATS[variant]):
+        for index in range(repeats):
+            prefix, stride = f"_blocks.{block}.", LITE_STRIDES[stage] if index == 0 else 1
+            inputs = x
+            if f"{prefix}_expand_conv.weight" in w:
+                x = relu6(batch_norm(conv(x, prefix + "_expand_conv"), prefix + "_bn0"))
+            x = relu6(batch_norm(depthwise(x, prefix + "_depthwise_conv", stride), prefix + "_bn1"))
+            x = batch_norm(conv(x, prefix + "_project_conv"), prefix + "_bn2")
+            if stride == 1 and x.shape == inputs.shape:
+                x = x + inputs
+            block += 1
+    x = relu6(batch_norm(conv(x, "_conv_head"), "_bn1"))
+    return x.mean(axis=(0, 1)) @ w["_fc.weight"].T + w["_fc.bias"]

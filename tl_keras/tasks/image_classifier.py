@@ -100,7 +100,9 @@ class ImageClassifier(Classifier, EncoderHeadModel):
             preset: the preset.
             labels: the class names (not needed for a saved classifier).
             num_classes: KerasHub's alternative to `labels` (names `"0"` ...).
-            image_size: an int or `(height, width)`: 224, or the saved one.
+            image_size: an int or `(height, width)`: the saved one, else
+                the preset's image converter's (a Lite2 preset's 260),
+                else 224.
             strategy, augmentation, test_time_augmentation: see
                 `ImageClassifier`.
             hidden_dim, dropout: the head's shape (0 and 0.1, or the saved
@@ -119,7 +121,8 @@ class ImageClassifier(Classifier, EncoderHeadModel):
             raise ValueError(f"`labels` (or `num_classes`) must name the classes, received {labels!r}.")
         vocabulary = LabelVocabulary.from_labels(list(labels)) if not stored or "labels" in changes \
             else LabelVocabulary("classification", tuple(stored["labels"]))
-        size = image_size or stored.get("image_size") or 224
+        native = getattr(converter, "image_size", None)
+        size = image_size or stored.get("image_size") or native or 224
         size = (size, size) if isinstance(size, int) else tuple(size)
         hidden_dim = stored.get("hidden_dim", 0) if hidden_dim is None else hidden_dim
         dropout = stored.get("dropout", 0.1) if dropout is None else dropout
