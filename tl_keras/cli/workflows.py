@@ -117,7 +117,8 @@ class WorkflowCommand:
         return 0
 
 
-BACKBONE_HELP = "KerasHub preset: Kaggle handle, preset folder or Hugging Face folder (default: offline MiniLM-L6)"
+BACKBONE_HELP = ("KerasHub preset: Kaggle handle, preset folder, Hugging Face folder or Llama-architecture .gguf file "
+                 "(default: offline MiniLM-L6)")
 COMMANDS = (
     WorkflowCommand("train-text", "train a text classifier (or regressor) on a labelled file and export it",
                     configs.TextClassificationConfig, "text_classification",

@@ -6,7 +6,7 @@ TensorFlow, so a bad `--strategy` is refused before TensorFlow loads."""
 import dataclasses
 
 TASKS = ("classification", "multilabel", "regression")
-POOLINGS = ("mean", "cls", "pooled")
+POOLINGS = ("mean", "cls", "last", "pooled")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Over frozen features (an adapter trained with the adaptation loss):

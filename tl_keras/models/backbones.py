@@ -14,6 +14,8 @@ import keras
 import keras_hub
 
 from tl_keras.core.offline import minilm_l6_offline_path  # noqa: F401  (a backbone preset, named here too)
+from tl_keras.models.decoders import classifier_parts, is_decoder
+from tl_keras.models.gguf import gguf_preset
 
 
 
@@ -23,8 +25,9 @@ def load_text_backbone(preset, sequence_length=128, dtype=None):
     Args:
         dtype: the backbone's dtype policy (`"float16"` stores and computes
             in half precision), or `None` for the default.
-        preset: a KerasHub preset: Kaggle handle, local preset folder, or local
-            Hugging Face checkpoint folder.
+        preset: a KerasHub preset: Kaggle handle, local preset folder, local
+            Hugging Face checkpoint folder, or a Llama-architecture `.gguf`
+            file (converted once, see `gguf.gguf_preset`).
         sequence_length: the length the preprocessor packs token ids to.
 
     Returns:
@@ -43,12 +46,15 @@ def load_text_backbone(preset, sequence_length=128, dtype=None):
             "`sequence_length` must be an integer >= 2, received "
             f"{sequence_length!r}."
         )
-    preset = str(preset)
+    preset = str(gguf_preset(preset))
     try:
         backbone = keras_hub.models.Backbone.from_preset(preset, **({"dtype": dtype} if dtype else {}))
-        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
-            preset, sequence_length=sequence_length
-        )
+        if is_decoder(backbone):
+            backbone, preprocessor = classifier_parts(preset, backbone, sequence_length)
+        else:
+            preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
+                preset, sequence_length=sequence_length
+            )
     except (ValueError, FileNotFoundError, OSError) as error:
         raise ValueError(
             f"Could not load backbone preset {preset!r}: {error}"
@@ -73,7 +79,7 @@ def load_image_backbone(preset, with_converter=False):
     Example:
     >>> backbone, scale, offset = load_image_backbone("presets/efficientnet_lite0")
     """
-    preset = str(preset)
+    preset = str(gguf_preset(preset))
     try:
         backbone = keras_hub.models.Backbone.from_preset(preset)
     except (ValueError, FileNotFoundError, OSError) as error:
@@ -92,8 +98,10 @@ def default_pooling(preset, backbone):
 
     Sentence-transformers checkpoints (a `1_Pooling/config.json` in the
     folder) were trained for their own pooling, usually the masked mean.
-    Otherwise a backbone with a trained pooler (`pooled_output`, as BERT) uses
-    it, and the rest use the first (`[CLS]`) token.
+    A decoder (GPT-family) uses its last real token, the only one that has
+    read the whole text. Otherwise a backbone with a trained pooler
+    (`pooled_output`, as BERT) uses it, and the rest use the first
+    (`[CLS]`) token.
 
     Example:
     >>> default_pooling(minilm_l6_offline_path(), backbone)
@@ -106,6 +114,8 @@ def default_pooling(preset, backbone):
             return "mean"
         if config.get("pooling_mode_cls_token"):
             return "cls"
+    if is_decoder(backbone):
+        return "last"
     if isinstance(backbone.output, dict) and "pooled_output" in backbone.output:
         return "pooled"
     return "cls"

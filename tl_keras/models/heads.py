@@ -41,6 +41,24 @@ class FirstTokenPooling(SequencePooling):
         return (sequence_output_shape[0], sequence_output_shape[2])
 
 
+@keras.saving.register_keras_serializable(package="tl_keras")
+class LastTokenPooling(SequencePooling):
+    """Takes each text's last real token of `sequence_output` (inputs padded
+    on the right): in a decoder, the one token that has read the whole
+    text.
+
+    Example:
+    >>> pooled = LastTokenPooling()(sequence_output, padding_mask)
+    """
+
+    def call(self, sequence_output, padding_mask):
+        last = ops.maximum(ops.sum(ops.cast(padding_mask, "int32"), axis=1) - 1, 0)
+        return ops.take_along_axis(sequence_output, last[:, None, None], axis=1)[:, 0, :]
+
+    def compute_output_shape(self, sequence_output_shape, padding_mask_shape):
+        return (sequence_output_shape[0], sequence_output_shape[2])
+
+
 def pool(backbone_outputs, padding_mask, pooling):
     """Pools backbone outputs to one vector a text.
 
@@ -48,7 +66,8 @@ def pool(backbone_outputs, padding_mask, pooling):
         backbone_outputs: the backbone's output, a dict with
             `sequence_output` (and `pooled_output` for BERT) or a tensor.
         padding_mask: the `padding_mask` input of the backbone.
-        pooling: `"mean"`, `"cls"` or `"pooled"`.
+        pooling: `"mean"`, `"cls"`, `"last"` (the last real token, for
+            decoders) or `"pooled"`.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}, received {pooling!r}.")
@@ -60,6 +79,8 @@ def pool(backbone_outputs, padding_mask, pooling):
         return MaskedMeanPooling(name="mean_pooling")(sequence_output, padding_mask)
     if pooling == "cls":
         return FirstTokenPooling(name="cls_pooling")(sequence_output)
+    if pooling == "last":
+        return LastTokenPooling(name="last_pooling")(sequence_output, padding_mask)
     if not isinstance(backbone_outputs, dict) or "pooled_output" not in backbone_outputs:
         raise ValueError(
             "pooling='pooled' needs a backbone with a `pooled_output` (such as "

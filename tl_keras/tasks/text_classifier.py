@@ -64,7 +64,7 @@ class TextClassifier(Classifier, EncoderHeadModel):
         backbone: a KerasHub text `Backbone`.
         preprocessor: its `TextClassifierPreprocessor`.
         vocabulary: the `LabelVocabulary` (task and class names).
-        pooling: `"mean"`, `"cls"` or `"pooled"`.
+        pooling: `"mean"`, `"cls"`, `"last"` (decoders) or `"pooled"`.
         strategy: `"frozen"`, `"partial:N"`, `"full"` or `"lora:R"`.
         hidden_dim: width of an optional hidden head layer; 0 for none.
         dropout: the head's dropout rate.
