@@ -2,8 +2,9 @@
 Grocery Store dataset: photos of 10 classes held out of training, ranked
 among those 10 classes' catalogue entries (chance 10%).
 
-Features: the offline EfficientNet-Lite0 (ImageNet, frozen, 224 x 224,
-average pooled) for shop photos and catalogue images; the offline MiniLM-L6
+Features: an offline EfficientNet-Lite (`--backbone`, the image recipe's
+default unless given; ImageNet, frozen, at its native resolution, average
+pooled) for shop photos and catalogue images; the offline MiniLM-L6
 (mean pooled) for the product descriptions. For each of `--splits` class
 splits: 10 test classes, 10 validation classes, the other 61 seen (their
 train and val photos train `CatalogueMatcher`); the image weight of the
@@ -29,7 +30,8 @@ from tl_keras.data.catalogue import read_catalogue, read_image_list
 from tl_keras.data.images import load_images
 from tl_keras.data.texts import LabelledTexts
 from tl_keras.models.catalogue_matching import CatalogueMatcher, nearest_catalogue_image
-from tl_keras.models.efficientnet_lite import offline_lite_preset
+from tl_keras.core.choices import IMAGE_BACKBONE
+from tl_keras.models.efficientnet_lite import LITE_VARIANTS, offline_lite_preset
 from tl_keras.tasks.catalogue_recognizer import CatalogueRecognizer, harmonic_mean
 from tl_keras.tasks.image_classifier import ImageClassifier
 from tl_keras.tasks.text_classifier import TextClassifier
@@ -37,7 +39,7 @@ from tl_keras.tasks.text_classifier import TextClassifier
 WEIGHTS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def features(folder, cache):
+def features(folder, cache, variant):
     """Photo features and fine labels (train and val lists), catalogue image
     features and description embeddings, in the catalogue's order."""
     if cache.is_file():
@@ -48,12 +50,13 @@ def features(folder, cache):
                              ("texts", "labels", "origins")))
     entries = list(catalogue.entries.values())
     icons = LabelledTexts([e.image for e in entries], [e.name for e in entries], [e.image for e in entries])
-    images = ImageClassifier.from_preset(offline_lite_preset(cache.parent / "presets"), labels=["a", "b"],
-                                         image_size=224)
+    side = LITE_VARIANTS[variant][2]
+    images = ImageClassifier.from_preset(offline_lite_preset(cache.parent / "presets", variant), labels=["a", "b"],
+                                         image_size=side)
     encoder = images.encoder
     embed = {}
     for name, rows in (("photos", photos), ("icons", icons)):
-        pixels, _, _ = load_images(rows, (224, 224), verbose=1)
+        pixels, _, _ = load_images(rows, (side, side), verbose=1)
         embed[name] = encoder.predict(pixels.astype("float32"), batch_size=64, verbose=0)
     texts = TextClassifier.from_preset(minilm_l6_offline_path(), labels=["a", "b"], sequence_length=128)
     embed["descriptions"] = texts.encoder.predict(
@@ -72,13 +75,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="the grocery_store/ folder (classes.csv, train.txt, val.txt)")
     parser.add_argument("--splits", type=int, default=3)
-    parser.add_argument("--cache", default="runs/grocery_cold_start/features.npz")
+    parser.add_argument("--backbone", default=IMAGE_BACKBONE, choices=sorted(LITE_VARIANTS))
+    parser.add_argument("--cache", help="the features file (default: runs/grocery_cold_start/features_<backbone>.npz)")
     parser.add_argument("--export", action="store_true", help="serve split 0 through an exported recognizer")
     args = parser.parse_args()
-    cache = pathlib.Path(args.cache)
+    cache = pathlib.Path(args.cache or f"runs/grocery_cold_start/features_{args.backbone}.npz")
     cache.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    data = features(pathlib.Path(args.folder), cache)
+    data = features(pathlib.Path(args.folder), cache, args.backbone)
     print(f"features: {time.perf_counter() - start:.0f} s")
     photos, labels, icons, descriptions = data["photos"], data["labels"], data["icons"], data["descriptions"]
     rows, split_classes = [], []
@@ -122,10 +126,10 @@ def main():
     print(f"\nimage weights chosen: {[row['weight'] for row in rows]}; test photos a split: "
           f"{[row['photos'] for row in rows]}; matcher training {np.mean([row['seconds'] for row in rows]):.0f} s")
     if args.export:
-        served_through_export(pathlib.Path(args.folder), cache.parent, *split_classes[0])
+        served_through_export(pathlib.Path(args.folder), cache.parent, args.backbone, *split_classes[0])
 
 
-def served_through_export(folder, work, weight, seen, validation, test):
+def served_through_export(folder, work, variant, weight, seen, validation, test):
     """Split 0 through an exported `CatalogueRecognizer`, ranked among all
     81 entries (generalised zero-shot): trained on the seen classes'
     train.txt photos, the validation and test classes added from their
@@ -145,8 +149,8 @@ def served_through_export(folder, work, weight, seen, validation, test):
         return chosen if part is None else chosen[part::2]
 
     started = time.perf_counter()
-    recognizer = CatalogueRecognizer.from_preset(offline_lite_preset(work / "presets"), minilm_l6_offline_path(),
-                                                 image_size=224, sequence_length=128, image_weight=weight)
+    recognizer = CatalogueRecognizer.from_preset(offline_lite_preset(work / "presets", variant), minilm_l6_offline_path(),
+                                                 image_size=LITE_VARIANTS[variant][2], sequence_length=128, image_weight=weight)
     trained = photos(train, "seen")
     recognizer.fit([p for p, _ in trained], [label for _, label in trained], [entries[c] for c in seen], seed=0)
     recognizer.add_entries([entries[c] for c in [*validation, *test]])  # An image and a text each, no photos.

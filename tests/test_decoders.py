@@ -190,3 +190,19 @@ def test_prompting_refuses_bad_settings_and_sandboxes_the_template(tmp_path):
 
     with pytest.raises(SecurityError):
         render_chat("{{ messages.__class__.__mro__[1].__subclasses__() }}", [{"role": "user", "content": "x"}])
+
+
+def test_a_gguf_backbone_converts_once_and_again_when_the_file_changes(tmp_path):
+    from tl_keras.models.gguf import gguf_preset
+
+    path = write_gguf(tmp_path / "tiny.gguf", random_weights(seed=9), "Q8_0")
+    first = gguf_preset(path, tmp_path / "cache")
+    assert first.parent == tmp_path / "cache" / "gguf" and (first / "config.json").is_file()
+    stamp = (first / "config.json").stat().st_mtime_ns
+    assert gguf_preset(str(path), tmp_path / "cache") == first
+    assert (first / "config.json").stat().st_mtime_ns == stamp  # Not converted again.
+    assert gguf_preset("bert_base_en_uncased", tmp_path / "cache") == "bert_base_en_uncased"
+    write_gguf(path, random_weights(seed=10), "Q8_0")
+    assert gguf_preset(path, tmp_path / "cache") != first
+    with pytest.raises(FileNotFoundError, match=r"No such GGUF file: .*gone\.gguf"):
+        gguf_preset(tmp_path / "gone.gguf", tmp_path / "cache")

@@ -81,6 +81,19 @@ def _text_task(folder):
     return task, texts, labels
 
 
+def _decoder_text_task(folder):
+    # A tiny Llama written as a GGUF file and converted: the decoder path of
+    # the same TextClassifier contract (last-token pooling, LoRA).
+    from decoder_data import random_weights, write_gguf
+    from tl_keras.models.gguf import convert_gguf
+
+    preset = convert_gguf(write_gguf(folder / "tiny.gguf", random_weights(seed=8), "Q8_0"), folder / "tiny_llama")
+    texts, labels = separable_sentences(32, seed=12)
+    task = tl_keras.TextClassifier.from_preset(preset, labels=["neg", "pos"], strategy="partial:1", sequence_length=32)
+    assert task.pooling == "last"
+    return task, texts, labels
+
+
 def _classifier_outputs(task, inputs):
     probabilities = task.predict(inputs)
     return {"probabilities": probabilities, "label": np.asarray(task.predict_labels(inputs), object)}
@@ -231,6 +244,11 @@ def _new_classifier_head(task, restored):
 
 CASES = [
     TaskCase("text", _text_task, lambda t, x, y: t.fit(x, y, batch_size=8, epochs=1, verbose=0),
+             _classifier_outputs, lambda path, x: _decoded(run_in_session(path, "serving_default",
+                                                                          {"text": np.asarray(x, object)})),
+             _texts, lambda t, folder: t.export(folder, "text", warmup=["fine"]), exact=("label",),
+             new_head=({"labels": ["a", "b", "c", "d"]}, _new_classifier_head)),
+    TaskCase("decoder_text", _decoder_text_task, lambda t, x, y: t.fit(x, y, batch_size=8, epochs=1, verbose=0),
              _classifier_outputs, lambda path, x: _decoded(run_in_session(path, "serving_default",
                                                                           {"text": np.asarray(x, object)})),
              _texts, lambda t, folder: t.export(folder, "text", warmup=["fine"]), exact=("label",),

@@ -13,6 +13,7 @@ import importlib
 import pathlib
 
 from tl_keras.cli.flags import add_config_flags, build, settings_from
+from tl_keras.core.choices import IMAGE_BACKBONE
 from tl_keras.core.offline import minilm_l6_offline_path
 from tl_keras.core.quiet import import_tensorflow_quietly
 from tl_keras.workflows import configs
@@ -28,7 +29,7 @@ def _image_defaults(settings):
 
     output_dir = pathlib.Path(settings["output_dir"])
     if not settings.get("backbone"):
-        settings["backbone"] = str(offline_lite_preset(output_dir / "presets"))
+        settings["backbone"] = str(offline_lite_preset(output_dir / "presets", IMAGE_BACKBONE))
     if not settings.get("train"):
         settings["train"] = str(write_sample_images(output_dir / "sample_images"))
 
@@ -127,7 +128,7 @@ COMMANDS = (
     WorkflowCommand("train-image", "train an image classifier on labelled photos and export it",
                     configs.ImageClassificationConfig, "image_classification",
                     {"output_dir": "runs/image_classification"}, _image_defaults,
-                    {"backbone": "KerasHub image preset (default: offline EfficientNet-Lite0, converted once)",
+                    {"backbone": "KerasHub image preset (default: offline EfficientNet-Lite1 at 240, converted once)",
                      "train": "folder of a sub-folder per class, or a path,label CSV (default: sample photos)",
                      "strategy": "frozen, partial:N (top N stages) or full"}, fills=("backbone", "train")),
     WorkflowCommand("recommend", "train a two-tower recommender with a pretrained item text tower",

@@ -79,7 +79,7 @@ def load_image_backbone(preset, with_converter=False):
     Example:
     >>> backbone, scale, offset = load_image_backbone("presets/efficientnet_lite0")
     """
-    preset = str(gguf_preset(preset))
+    preset = str(preset)
     try:
         backbone = keras_hub.models.Backbone.from_preset(preset)
     except (ValueError, FileNotFoundError, OSError) as error:
@@ -91,6 +91,22 @@ def load_image_backbone(preset, with_converter=False):
     if with_converter:
         return backbone, converter
     return backbone, getattr(converter, "scale", None), getattr(converter, "offset", None)
+
+
+def native_image_size(preset, default=224):
+    """The side a preset's image converter resizes to (a converted
+    EfficientNet-Lite's native resolution: 224, 240, 260, ...), or `default`
+    for a preset without one.
+
+    Example:
+    >>> native_image_size("presets/efficientnet_lite1")
+    240
+    """
+    try:
+        size = keras_hub.layers.ImageConverter.from_preset(str(preset)).image_size
+    except (ValueError, FileNotFoundError, OSError):
+        return default
+    return int(size[0] if isinstance(size, (tuple, list)) else size) if size else default
 
 
 def default_pooling(preset, backbone):

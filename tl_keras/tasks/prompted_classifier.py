@@ -19,6 +19,7 @@ import keras_hub
 import numpy as np
 
 import tl_keras.models.decoders  # noqa: F401  (registers the decoder classes presets name)
+from tl_keras.models.gguf import gguf_preset
 
 TEMPLATE_FILE = "chat_template.jinja"
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
@@ -85,9 +86,11 @@ class PromptedClassifier:
         beside it, as `gguf.convert_gguf` writes) and builds the classifier.
 
         Args:
-            preset: a causal-LM preset folder or handle.
+            preset: a causal-LM preset folder or handle, or a `.gguf` file
+                (converted once, `gguf.gguf_preset`).
             labels, instruction, label_words, examples: as for the class.
         """
+        preset = gguf_preset(preset)
         causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
         template_file = pathlib.Path(str(preset)) / TEMPLATE_FILE
         template = template_file.read_text(encoding="utf-8") if template_file.is_file() else None

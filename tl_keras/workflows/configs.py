@@ -160,7 +160,9 @@ class ImageClassificationConfig:
                                  "or one made by `tl-keras convert-efficientnet-lite`).")
     output_dir: str = setting(help="where `metrics.json` and the plots go.")
     strategy: str = setting(IMAGE_STRATEGY, "`\"frozen\"`, `\"partial:N\"` (top N stages) or `\"full\"`.")
-    image_size: int = setting(224, "images are resized to `image_size` x `image_size`.")
+    image_size: int = setting(None, "images are resized to `image_size` x `image_size`; `None` (the default) "
+                                    "uses the backbone's native resolution (Lite0 224, Lite1 240, Lite2 260), "
+                                    "or 224 when its preset does not say.")
     augmentation: str = setting("flip,rotation,zoom,contrast",
                                 "comma-separated `flip`, `rotation`, `zoom`, `contrast`, `crop` (random resized "
                                 "crops), `color` (colour jitter), `randaugment`, or `none`; training batches only. "

@@ -13,6 +13,7 @@ from tl_keras.data.catalogue import read_catalogue
 from tl_keras.data.images import ImageArray, build_augmentation, load_images, read_labelled_images
 from tl_keras.data.texts import LabelVocabulary
 from tl_keras.evaluation.hierarchy import hierarchical_report, plot_fallback
+from tl_keras.models.backbones import native_image_size
 from tl_keras.tasks.image_classifier import ImageClassifier
 from tl_keras.training.runs import holding_run_folder
 from tl_keras.workflows.common import describe, three_way_split, train_classifier  # noqa: F401  (describe: the closing lines)
@@ -24,7 +25,8 @@ def run(config, distribution=None, callbacks=()):
     """Trains, evaluates and (optionally) saves and exports an image
     classifier; see `ImageClassificationConfig`. Returns a `RunResult`
     whose `metrics` are `{"validation": ..., "test": ...}`."""
-    image_size = (config.image_size, config.image_size)
+    side = config.image_size or native_image_size(config.backbone)
+    image_size = (side, side)
     build_augmentation(config.augmentation)  # Checks the names before anything is read.
 
     def read(source):
