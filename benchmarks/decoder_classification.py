@@ -4,8 +4,8 @@ the baseline a user tries first: prompting the instruct model, zero- and
 few-shot, its answer constrained to the label words
 (`PromptedClassifier`).
 
-The 1,000 sentences are split once (seed 1234): a stratified 20% test set
-(200), then 20% of the rest for validation (160), 640 for training. Every
+The 800 sentences are split once (seed 1234): a stratified 20% test set
+(160), then 20% of the rest for validation (128), 512 for training. Every
 setting below was fixed before the runs (none was chosen on these
 figures); validation and test are both printed, and the test split
 decides nothing. Seconds are training plus scoring both splits.

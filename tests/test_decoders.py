@@ -206,3 +206,12 @@ def test_a_gguf_backbone_converts_once_and_again_when_the_file_changes(tmp_path)
     assert gguf_preset(path, tmp_path / "cache") != first
     with pytest.raises(FileNotFoundError, match=r"No such GGUF file: .*gone\.gguf"):
         gguf_preset(tmp_path / "gone.gguf", tmp_path / "cache")
+
+
+def test_the_command_line_converts_a_gguf_file(tmp_path, capsys):
+    from tl_keras.cli.main import main
+
+    path = write_gguf(tmp_path / "tiny.gguf", random_weights(seed=9), "Q4_1")
+    main(["convert-gguf", str(path), str(tmp_path / "preset"), "--sequence-length", "64"])
+    assert f"wrote KerasHub preset {tmp_path / 'preset'}" in capsys.readouterr().out
+    assert keras_hub.models.CausalLM.from_preset(str(tmp_path / "preset")).preprocessor.sequence_length == 64

@@ -1,6 +1,6 @@
 """The `tl-keras` command: the workflows (`train-text`, `train-image`,
 `recommend`, `adapt`, `fuse`, `pretrain`), `predict` against TF Serving,
-`serve-local`, and `convert-efficientnet-lite`.
+`serve-local`, `convert-efficientnet-lite` and `convert-gguf`.
 
     tl-keras train-text --train reviews.csv --text-column review --label-column stars --export-dir exports
 
@@ -12,6 +12,7 @@
     tl-keras predict --model products --images shoe.jpg bag.png
     tl-keras predict --model squad --input-names question,context "Who won?" "Denver won Super Bowl 50."
     tl-keras convert-efficientnet-lite efficientnet-lite0.pth presets/efficientnet_lite0
+    tl-keras convert-gguf SmolLM2-135M-Instruct.Q4_1.gguf presets/smollm2_135m
 """
 
 import argparse
@@ -149,6 +150,12 @@ def _serving_config(args):
     return 0
 
 
+def _convert_gguf(args):
+    from tl_keras.models.gguf import convert_gguf
+
+    print(f"wrote KerasHub preset {convert_gguf(args.gguf_file, args.output, args.sequence_length)}")
+
+
 def _convert_efficientnet_lite(args):
     from tl_keras.models.efficientnet_lite import convert_efficientnet_lite
 
@@ -239,6 +246,14 @@ def _main(argv):
                          help="the image converter's square size (default: the variant's native resolution, "
                               "224 for Lite0 to 300 for Lite4)")
     convert.set_defaults(run=_convert_efficientnet_lite)
+    gguf = commands.add_parser("convert-gguf", formatter_class=defaults_shown,
+                               help="a Llama-architecture .gguf decoder to a KerasHub preset folder "
+                                    "(--backbone also takes the .gguf file itself)")
+    gguf.add_argument("gguf_file", help="the .gguf file (F32, F16, Q4_0, Q4_1 or Q8_0 tensors)")
+    gguf.add_argument("output", help="the preset folder to create")
+    gguf.add_argument("--sequence-length", type=_positive(int), default=512,
+                      help="the causal-LM preprocessor's packed length")
+    gguf.set_defaults(run=_convert_gguf)
     args = parser.parse_args(argv)
     if getattr(args, "tensorflow", True):
         import_tensorflow_quietly()

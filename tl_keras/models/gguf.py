@@ -178,8 +178,10 @@ def convert_gguf(path, output_dir, sequence_length=512):
     """Converts a Llama-architecture GGUF file into a KerasHub preset folder
     holding a `DecoderCausalLM`: backbone, tokenizer and a causal-LM
     preprocessor packing `sequence_length` tokens. The folder is written
-    atomically; `keras_hub.models.CausalLM.from_preset`,
-    `Backbone.from_preset` and `tl_keras.TextClassifier.from_preset` load it.
+    atomically; `tl_keras.TextClassifier.from_preset` loads it, and so do
+    `keras_hub.models.CausalLM.from_preset` and `Backbone.from_preset` once
+    `tl_keras.models.decoders` is imported (it registers the classes the
+    preset names).
 
     Args:
         path: the `.gguf` file.
