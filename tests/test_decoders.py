@@ -16,7 +16,8 @@ from tl_keras.core.offline import smollm2_offline_path
 from tl_keras.models.backbones import load_text_backbone
 from tl_keras.models.decoders import DecoderBackbone, DecoderCausalLM, DecoderTokenizer, is_decoder
 from tl_keras.models.gguf import GGUFError, backbone_config, convert_gguf
-from tl_keras.tasks.prompted_classifier import PromptedClassifier, render_chat
+from tl_keras.models.decoders import render_chat
+from tl_keras.tasks.prompted_classifier import PromptedClassifier
 from tl_keras.tasks.text_classifier import TextClassifier
 
 PROMPTS = ["hello the world", "the hell", "Ünïcode ok? 42"]

@@ -33,6 +33,31 @@ import pathlib
 import keras
 import keras_hub
 
+TEMPLATE_FILE = "chat_template.jinja"  # Beside a converted preset, as `gguf.convert_gguf` writes it.
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+          "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def render_chat(template, messages):
+    """`messages` (`{"role", "content"}` dicts) as the prompt the template
+    makes, ending where the assistant's reply begins.
+
+    Example:
+    >>> render_chat(CHATML, [{"role": "user", "content": "Hi"}])
+    '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
+    """
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return environment.from_string(template).render(messages=messages, add_generation_prompt=True)
+
+
+def chat_template_of(preset):
+    """The Jinja2 chat template stored beside `preset` (`TEMPLATE_FILE`),
+    or `None`."""
+    path = pathlib.Path(str(preset)) / TEMPLATE_FILE
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
 
 @keras.saving.register_keras_serializable(package="tl_keras")
 class DecoderBackbone(keras_hub.models.Llama3Backbone):
@@ -177,3 +202,19 @@ def classifier_parts(preset, backbone, sequence_length):
         weights, backbone = backbone.get_weights(), DecoderBackbone.from_config(settings)
         backbone.set_weights(weights)
     return backbone, DecoderClassifierPreprocessor(tokenizer, sequence_length=sequence_length)
+
+
+def load_causal_lm(preset):
+    """KerasHub's causal LM of a Llama-family `preset` as a `DecoderCausalLM`
+    (a local Hugging Face Llama folder rebuilt with its own RMS-norm
+    epsilon and start and end tokens, as `classifier_parts` does).
+
+    Example:
+    >>> load_causal_lm("presets/smollm2_135m").generate("Hi", max_length=16)
+    """
+    causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
+    if isinstance(causal_lm, DecoderCausalLM):
+        return causal_lm
+    backbone, _ = classifier_parts(preset, causal_lm.backbone, 8)
+    tokenizer = as_decoder_tokenizer(causal_lm.preprocessor.tokenizer)
+    return DecoderCausalLM(backbone=backbone, preprocessor=DecoderCausalLMPreprocessor(tokenizer))

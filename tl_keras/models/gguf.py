@@ -29,7 +29,8 @@ import uuid
 import numpy as np
 
 from tl_keras.core.files import writable_folder
-from tl_keras.models.decoders import DecoderBackbone, DecoderCausalLM, DecoderCausalLMPreprocessor, DecoderTokenizer
+from tl_keras.models.decoders import (TEMPLATE_FILE, DecoderBackbone, DecoderCausalLM, DecoderCausalLMPreprocessor,
+                                      DecoderTokenizer)
 
 SUPPORTED_TYPES = ("F32", "F16", "Q4_0", "Q4_1", "Q8_0")
 CONTROL_TOKEN = 3  # llama.cpp's token type for control (special) tokens.
@@ -222,7 +223,7 @@ def convert_gguf(path, output_dir, sequence_length=512):
         causal_lm.save_to_preset(str(staging))
         template = reader.fields.get("tokenizer.chat_template")
         if template is not None:  # Kept beside the preset for prompting (KerasHub has no slot for it).
-            (staging / "chat_template.jinja").write_text(template.contents(), encoding="utf-8")
+            (staging / TEMPLATE_FILE).write_text(template.contents(), encoding="utf-8")
         staging.rename(output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -12,33 +12,13 @@ The template is rendered by Jinja2's sandbox (as Hugging Face renders chat
 templates), so a template from a downloaded file cannot reach Python.
 """
 
-import pathlib
 
 import keras
 import keras_hub
 import numpy as np
 
-import tl_keras.models.decoders  # noqa: F401  (registers the decoder classes presets name)
+from tl_keras.models.decoders import CHATML, chat_template_of, render_chat
 from tl_keras.models.gguf import gguf_preset
-
-TEMPLATE_FILE = "chat_template.jinja"
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-
-
-def render_chat(template, messages):
-    """`messages` (`{"role", "content"}` dicts) as the prompt the template
-    makes, ending where the assistant's reply begins.
-
-    Example:
-    >>> render_chat(CHATML, [{"role": "user", "content": "Hi"}])
-    '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
-    """
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return environment.from_string(template).render(messages=messages, add_generation_prompt=True)
-
 
 class PromptedClassifier:
     """Classifies texts by asking an instruct decoder, constrained to the
@@ -92,9 +72,7 @@ class PromptedClassifier:
         """
         preset = gguf_preset(preset)
         causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
-        template_file = pathlib.Path(str(preset)) / TEMPLATE_FILE
-        template = template_file.read_text(encoding="utf-8") if template_file.is_file() else None
-        return cls(causal_lm, labels, instruction, label_words, examples, template)
+        return cls(causal_lm, labels, instruction, label_words, examples, chat_template_of(preset))
 
     def _ids(self, text):
         return [int(i) for i in keras.ops.convert_to_numpy(self.tokenizer(text))]
