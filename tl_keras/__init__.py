@@ -36,7 +36,7 @@ _TASKS = {"TextClassifier": "tl_keras.tasks.text_classifier", "ImageClassifier":
           "Retrieval": "tl_keras.tasks.retrieval", "QuestionAnswerer": "tl_keras.tasks.question_answering",
           "CatalogueRecognizer": "tl_keras.tasks.catalogue_recognizer",
           "TokenClassifier": "tl_keras.tasks.token_classifier",
-          "PromptedClassifier": "tl_keras.tasks.prompted_classifier"}
+          "PromptedClassifier": "tl_keras.tasks.prompted_classifier", "TextGenerator": "tl_keras.tasks.text_generator"}
 __all__ = [*_TASKS, *LAYERS]
 
 
