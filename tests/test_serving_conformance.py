@@ -144,6 +144,8 @@ def test_rest_answers_at_float32_precision_and_names_several_outputs(served):
 
 def test_rest_status_and_metadata_read_zero_padded_versions(served):
     server, _ = served
+    assert _rest(server, "GET", "/v1/models/half_plus_three/versions/123") == (200, {"model_version_status": [
+        {"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
     assert _rest(server, "GET", "/v1/models/half_plus_three") == (200, {"model_version_status": [
         {"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
     status, answer = _rest(server, "GET", "/v1/models/half_plus_two/versions/123/metadata")
@@ -177,6 +179,19 @@ def test_rest_regress_and_classify_on_a_tf1_model(served):
     ("GET", "/v2/models/half_plus_two", None, 400, "Malformed request"),
     ("POST", "/v1/models/half_plus_two:predict", b"{not json", 400, "JSON Parse error"),
     ("POST", "/v1/models/half_plus_two:predict", {"instances": ["a"]}, 400, "must be float32"),
+    # http_rest_api_handler_test.cc's UnsupportedApiCalls and PredictRequestErrors.
+    ("GET", "/v1/foo", None, 400, "Malformed request"),
+    ("POST", "/v1/foo", b"", 400, "Malformed request"),
+    ("GET", "/v1/models", None, 400, "Missing model name"),
+    ("POST", "/v1/models", b"", 400, "Malformed request"),
+    ("GET", "/v1/models/half_plus_two:predict", None, 400, "Malformed request"),
+    ("GET", "/v1/models/half_plus_two/version/50:predict", None, 400, "Malformed request"),
+    ("POST", "/v1/models/half_plus_two/version/50:regress", b"", 400, "Malformed request"),
+    ("POST", "/v1/models/half_plus_two/versions/HELLO:regress", b"", 400, "Malformed request"),
+    ("POST", "/v1/models/half_plus_two/versions/18446744073709551615:regress", b"", 400, "Failed to convert version"),
+    ("POST", "/v1/models/half_plus_two/versions/50:predict", {"instances": [1.0]}, 404, "Servable not found"),
+    ("POST", "/v1/models/half_plus_two:predict", b"", 400, "JSON Parse error: The document is empty"),
+    ("POST", "/v1/models/half_plus_two:predict", b"instances = [1, 2]", 400, "JSON Parse error: Invalid value"),
 ])
 def test_rest_errors_answer_with_tf_serving_codes(served, method, path, body, status, pattern):
     import re

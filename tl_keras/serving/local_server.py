@@ -241,6 +241,38 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto(error_code=0))
 
 
+# Python's JSON messages as RapidJSON (TF Serving's parser) words them.
+RAPIDJSON_MESSAGES = {"Extra data": "The document root must not be followed by other values.",
+                      "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+                      "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+                      "Unterminated string starting at": "Missing a closing quotation mark in string."}
+
+
+def parse_error(data, error):
+    """RapidJSON's message for a body `json.loads` refused."""
+    if not data.strip():
+        return "The document is empty."
+    if error.msg == "Expecting ',' delimiter":
+        return ("Missing a comma or ']' after an array element." if _innermost_bracket(error.doc[:error.pos]) == "["
+                else "Missing a comma or '}' after an object member.")
+    return RAPIDJSON_MESSAGES.get(error.msg, "Invalid value.")
+
+
+def _innermost_bracket(text):
+    """The innermost `[` or `{` still open in the JSON prefix `text`."""
+    stack, in_string, escaped = [], False, False
+    for char in text:
+        if in_string:
+            in_string, escaped = (char != '"' or escaped), (char == "\\" and not escaped)
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            stack.append(char)
+        elif char in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else None
+
+
 class _RestHandler(http.server.BaseHTTPRequestHandler):
     calls = None
     timeout = RequestLimits.read_timeout  # Socket timeout for reading a request (StreamRequestHandler).
@@ -296,6 +328,8 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
             if method == "GET" and self.path == "/monitoring/prometheus/metrics":
                 return self._send(200, self.calls.metrics.prometheus(), "text/plain; version=0.0.4")
             match = self.path_pattern.match(self.path)
+            if not match and method == "GET" and self.path.rstrip("/") == "/v1/models":
+                raise RequestError(f"Missing model name in request: {method} {self.path}")
             if not match:
                 raise RequestError(f"Malformed request: {method} {self.path}")
             name = match.group(1)
@@ -316,6 +350,8 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
                 self.calls.record(name, f"rest_{method.lower()}", str(code), time.perf_counter() - started)
 
     def _answer(self, method, name, version, label, action):
+        if version and int(version) > 2 ** 63 - 1:  # TF Serving's versions are int64.
+            raise RequestError(f"Failed to convert version: {version} to numeric.")
         version = int(version) if version else None
         repository = self.calls.repository
         if method == "POST" and action in (":predict", ":classify", ":regress"):
@@ -362,6 +398,8 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
             raise RequestError(f"the request body ended after {len(data)} of {length} bytes")
         try:
             body = json.loads(data)
+        except json.JSONDecodeError as error:
+            raise RequestError(f"JSON Parse error: {parse_error(data, error)} at offset: {error.pos}") from None
         except (ValueError, RecursionError) as error:
             raise RequestError(f"JSON Parse error: {error}") from None
         if not isinstance(body, dict):

@@ -181,7 +181,9 @@ class TextGenerator(TransferTask):
             validation = tf.data.Dataset.from_tensor_slices(
                 self.training_arrays(list(validation_data[0]), list(validation_data[1]))).batch(batch_size)
         if verbose:
-            print(f"{self.strategy} fine-tuning on {len(targets)} prompt → answer pairs, {epochs} epochs", flush=True)
+            pairs, passes = len(targets), "epoch" if epochs == 1 else "epochs"
+            print(f"{self.strategy} fine-tuning on {pairs} prompt → answer pair{'' if pairs == 1 else 's'}, "
+                  f"{epochs} {passes}", flush=True)
         history = trainer.fit(data, epochs=epochs, verbose=verbose, callbacks=list(callbacks or ()),
                               validation_data=validation, shuffle=False)  # The dataset shuffles itself.
         self._trained = True
