@@ -20,7 +20,7 @@ from tl_keras.serving.tf_serving_files import (
     parse_text_proto,
 )
 
-KIT = pathlib.Path(__file__).parents[1] / "serving_kit"
+KIT = pathlib.Path(__file__).parents[1] / "export"
 
 
 class Doubler(tf.Module):

@@ -5,7 +5,7 @@
     tl-keras train-text --train reviews.csv --text-column review --label-column stars --export-dir exports
 
     tl-keras serve-local exports            # gRPC :8500, REST :8501 (a stand-in, not production)
-    tl-keras serving-config exports --output serving_kit/models.config
+    tl-keras serving-config exports --output export/models.config
     tl-keras explain --preset presets/reviews "broke in a week"
     tl-keras predict --model reviews "great phone" "broke in a week"
     tl-keras predict --rest localhost:8501 --model reviews --version 2 "great phone"

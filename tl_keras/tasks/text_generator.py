@@ -214,16 +214,20 @@ class TextGenerator(TransferTask):
                        "top_k": lambda: keras_hub.samplers.TopKSampler(k=10, seed=seed),
                        "top_p": lambda: keras_hub.samplers.TopPSampler(p=0.9, seed=seed)}[sampler]()
         self.causal_lm.compile(sampler=sampler)
+        texts = [self.prompt(text) for text in prompts]
+        lengths = [len(self._ids(text)) + self.preprocessor.add_start_token for text in texts]
+        # Shortest first, padded to multiples of 64: each padded length compiles
+        # KerasHub's generation loop once, so few lengths keep compiling rare.
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
         bar = progress_bar(len(prompts), "generating answers to", "prompt", verbose)
-        answers = []
-        for begin in range(0, len(prompts), batch_size):
-            batch = [self.prompt(text) for text in prompts[begin:begin + batch_size]]
-            longest = max(len(self._ids(text)) for text in batch) + 1  # The start token.
-            # Rounded up to 16 so batches of similar prompts share one compiled loop.
-            length = -(-(longest + max_new_tokens) // 16) * 16
-            outputs = self.causal_lm.generate(batch, max_length=length, strip_prompt=True)
-            answers.extend(self.cut(outputs if isinstance(outputs, list) else [outputs], max_new_tokens))
-            bar.add(len(batch))
+        answers = [None] * len(texts)
+        for begin in range(0, len(order), batch_size):
+            rows = order[begin:begin + batch_size]
+            length = -(-(max(lengths[i] for i in rows) + max_new_tokens) // 64) * 64
+            outputs = self.causal_lm.generate([texts[i] for i in rows], max_length=length, strip_prompt=True)
+            for row, text in zip(rows, self.cut(outputs if isinstance(outputs, list) else [outputs], max_new_tokens)):
+                answers[row] = text
+            bar.add(len(rows))
         return answers
 
     def cut(self, texts, max_new_tokens):
