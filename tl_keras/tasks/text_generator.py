@@ -114,8 +114,9 @@ class TextGenerator(TransferTask):
     def training_arrays(self, prompts, answers):
         """`(x, y, sample_weight)` of prompt → answer pairs: `start prompt
         answer end` packed to the longest pair's length (rounded up to 16),
-        at most `sequence_length` (the prompt's start cut when too long), each position's target the next token, weighted 1 on the
-        answer and the end token and 0 on the prompt and padding."""
+        at most `sequence_length` (the prompt's start cut when too long);
+        each position's target is the next token, weighted 1 on the answer
+        and the end token and 0 on the prompt and padding."""
         if len(prompts) != len(answers) or not prompts:
             raise ValueError(f"`x` and `y` must be equally long and not empty, received {len(prompts)} prompts and "
                              f"{len(answers)} answers.")
