@@ -30,6 +30,12 @@ def prompt_frame(render):
     return before, after
 
 
+def check_max_new_tokens(max_new_tokens):
+    """Refuses a `max_new_tokens` that is not an integer >= 1, naming it."""
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValueError(f"`max_new_tokens` must be an integer >= 1, received {max_new_tokens!r}.")
+
+
 class GenerationServingModule(ServingModule):
     """The serving graph of a causal LM.
 
@@ -41,8 +47,7 @@ class GenerationServingModule(ServingModule):
 
     def __init__(self, causal_lm, render, max_new_tokens):
         super().__init__("generation_serving")
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-            raise ValueError(f"`max_new_tokens` must be an integer >= 1, received {max_new_tokens!r}.")
+        check_max_new_tokens(max_new_tokens)
         causal_lm.compile(sampler="greedy")
         self._lm = self.track(causal_lm)
         self.tokenizer = causal_lm.preprocessor.tokenizer

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tl_keras.core.choices import parse_strategy
 from tl_keras.core.progress import progress_bar
-from tl_keras.export.generation import export_text_generator
+from tl_keras.export.generation import check_max_new_tokens, export_text_generator
 from tl_keras.models.backbones import unfreeze_top_blocks
 from tl_keras.models.decoders import CHATML, TEMPLATE_FILE, DecoderCausalLM, chat_template_of, load_causal_lm, render_chat
 from tl_keras.models.gguf import gguf_preset
@@ -206,8 +206,7 @@ class TextGenerator(TransferTask):
         >>> generator.generate(["Who won Super Bowl 50?"], max_new_tokens=8)
         ['Denver Broncos']
         """
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-            raise ValueError(f"`max_new_tokens` must be an integer >= 1, received {max_new_tokens!r}.")
+        check_max_new_tokens(max_new_tokens)
         if isinstance(sampler, str):
             if sampler not in SAMPLERS:
                 raise ValueError(f"`sampler` must be one of {SAMPLERS} or a keras_hub sampler, received {sampler!r}.")
@@ -246,9 +245,6 @@ class TextGenerator(TransferTask):
     def task_config(self):
         return {"strategy": str(self.strategy), "sequence_length": self.sequence_length, "chat": self.chat,
                 "system_prompt": self.system_prompt}
-
-    def config_parts(self):
-        return {"backbone": self.backbone, "preprocessor": self.preprocessor}
 
     def write_preset_parts(self, folder):
         self.causal_lm.save_to_preset(str(folder))
