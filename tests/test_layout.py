@@ -142,6 +142,18 @@ def test_a_task_loads_without_tensorflow_start_up_lines():
     assert result.stderr == ""
 
 
+def test_tokenising_prints_no_onednn_notice():
+    script = ("import tl_keras\ntl_keras.TextClassifier\nimport keras_hub, tensorflow as tf\n"
+              "tokenizer = keras_hub.tokenizers.WordPieceTokenizer(vocabulary=['[PAD]', '[UNK]', 'a', 'b'])\n"
+              "packer = keras_hub.layers.StartEndPacker(sequence_length=8, start_value=2, end_value=3)\n"
+              "batches = tf.data.Dataset.from_tensor_slices(['a b', 'b']).batch(2).map(lambda s: packer(tokenizer(s)))\n"
+              "print([batch.shape[1] for batch in batches])")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            env={k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert result.stdout.split() == ["[8]"]
+    assert "oneDNN" not in result.stderr and "E0000" not in result.stderr, result.stderr
+
+
 def test_every_workflow_is_a_subcommand_with_complete_help():
     from tl_keras.cli.workflows import COMMANDS
 
@@ -161,3 +173,21 @@ def test_every_workflow_is_a_subcommand_with_complete_help():
                           capture_output=True, text=True).stdout
     assert "{frozen" not in text and "(default: partial:2)" in text and "--no-resume" in text
     assert "{classification,multilabel,regression}" in text
+
+
+def test_the_wheels_description_is_for_pip_users_and_names_every_command():
+    import re
+    import tomllib
+
+    root = PACKAGE.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    text = (root / project["readme"]).read_text()
+    assert "scripts/" not in text and text.splitlines()[0] == "# tl_keras"
+    assert "pip install tl_keras" in text and "recipes/" in text and "export/" in text
+    help_text = subprocess.run([sys.executable, "-m", "tl_keras.cli.main", "--help"], capture_output=True,
+                               text=True).stdout
+    commands = set(re.search(r"\{([a-z\-,]+)\}", help_text).group(1).split(","))
+    listed = set(re.findall(r"`([a-z][a-z\-]+)`", text.split("lists every command")[1].split("each takes")[0]))
+    assert listed == commands
+    for used in re.findall(r"^tl-keras ([a-z\-]+)", text, re.M):
+        assert used in commands, used

@@ -52,6 +52,23 @@ def test_flags_and_yaml_use_the_flat_names(tmp_path):
         parse_flags("", TextClassificationConfig, ["--config", str(tmp_path / "nested.yaml")])
 
 
+def test_boolean_flags_take_a_value_and_their_negation_takes_none(capsys):
+    def resume(*argv):
+        return parse_flags("", TextClassificationConfig, list(argv)).get("resume")
+
+    assert (resume("--resume"), resume("--resume", "false"), resume("--no-resume")) == (True, False, False)
+    with pytest.raises(SystemExit) as refused:
+        resume("--no-resume", "true")
+    assert refused.value.code == 2 and "unrecognized arguments: true" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        resume("--resume", "maybe")
+    assert "expected true or false, received 'maybe'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_flags("", TextClassificationConfig, ["--help"])
+    text = capsys.readouterr().out
+    assert "--resume [true|false]" in text and "--no-resume [true|false]" not in text and "--no-resume " in text
+
+
 def test_a_group_setting_a_job_cannot_apply_is_refused_and_has_no_flag():
     with pytest.raises(ValueError, match=r"RecommendationConfig cannot apply layer_decay=0.5"):
         RecommendationConfig(interactions="i", items="t", backbone="b", output_dir="r",

@@ -44,19 +44,20 @@ class _BooleanFlag(argparse.Action):
     # argparse's BooleanOptionalAction takes no value; this one also takes
     # `--flag false`, the form earlier versions of the recipes documented.
     def __init__(self, option_strings, dest, default=None, help=None, **unused):
-        negative = ["--no-" + option[2:] for option in option_strings]
-        super().__init__(option_strings + negative, dest, nargs="?", default=default, help=help, metavar="true|false")
+        super().__init__(option_strings, dest, nargs="?", default=default, help=help, metavar="true|false")
 
     def __call__(self, parser, namespace, value, option):
-        if option.startswith("--no-"):
-            if value is not None:
-                parser.error(f"{option} takes no value, received {value!r}")
-            setattr(namespace, self.dest, False)
-        else:
-            try:
-                setattr(namespace, self.dest, True if value is None else boolean(value))
-            except argparse.ArgumentTypeError as error:
-                parser.error(f"argument {option}: {error}")
+        try:
+            setattr(namespace, self.dest, True if value is None else boolean(value))
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"argument {option}: {error}")
+
+
+def _add_boolean_flag(parser, flag, dest, text):
+    """`--flag [true|false]` and `--no-flag` (no value), both setting `dest`."""
+    parser.add_argument(flag, dest=dest, action=_BooleanFlag, default=None, help=text)
+    parser.add_argument("--no-" + flag[2:], dest=dest, action="store_false", default=None,
+                        help=f"the same as {flag} false")
 
 
 def _help(name, field):
@@ -118,7 +119,7 @@ def add_config_flags(parser, config_type, defaults=None, help=None, choices=None
         flag = "--" + name.replace("_", "-")
         text = text.replace("%", "%%")  # argparse formats help with %.
         if kind is bool:
-            parser.add_argument(flag, action=_BooleanFlag, default=None, help=text)
+            _add_boolean_flag(parser, flag, name, text)
         else:
             parser.add_argument(flag, type=kind, default=None, help=text, choices=choices.get(name),
                                 metavar=None if name in choices else name.upper())

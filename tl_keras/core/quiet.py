@@ -3,8 +3,9 @@
 TensorFlow's native libraries log (CUDA probing, oneDNN) to file descriptor
 2 before they read `TF_CPP_MIN_LOG_LEVEL`, so the variable alone cannot
 quiet them; the command line imports TensorFlow and lists its devices (where
-CUDA is probed, "failed call to cuInit" on a CPU machine) with that
-descriptor pointed at /dev/null, unless `TF_CPP_MIN_LOG_LEVEL` is 0.
+CUDA is probed, "failed call to cuInit" on a CPU machine) and runs a graph
+that meets oneDNN's once-a-process int64 notice, with that descriptor
+pointed at /dev/null, unless `TF_CPP_MIN_LOG_LEVEL` is 0.
 """
 
 import contextlib
@@ -48,3 +49,10 @@ def import_tensorflow_quietly():
         # The CUDA platform logs "failed call to cuInit" on a machine without
         # a GPU when devices are first listed; list them here, silenced.
         tensorflow.config.list_physical_devices()
+        # On CPUs without AVX-512, the first graph that meets oneDNN's rewrite
+        # with an int64 op logs "oneDNN supports DT_INT64 only on platforms
+        # with AVX-512" (once a process; KerasHub's packers' ragged concat
+        # is such a graph); meet it here, silenced.
+        ragged = tensorflow.ragged.constant([[1]])
+        for _ in tensorflow.data.Dataset.from_tensors(ragged).map(lambda r: tensorflow.concat([r, r], axis=1)):
+            pass

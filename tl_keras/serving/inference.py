@@ -1,6 +1,7 @@
 """Running a served signature as TF Serving does: Predict with named
 inputs checked against the signature, Classify and Regress on `tf.Example`s
-for signatures with those method names, and outputs written as TF Serving
+(any signature of one string input, as TF Serving with its default
+`--enable_signature_method_name_check=false`), and outputs written as TF Serving
 writes them (typed value fields in gRPC; single outputs unnamed, float32
 values at float32 precision and `*_bytes` outputs as `{"b64": ...}` in REST).
 """
@@ -13,6 +14,7 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from tl_keras.serving.model_repository import ModelError, first_line
+from tl_keras.serving.session_bundle import as_feed
 
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
@@ -33,12 +35,14 @@ def signature(repository, name, version, label, signature_name):
 
 def input_specs(function):
     """The signature's inputs: `{name: TensorSpec}`."""
-    return function.structured_input_signature[1]
+    return function.input_specs
 
 
 def call(function, signature_name, inputs):
-    """Calls a signature with numpy inputs after checking their names,
-    dtypes and shapes; returns `{output name: numpy array}`."""
+    """Calls a `SessionSignature` with numpy inputs after checking their
+    names and dtypes, as TF Serving does (not their shapes: the graph's ops
+    judge those); returns `{output name: numpy array}`. Stricter on purpose:
+    batched inputs must agree on their number of rows."""
     specs = input_specs(function)
     if set(inputs) != set(specs):
         raise ModelError(f"input names {sorted(inputs)} do not match signature {signature_name!r} inputs "
@@ -49,26 +53,20 @@ def call(function, signature_name, inputs):
         raise ModelError(f"inputs of signature {signature_name!r} must have the same number of rows, received "
                          + ", ".join(f"{key!r} {count}" for key, count in sorted(rows.items())),
                          grpc.StatusCode.INVALID_ARGUMENT)
-    tensors = {}
+    feeds = {}
     for key, value in inputs.items():
         spec = specs[key]
         try:
-            tensors[key] = tf.convert_to_tensor(value, dtype=spec.dtype)
+            feeds[key] = as_feed(value, spec)
         except (TypeError, ValueError, tf.errors.OpError):
             kind = value.dtype if isinstance(value, np.ndarray) else np.asarray(value).dtype
             raise ModelError(f"input {key!r} of signature {signature_name!r} must be {spec.dtype.name}, received "
                              f"{kind} values", grpc.StatusCode.INVALID_ARGUMENT) from None
-        if not spec.shape.is_compatible_with(tensors[key].shape):
-            raise ModelError(f"input {key!r} of signature {signature_name!r} has shape "
-                             f"{tensors[key].shape.as_list()}; the signature takes "
-                             f"{[-1 if d is None else d for d in spec.shape.as_list()]}",
-                             grpc.StatusCode.INVALID_ARGUMENT)
     try:
-        outputs = function(**tensors)
+        return function(**feeds)
     except (TypeError, ValueError, tf.errors.OpError) as error:
         raise ModelError(f"bad input for signature {signature_name!r}: {first_line(error)}",
                          grpc.StatusCode.INVALID_ARGUMENT) from None
-    return {key: value.numpy() for key, value in outputs.items()}
 
 
 def filter_outputs(outputs, names):
@@ -94,9 +92,6 @@ def classify(function, signature_name, method, examples):
     """Runs a classify signature on serialized `tf.Example`s; returns a list,
     per example, of `(label, score)` pairs (`label` is `""` without a
     `classes` output, `score` `None` without `scores`)."""
-    if method != CLASSIFY:
-        raise ModelError(f"Expected classification signature method_name to be {CLASSIFY}. Was: {method}",
-                         grpc.StatusCode.INVALID_ARGUMENT)
     outputs = call(function, signature_name, {_examples_input(function, signature_name, method):
                                               np.asarray(examples, object)})
     classes, scores = outputs.get("classes"), outputs.get("scores")
@@ -114,9 +109,6 @@ def classify(function, signature_name, method, examples):
 def regress(function, signature_name, method, examples):
     """Runs a regress signature on serialized `tf.Example`s; returns one
     float per example."""
-    if method != REGRESS:
-        raise ModelError(f"Expected regression signature method_name to be {REGRESS}. Was: {method}",
-                         grpc.StatusCode.INVALID_ARGUMENT)
     outputs = call(function, signature_name, {_examples_input(function, signature_name, method):
                                               np.asarray(examples, object)})
     if "outputs" not in outputs:

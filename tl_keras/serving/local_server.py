@@ -1,8 +1,8 @@
 """A local stand-in for TF Serving, for trying exports without Docker.
 
-NOT a production server: it runs SavedModels in this Python process with
-`tf.saved_model.load`, one request at a time a model. Use the official
-`tensorflow/serving` image for anything real (see `export/README.md`).
+NOT a production server: it runs SavedModels in this Python process, each
+version in a session over its graph (`session_bundle`), one request at a
+time a model. Use the official `tensorflow/serving` image for anything real (see `export/README.md`).
 
 It reads the TF Serving layout (`<base>/<name>/<version>/`, or the models of
 a `--model_config_file`), serves what each model's version policy says (the
@@ -364,7 +364,9 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
             signatures = repository.signature_defs(name, version)
             return self._send(200, {
                 "model_spec": {"name": name, "signature_name": "", "version": str(version)},
-                "metadata": {"signature_def": json_format.MessageToDict(signatures, preserving_proto_field_name=True)},
+                # As TF Serving prints it: fields at their defaults too (`unknown_rank: false`, `name: ""`).
+                "metadata": {"signature_def": json_format.MessageToDict(
+                    signatures, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)},
             })
         if method == "GET" and action is None:
             return self._send(200, {"model_version_status": [

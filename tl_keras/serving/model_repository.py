@@ -27,6 +27,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tl_keras.core.files import SAFE_NAME
+from tl_keras.serving.session_bundle import SessionBundle
 from tl_keras.serving.tf_serving_files import WARMUP_FILE, check_export
 
 
@@ -174,7 +175,7 @@ class ModelRepository:
             if key not in self._broken or self._broken[key][0] != stamp:
                 try:
                     check_export(folder)  # A batching file TF Serving cannot parse fails the load there too.
-                    loaded = tf.saved_model.load(str(folder))
+                    loaded = SessionBundle(folder)  # As TF Serving loads it: a session over the graph.
                     replay_warmup(loaded, folder)
                     self._loaded[key] = loaded
                     # Read once here, not on every request that needs a method name.
@@ -260,7 +261,7 @@ def replay_warmup(loaded, folder):
             continue
         request = log.predict_log.request
         signature = loaded.signatures[request.model_spec.signature_name or "serving_default"]
-        signature(**{name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()})
+        signature(**{name: tf.make_ndarray(proto) for name, proto in request.inputs.items()})
         count += 1
     return count
 

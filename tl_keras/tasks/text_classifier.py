@@ -6,6 +6,7 @@ style: `from_preset`, `fit` on raw strings, `predict_labels`,
 
 import json
 import pathlib
+import gc
 import warnings
 
 import keras
@@ -290,8 +291,18 @@ class TextClassifier(Classifier, EncoderHeadModel):
             model = model.merged_copy() if model is self else model
             with warnings.catch_warnings():  # Layers without weights (softmax, inputs) say they have no quantize.
                 warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
-                for part in (model.backbone, model.head):  # Not the (unbuilt) tokenizer.
-                    part.quantize("int8")
+                # Keras collects garbage each time a layer drops its float
+                # kernel (40 full collections of a heap holding TensorFlow's
+                # graphs: most of the export's time); frozen, the objects
+                # that exist already are not rescanned, and one collection
+                # after frees the kernels.
+                gc.freeze()
+                try:
+                    for part in (model.backbone, model.head):  # Not the (unbuilt) tokenizer.
+                        part.quantize("int8")
+                finally:
+                    gc.unfreeze()
+                    gc.collect()
         return export_text_model(model, self.preprocessor, self.vocabulary, export_dir, model_name, version,
                                  warmup_texts=warmup, card=card, text_pairs=self.text_pairs)
 
