@@ -33,7 +33,8 @@ def _domain(path, count, seed, filler):
     return str(write_tsv(path, texts, labels))
 
 
-@pytest.mark.parametrize("method, strategy, epochs", [("coral", "frozen", 5), ("dann", "partial:1", 2)])
+@pytest.mark.parametrize("method, strategy, epochs", [("coral", "frozen", 5), ("self_training", "frozen", 3),
+                                                   ("dann", "partial:1", 2)])
 def test_domain_adaptation_recipe_reports_both_methods_and_exports(tiny_bert_preset, tmp_path, method, strategy,
                                                                    epochs):
     source = _domain(tmp_path / "source.tsv", 96, 1, FILLER[:5])

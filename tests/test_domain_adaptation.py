@@ -131,3 +131,22 @@ def test_coral_and_dann_adapt_through_the_unfrozen_backbone(tiny_bert_preset):
     # DANN through the backbone runs in the recipe test (test_adaptation_recipes).
     with pytest.raises(ValueError, match=r"must be 'coral' or 'dann' to adapt through the backbone, received 'mmd'"):
         adapted.fit_adapted(texts, labels, target, method="mmd")
+
+
+def test_self_training_over_features_follows_the_target_and_keeps_the_source():
+    from tl_keras.transfer.self_training import self_train_head
+
+    source, _, source_labels = planted_shift(600, seed=1)
+    _, target, target_labels = planted_shift(600, seed=2)
+    target[:, 0] -= 1.0  # A milder shift than above: the source model is right on about two thirds of the rows.
+    settings = dict(epochs=30, batch_size=64, hidden_dim=16, learning_rate=3e-3)
+    head, _ = adapt(source, source_labels, target, 2, "source_only", **settings)
+    before = _accuracy(head, target, target_labels)
+    rounds = self_train_head(head, source, source_labels, target, shares=(0.6, 0.9), epochs=10, batch_size=64,
+                             learning_rate=3e-3)
+    after = _accuracy(head, target, target_labels)
+    assert before < 0.75
+    assert after > 0.95  # Its confident target rows, labelled by itself, pull it to the target's boundary.
+    assert _accuracy(head, source, source_labels) > 0.9  # Trained on the source rows too, not on guesses alone.
+    # At most 180 rows a predicted class in the first round (60% of 600, balanced).
+    assert rounds[0]["share"] == 0.6 and 0 < rounds[0]["selected"] <= 360

@@ -121,3 +121,24 @@ def test_token_ids_are_cached_on_disk_and_keyed_by_texts_and_preprocessor(tokens
     tokenize(texts[:5], preprocessor, verbose=0, cache_dir=tmp_path)
     tokenize(texts, type(preprocessor)(preprocessor.tokenizer, sequence_length=16), verbose=0, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_head_and_tail_keeps_first_and_last_tokens_of_long_rows_only(tokens_and_model):
+    texts, _, preprocessor, _ = tokens_and_model
+    long_text = " ".join(texts[:6])
+    tokens = tokenize([long_text, " ".join(texts[0].split()[:3])], preprocessor, verbose=0)
+    full = tokens.lengths[0]
+    assert full == SEQUENCE_LENGTH  # The long text fills the packer's length; the short one does not.
+    short = tokens.lengths[1]
+    assert short < 12
+    cut = tokens.head_and_tail(12, head=4)
+    ids = tokens.arrays["token_ids"]
+    np.testing.assert_array_equal(cut.arrays["token_ids"][0], np.concatenate([ids[0, :4], ids[0, full - 8:full]]))
+    assert cut.arrays["token_ids"][0, -1] == ids[0, full - 1]  # The closing [SEP] stays.
+    assert cut.lengths.tolist() == [12, short]
+    np.testing.assert_array_equal(cut.arrays["token_ids"][1], ids[1, :12])
+    # head = length - 1 cuts as the preprocessor itself does: the first tokens, then [SEP].
+    packed = preprocessor.tokenizer.token_to_id("[SEP]")
+    assert tokens.head_and_tail(12, head=11).arrays["token_ids"][0, -1] == packed
+    with pytest.raises(ValueError, match="head=12"):
+        tokens.head_and_tail(12, head=12)

@@ -46,6 +46,29 @@ class TokenizedTexts:
             self.lengths[indices],
         )
 
+    def head_and_tail(self, sequence_length, head):
+        """The rows cut to `sequence_length` tokens: a row longer than that
+        keeps its first `head` tokens and its last `sequence_length - head`
+        (the closing `[SEP]` among them); shorter rows are only cut.
+        `head = sequence_length - 1` is the preprocessor's own truncation
+        of single texts (the first tokens, then `[SEP]`).
+
+        Example:
+        >>> tokenize(reviews, preprocessor_512).head_and_tail(256, head=64)
+        """
+        if not 0 < head < sequence_length <= self.sequence_length:
+            raise ValueError(f"Need 0 < head < sequence_length <= {self.sequence_length}, received "
+                             f"head={head!r}, sequence_length={sequence_length!r}.")
+        positions = np.broadcast_to(np.arange(sequence_length), (len(self), sequence_length))
+        long = (self.lengths > sequence_length)[:, None]
+        # Past the head, a long row's positions jump to its last tokens.
+        tail_start = (self.lengths - sequence_length)[:, None]
+        positions = np.where(long & (positions >= head), positions + tail_start, positions)
+        return TokenizedTexts(
+            {name: np.take_along_axis(array, positions, axis=1) for name, array in self.arrays.items()},
+            np.minimum(self.lengths, sequence_length).astype("int32"),
+        )
+
     def dataset(self, targets=None, batch_size=32, shuffle=False, seed=None, training=False):
         """The rows as a `tf.data` pipeline (see `make_dataset`); `training`
         changes nothing for texts."""

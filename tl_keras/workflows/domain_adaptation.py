@@ -7,9 +7,9 @@ fine-tuned with the run's strategy on the source is the source-only
 baseline; self-training then trains it on its own confident predictions on
 the target texts, while DANN and CORAL train a fresh classifier with the
 same strategy, epochs and batches on the source and the target texts at
-once (`Classifier.fit_adapted`). Frozen: DANN and CORAL train an adapter
-over cached features beside an adapter trained on the source alone, and the
-adapter becomes the frozen classifier's head. When
+once (`Classifier.fit_adapted`). Frozen: DANN, CORAL and self-training
+train an adapter over cached features beside an adapter trained on the
+source alone, and the adapter becomes the frozen classifier's head. When
 the labelled target file is the target file itself, its test rows are held
 out of the unlabelled texts.
 """
@@ -27,6 +27,7 @@ from tl_keras.training.distribution import pick_distribution, set_precision
 from tl_keras.training.runs import holding_run_folder
 from tl_keras.transfer.domain_adaptation import adapt
 from tl_keras.transfer.feature_cache import FeatureCache
+from tl_keras.transfer.self_training import self_train_head
 from tl_keras.workflows.common import RunResult, finish
 from tl_keras.workflows.configs import DomainAdaptationConfig  # noqa: F401  (the config of `run`)
 
@@ -73,7 +74,7 @@ def run(config, distribution=None):
                                               sequence_length=config.sequence_length, pooling=config.pooling,
                                               **settings)
 
-    if config.strategy == "frozen" and config.method in FEATURE_ADAPTATION_METHODS:
+    if config.strategy == "frozen" and config.method in (*FEATURE_ADAPTATION_METHODS, "self_training"):
         return _adapt_features(config, source, target_texts, test, new_classifier, distribution)
     source_texts, source_labels = list(source.texts), [str(label) for label in source.labels]
     training = dataclasses.asdict(config.fine_tuning())
@@ -147,10 +148,11 @@ def _few_labels(config, labelled, classifier, new_classifier, source_texts, sour
 
 
 def _adapt_features(config, source, target_texts, validation, new_classifier, distribution):
-    """DANN or CORAL: adapters over the frozen classifier's cached features,
-    beside the source-only adapter; the adapted head becomes the frozen
-    `TextClassifier`'s own (its head has the adapter's layers: a hidden
-    layer of `hidden_dim` and no dropout)."""
+    """DANN, CORAL or self-training: adapters over the frozen classifier's
+    cached features, beside the source-only adapter (self-training starts
+    from it: `self_training.self_train_head`); the adapted head becomes the
+    frozen `TextClassifier`'s own (its head has the adapter's layers: a
+    hidden layer of `hidden_dim` and no dropout)."""
     classifier = new_classifier(hidden_dim=config.hidden_dim, dropout=0.0)
     cache = FeatureCache(pathlib.Path(config.output_dir) / "feature_cache")
 
@@ -168,7 +170,12 @@ def _adapt_features(config, source, target_texts, validation, new_classifier, di
     for method in dict.fromkeys(["source_only", config.method]):
         with distribution.scope():
             heads[method], _ = adapt(source_features, source_targets, target_features,
-                                     classifier.vocabulary.num_outputs, method, **settings)
+                                     classifier.vocabulary.num_outputs,
+                                     "source_only" if method == "self_training" else method, **settings)
+            if method == "self_training":
+                self_train_head(heads[method], source_features, source_targets, target_features, config.shares,
+                                **{name: settings[name] for name in ("epochs", "batch_size", "learning_rate",
+                                                                      "seed", "verbose")})
         if validation is not None:
             outputs = heads[method].predict(validation_features, verbose=0)
             metrics[method] = evaluate_predictions(outputs, classifier.targets(validation.labels, validation.origins),

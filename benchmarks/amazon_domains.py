@@ -1,0 +1,287 @@
+"""Domain adaptation across the four product categories of Blitzer et al.'s
+Amazon reviews (books, dvd, electronics, kitchen): the 12 source -> target
+pairs, 3 seeds, every method beside source-only and the target-supervised
+upper bound, with MiniLM-L6 frozen (masked-mean features, computed once a
+domain and truncation, cached on disk).
+
+The data is a research set without a licence to ship: pass its folder (four
+`<domain>.tsv` files, `review<TAB>label`, 1,600 reviews each).
+
+On each pair and seed the target's reviews are split (stratified, by seed)
+into an unlabelled pool of 1,200 and a test set of 400 that no part of
+training or selection sees. Settings are chosen without target test labels:
+the truncation on source validation (`--stage lengths`), the rest are the
+library's defaults.
+
+    .venv/bin/python benchmarks/amazon_domains.py --data ../shared/data/amazon_multi_domain --stage lengths
+    .venv/bin/python benchmarks/amazon_domains.py --data ../shared/data/amazon_multi_domain --stage pairs
+"""
+
+import argparse
+import itertools
+import json
+import pathlib
+import time
+
+import keras
+import numpy as np
+
+import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
+from tl_keras.data.texts import read_labelled_texts
+from tl_keras.data.tokens import tokenize
+from tl_keras.models.backbones import load_text_backbone, minilm_l6_offline_path
+from tl_keras.models.heads import build_encoder
+from tl_keras.transfer.domain_adaptation import adapt
+from tl_keras.transfer.feature_cache import FeatureCache
+from tl_keras.transfer.self_training import self_train_head
+
+DOMAINS = ("books", "dvd", "electronics", "kitchen")
+LONGEST = 512
+# name: (sequence length, head tokens kept from a longer review; the rest are its last tokens)
+TRUNCATIONS = {"head 128": (128, 127), "head 256": (256, 255), "head 64 + tail 192": (256, 64),
+               "head 512": (512, 511)}
+
+
+class Features:
+    """Each domain's reviews, labels and frozen features for a truncation."""
+
+    def __init__(self, data, cache, backbone=minilm_l6_offline_path()):
+        self.cache = FeatureCache(pathlib.Path(cache) / "features")
+        backbone, self.preprocessor = load_text_backbone(backbone, LONGEST)
+        self.encoder = build_encoder(backbone, "mean")
+        self.rows = {name: read_labelled_texts(pathlib.Path(data) / f"{name}.tsv") for name in DOMAINS}
+        self.labels = {name: np.array([int(label) for label in rows.labels]) for name, rows in self.rows.items()}
+        self.tokens = {name: tokenize(rows.texts, self.preprocessor, verbose=0, cache_dir=pathlib.Path(cache) / "tokens")
+                       for name, rows in self.rows.items()}
+        self.seconds = {}
+
+    def __call__(self, truncation, domain):
+        length, head = TRUNCATIONS[truncation]
+        start = time.perf_counter()
+        features = self.cache.features(self.encoder, self.tokens[domain].head_and_tail(length, head), verbose=0)
+        self.seconds[truncation, domain] = time.perf_counter() - start
+        return features
+
+
+def split(labels, seed, test_per_class=200):
+    """Stratified row indices `(pool, test)` of a target domain by seed."""
+    rng = np.random.default_rng(seed)
+    test = np.concatenate([rng.permutation(np.flatnonzero(labels == label))[:test_per_class]
+                           for label in np.unique(labels)])
+    return np.setdiff1d(np.arange(len(labels)), test), np.sort(test)
+
+
+def accuracy(head, features, labels):
+    return float(np.mean(head.predict(features, batch_size=256, verbose=0).argmax(-1) == labels))
+
+
+def choose_truncation(features, seeds):
+    """Source-only accuracy on a held-out fifth of each source domain (no
+    target data), for every truncation: the truncation is chosen here."""
+    scores = {}
+    for truncation in TRUNCATIONS:
+        for domain, seed in itertools.product(DOMAINS, range(seeds)):
+            x, y = features(truncation, domain), features.labels[domain]
+            train, validation = split(y, seed, test_per_class=160)
+            head, _ = adapt(x[train], y[train], x[train], 2, "source_only", seed=seed)
+            scores.setdefault(truncation, []).append(accuracy(head, x[validation], y[validation]))
+        encode = sum(features.seconds.get((truncation, domain), 0.0) for domain in DOMAINS)
+        print(f"{truncation:20s} source validation {np.mean(scores[truncation]):.4f} ± "
+              f"{np.std(scores[truncation]):.4f}  (encoding 6,400 reviews: {encode:.0f} s)", flush=True)
+    return max(scores, key=lambda truncation: np.mean(scores[truncation]))
+
+
+def pair_methods(source_x, source_y, pool_x, pool_y, test_x, test_y, seed, methods):
+    """Every method's target accuracy on one pair and seed: on the test set
+    (`accuracy`) and on 100 labelled pool reviews (50 a class, `validation`,
+    for choosing settings; the pool's labels train nothing but
+    target_supervised), and its seconds."""
+    results, validation, seconds = {}, {}, {}
+    few = np.concatenate([np.flatnonzero(pool_y == label)[:50] for label in (0, 1)])
+
+    def timed(name, work):
+        if name in methods:
+            start = time.perf_counter()
+            head, shift = work()
+            seconds[name] = time.perf_counter() - start
+            results[name] = accuracy(head, test_x - shift, test_y)
+            validation[name] = accuracy(head, pool_x[few] - shift, pool_y[few])
+
+    def aligned(method, centring=False, self_training=False):
+        # Centring: each domain's features minus its own mean (the target's from its unlabelled pool alone).
+        source_shift, target_shift = (source_x.mean(axis=0), pool_x.mean(axis=0)) if centring else (0.0, 0.0)
+        source, pool = source_x - source_shift, pool_x - target_shift
+        head, _ = adapt(source, source_y, pool, 2, method, seed=seed)
+        if self_training:
+            self_train_head(head, source, source_y, pool, seed=seed)
+        return head, target_shift
+
+    timed("source_only", lambda: aligned("source_only"))
+    timed("self_training", lambda: aligned("source_only", self_training=True))
+    timed("coral", lambda: aligned("coral"))
+    timed("dann", lambda: aligned("dann"))
+    timed("centring", lambda: aligned("source_only", centring=True))
+    timed("coral+self_training", lambda: aligned("coral", self_training=True))
+    timed("centring+self_training", lambda: aligned("source_only", centring=True, self_training=True))
+    timed("target_supervised", lambda: (adapt(pool_x, pool_y, pool_x, 2, "source_only", seed=seed)[0], 0.0))
+    return results, validation, seconds
+
+
+METHODS = ("source_only", "self_training", "coral", "dann", "centring", "coral+self_training",
+           "centring+self_training", "target_supervised")
+
+
+def report(rows, methods):
+    """The per-pair table (mean ± std over seeds), the mean over pairs, and
+    the gap closed."""
+    pairs = list(dict.fromkeys((row["source"], row["target"]) for row in rows))
+    print("| pair | " + " | ".join(methods) + " |")
+    print("| --- " * (len(methods) + 1) + "|")
+    means = {}
+    for pair in pairs:
+        chosen = [row for row in rows if (row["source"], row["target"]) == pair]
+        cells = []
+        for method in methods:
+            values = [row["accuracy"][method] for row in chosen]
+            means.setdefault(method, []).append(np.mean(values))
+            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}")
+        print(f"| {pair[0]} → {pair[1]} | " + " | ".join(cells) + " |")
+    print("| mean of pairs | " + " | ".join(f"**{np.mean(means[m]):.3f}**" for m in methods) + " |")
+    if "target_supervised" in methods:
+        source_only, supervised = np.array(means["source_only"]), np.array(means["target_supervised"])
+        gap = supervised - source_only
+        for method in methods:
+            if method in ("source_only", "target_supervised"):
+                continue
+            gain = np.array(means[method]) - source_only
+            closed = np.mean(gain[gap > 0.01] / gap[gap > 0.01]) if np.any(gap > 0.01) else float("nan")
+            print(f"{method:24s} gain {100 * gain.mean():+.2f} points, worst pair {100 * gain.min():+.2f}, "
+                  f"gap closed {closed:.2f} (pairs with a gap over 1 point: {int(np.sum(gap > 0.01))})")
+
+
+def frozen_pairs(features, truncation, seeds, methods, targets=DOMAINS):
+    """Every pair (into `targets`) and seed of `seeds`, over `features`."""
+    rows = []
+    for (source, target), seed in itertools.product(itertools.permutations(DOMAINS, 2), seeds):
+        if target not in targets:
+            continue
+        source_x, target_x = features(truncation, source), features(truncation, target)
+        pool, test = split(features.labels[target], seed)
+        target_y = features.labels[target]
+        accuracies, validation, seconds = pair_methods(source_x, features.labels[source], target_x[pool],
+                                                       target_y[pool], target_x[test], target_y[test], seed, methods)
+        rows.append({"source": source, "target": target, "seed": seed, "accuracy": accuracies,
+                     "validation": validation, "seconds": seconds})
+        print(f"{source} → {target} seed {seed}: " + ", ".join(f"{m} {a:.3f}" for m, a in accuracies.items()),
+              flush=True)
+    return rows
+
+
+def fine_tuned_pairs(features, truncation, seeds, methods, strategy="partial:2", epochs=3):
+    """Source-only and self-training with MiniLM fine-tuned (`strategy`), as
+    the text recipe trains: one fine-tune a source and seed, scored on the
+    three other domains' test sets, self-trained on each pool from it."""
+    from tl_keras import TextClassifier
+
+    length, head = TRUNCATIONS[truncation]
+    tokens = {domain: features.tokens[domain].head_and_tail(length, head) for domain in DOMAINS}
+    rows = []
+    for source, seed in itertools.product(DOMAINS, range(seeds)):
+        keras.utils.set_random_seed(seed)
+        model = TextClassifier.from_preset(minilm_l6_offline_path(), labels=["0", "1"], strategy=strategy,
+                                           sequence_length=length)
+        start = time.perf_counter()
+        model.fit(tokens[source], [str(label) for label in features.labels[source]], epochs=epochs, seed=seed,
+                  verbose=0)
+        fit_seconds = time.perf_counter() - start
+        trained = model.get_weights()
+        for target in DOMAINS:
+            if target == source:
+                continue
+            pool, test = split(features.labels[target], seed)
+            labels = features.labels[target]
+
+            def score():
+                return float(np.mean(model.predict(tokens[target].take(test)).argmax(-1) == labels[test]))
+
+            row = {"source": source, "target": target, "seed": seed, "accuracy": {"source_only": score()},
+                   "seconds": {"source_only": fit_seconds}}
+            if "self_training" in methods:
+                start = time.perf_counter()
+                model.self_train(tokens[target].take(pool), seed=seed)
+                row["seconds"]["self_training"] = time.perf_counter() - start
+                row["accuracy"]["self_training"] = score()
+                model.set_weights(trained)
+            rows.append(row)
+            print(f"{source} → {target} seed {seed} ({strategy}): " + ", ".join(
+                f"{m} {a:.3f}" for m, a in row["accuracy"].items()), flush=True)
+    return rows
+
+
+def pretrained_pairs(args, truncation, methods):
+    """Domain-adaptive continued pretraining: MiniLM trained as a masked LM
+    on each target's unlabelled pool (`--pretraining-epochs`), then every
+    frozen-feature method over its features."""
+    from tl_keras.training.continued_pretraining import continue_pretraining
+
+    base = Features(args.data, args.cache)
+    length, _ = TRUNCATIONS[truncation]
+    rows = []
+    for target, seed in itertools.product(args.targets.split(","), range(args.seeds)):
+        pool, _ = split(base.labels[target], seed)
+        preset = pathlib.Path(args.cache) / "presets" / f"{target}-seed{seed}-{args.pretraining_epochs}ep"
+        if not preset.exists():
+            start = time.perf_counter()
+            _, history = continue_pretraining(minilm_l6_offline_path(), [base.rows[target].texts[i] for i in pool],
+                                              preset, sequence_length=length, epochs=args.pretraining_epochs,
+                                              verbose=0)
+            print(f"masked LM on the {target} pool: {time.perf_counter() - start:.0f} s, loss "
+                  f"{history['loss'][0]:.3f} → {history['loss'][-1]:.3f}", flush=True)
+        features = Features(args.data, args.cache, backbone=preset)
+        rows += frozen_pairs(features, truncation, [seed], methods, targets=(target,))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="the folder of books.tsv, dvd.tsv, electronics.tsv, kitchen.tsv")
+    parser.add_argument("--cache", default="runs/amazon_domains", help="features and results go here")
+    parser.add_argument("--stage", choices=("lengths", "frozen", "fine-tuned", "pretrained"), default="frozen",
+                        help="lengths: choose the truncation on source validation; frozen, fine-tuned, pretrained: "
+                             "the 12 pairs with frozen features, with the backbone fine-tuned (partial:2), or with "
+                             "frozen features after continued pretraining on each target pool")
+    parser.add_argument("--truncation", choices=TRUNCATIONS, default=None,
+                        help="the pairs' truncation (default: the one --stage lengths chose)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {','.join(METHODS)}")
+    parser.add_argument("--targets", default=",".join(DOMAINS), help="--stage pretrained: the target domains")
+    parser.add_argument("--pretraining-epochs", type=int, default=2, help="--stage pretrained: masked-LM epochs")
+    args = parser.parse_args()
+    methods = [m for m in METHODS if m in args.methods.split(",")]
+    chosen_file = pathlib.Path(args.cache) / "truncation.json"
+    if args.stage == "lengths":
+        chosen = choose_truncation(Features(args.data, args.cache), args.seeds)
+        chosen_file.write_text(json.dumps({"truncation": chosen}))
+        print(f"chosen on source validation: {chosen}")
+        return
+    truncation = args.truncation or json.loads(chosen_file.read_text())["truncation"]
+    print(f"MiniLM-L6 {args.stage}, {truncation}, {args.seeds} seeds; target pool 1,200 unlabelled, test 400")
+    start = time.perf_counter()
+    if args.stage == "frozen":
+        rows = frozen_pairs(Features(args.data, args.cache), truncation, range(args.seeds), methods)
+    elif args.stage == "fine-tuned":
+        rows = fine_tuned_pairs(Features(args.data, args.cache), truncation, args.seeds, methods)
+    else:
+        rows = pretrained_pairs(args, truncation, methods)
+    name = f"{args.stage} {truncation} {args.seeds} seeds" + (
+        f" {args.pretraining_epochs}ep {args.targets}" if args.stage == "pretrained" else "")
+    (pathlib.Path(args.cache) / f"{name}.json").write_text(json.dumps(rows, indent=1))
+    methods = [m for m in methods if m in rows[0]["accuracy"]]
+    report(rows, methods)
+    print("seconds a run (after features): " + ", ".join(
+        f"{m} {np.mean([row['seconds'][m] for row in rows]):.1f}" for m in methods))
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
