@@ -177,57 +177,88 @@ def frozen_pairs(features, truncation, seeds, methods, targets=DOMAINS):
     return rows
 
 
-def fine_tuned_pairs(features, truncation, seeds, methods, strategy="partial:2", epochs=3):
+def fine_tuned_pairs(features, truncation, seeds, methods, earlier=(), pairs=None, backbone=minilm_l6_offline_path(),
+                     strategy="partial:2", epochs=3):
     """Source-only and self-training with MiniLM fine-tuned (`strategy`), as
     the text recipe trains: one fine-tune a source and seed, scored on the
-    three other domains' test sets, self-trained on each pool from it."""
+    three other domains' test sets, self-trained on each pool from it; and
+    target_supervised, one fine-tune on each target pool's labels. Figures
+    in `earlier` rows (an earlier run's) are kept, not measured again;
+    `pairs` (`(source, target)` tuples, all when `None`) limits the pairs."""
     from tl_keras import TextClassifier
 
     length, head = TRUNCATIONS[truncation]
     tokens = {domain: features.tokens[domain].head_and_tail(length, head) for domain in DOMAINS}
-    rows = []
-    for source, seed in itertools.product(DOMAINS, range(seeds)):
+    rows = {(row["source"], row["target"], row["seed"]): row for row in earlier}
+
+    def new_model(seed):
         keras.utils.set_random_seed(seed)
-        model = TextClassifier.from_preset(minilm_l6_offline_path(), labels=["0", "1"], strategy=strategy,
-                                           sequence_length=length)
+        return TextClassifier.from_preset(str(backbone), labels=["0", "1"], strategy=strategy,
+                                          sequence_length=length)
+
+    def score(model, target, test):
+        return float(np.mean(model.predict(tokens[target].take(test)).argmax(-1) == features.labels[target][test]))
+
+    def fit(model, domain, subset, seed):
         start = time.perf_counter()
-        model.fit(tokens[source], [str(label) for label in features.labels[source]], epochs=epochs, seed=seed,
-                  verbose=0)
-        fit_seconds = time.perf_counter() - start
+        model.fit(tokens[domain].take(subset), [str(label) for label in features.labels[domain][subset]],
+                  epochs=epochs, seed=seed, verbose=0)
+        return time.perf_counter() - start
+
+    for source, seed in itertools.product(DOMAINS, seeds):
+        targets = [target for target in DOMAINS if target != source and (pairs is None or (source, target) in pairs)]
+        if not targets:
+            continue
+        keys = [(source, target, seed) for target in targets]
+        wanted = [m for m in methods if m != "target_supervised"]
+        if all(key in rows and set(wanted) <= set(rows[key]["accuracy"]) for key in keys):
+            continue
+        model = new_model(seed)
+        fit_seconds = fit(model, source, np.arange(len(features.labels[source])), seed)
         trained = model.get_weights()
-        for target in DOMAINS:
-            if target == source:
-                continue
+        for target, key in zip(targets, keys):
             pool, test = split(features.labels[target], seed)
-            labels = features.labels[target]
-
-            def score():
-                return float(np.mean(model.predict(tokens[target].take(test)).argmax(-1) == labels[test]))
-
-            row = {"source": source, "target": target, "seed": seed, "accuracy": {"source_only": score()},
-                   "seconds": {"source_only": fit_seconds}}
+            row = rows.setdefault(key, {"source": source, "target": target, "seed": seed, "accuracy": {},
+                                        "seconds": {}})
+            row["accuracy"]["source_only"], row["seconds"]["source_only"] = score(model, target, test), fit_seconds
             if "self_training" in methods:
                 start = time.perf_counter()
                 model.self_train(tokens[target].take(pool), seed=seed)
                 row["seconds"]["self_training"] = time.perf_counter() - start
-                row["accuracy"]["self_training"] = score()
+                row["accuracy"]["self_training"] = score(model, target, test)
                 model.set_weights(trained)
-            rows.append(row)
             print(f"{source} → {target} seed {seed} ({strategy}): " + ", ".join(
                 f"{m} {a:.3f}" for m, a in row["accuracy"].items()), flush=True)
-    return rows
+    if "target_supervised" in methods:
+        for target, seed in itertools.product(DOMAINS, seeds):
+            keys = [key for key in rows if key[1] == target and key[2] == seed]
+            if all("target_supervised" in rows[key]["accuracy"] for key in keys):
+                continue
+            pool, test = split(features.labels[target], seed)
+            model = new_model(seed)
+            seconds = fit(model, target, pool, seed)
+            accuracy_ = score(model, target, test)
+            print(f"{target} seed {seed} target_supervised ({strategy}): {accuracy_:.3f}", flush=True)
+            for key in keys:
+                rows[key]["accuracy"]["target_supervised"] = accuracy_
+                rows[key]["seconds"]["target_supervised"] = seconds
+    return list(rows.values())
 
 
 def pretrained_pairs(args, truncation, methods):
     """Domain-adaptive continued pretraining: MiniLM trained as a masked LM
-    on each target's unlabelled pool (`--pretraining-epochs`), then every
-    frozen-feature method over its features."""
+    on each target's unlabelled pool (`--pretraining-epochs`), then the
+    methods over its frozen features (`--route frozen`) or its fine-tune
+    on the source (`--route fine-tuned`)."""
     from tl_keras.training.continued_pretraining import continue_pretraining
 
     base = Features(args.data, args.cache)
     length, _ = TRUNCATIONS[truncation]
+    pairs = parse_pairs(args.pairs)
     rows = []
-    for target, seed in itertools.product(args.targets.split(","), range(args.seeds)):
+    for target, seed in itertools.product(DOMAINS, range(args.seeds)):
+        if not any(pair[1] == target for pair in pairs):
+            continue
         pool, _ = split(base.labels[target], seed)
         preset = pathlib.Path(args.cache) / "presets" / f"{target}-seed{seed}-{args.pretraining_epochs}ep"
         if not preset.exists():
@@ -237,9 +268,24 @@ def pretrained_pairs(args, truncation, methods):
                                               verbose=0)
             print(f"masked LM on the {target} pool: {time.perf_counter() - start:.0f} s, loss "
                   f"{history['loss'][0]:.3f} → {history['loss'][-1]:.3f}", flush=True)
-        features = Features(args.data, args.cache, backbone=preset)
-        rows += frozen_pairs(features, truncation, [seed], methods, targets=(target,))
+        if args.route == "frozen":
+            features = Features(args.data, args.cache, backbone=preset)
+            rows += [row for row in frozen_pairs(features, truncation, [seed], methods, targets=(target,))
+                     if (row["source"], row["target"]) in pairs]
+        else:
+            rows += fine_tuned_pairs(base, truncation, [seed], methods, pairs=pairs, backbone=preset)
     return rows
+
+
+def parse_pairs(text):
+    """`"books>kitchen,dvd>books"` (or `"all"`) as `(source, target)` tuples."""
+    if text == "all":
+        return list(itertools.permutations(DOMAINS, 2))
+    pairs = [tuple(pair.split(">")) for pair in text.split(",")]
+    unknown = [pair for pair in pairs if len(pair) != 2 or not set(pair) <= set(DOMAINS) or pair[0] == pair[1]]
+    if unknown:
+        raise SystemExit(f"--pairs: {unknown[0]!r} is not source>target of two of {DOMAINS}")
+    return pairs
 
 
 def main():
@@ -254,7 +300,9 @@ def main():
                         help="the pairs' truncation (default: the one --stage lengths chose)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {','.join(METHODS)}")
-    parser.add_argument("--targets", default=",".join(DOMAINS), help="--stage pretrained: the target domains")
+    parser.add_argument("--pairs", default="all", help="comma-separated source>target pairs (fine-tuned, pretrained)")
+    parser.add_argument("--route", choices=("frozen", "fine-tuned"), default="frozen",
+                        help="--stage pretrained: the methods over frozen features or through the fine-tune")
     parser.add_argument("--pretraining-epochs", type=int, default=2, help="--stage pretrained: masked-LM epochs")
     args = parser.parse_args()
     methods = [m for m in METHODS if m in args.methods.split(",")]
@@ -270,13 +318,15 @@ def main():
     if args.stage == "frozen":
         rows = frozen_pairs(Features(args.data, args.cache), truncation, range(args.seeds), methods)
     elif args.stage == "fine-tuned":
-        rows = fine_tuned_pairs(Features(args.data, args.cache), truncation, args.seeds, methods)
+        earlier = pathlib.Path(args.cache) / f"fine-tuned {truncation} {args.seeds} seeds.json"
+        rows = fine_tuned_pairs(Features(args.data, args.cache), truncation, range(args.seeds), methods,
+                                json.loads(earlier.read_text()) if earlier.exists() else (), parse_pairs(args.pairs))
     else:
         rows = pretrained_pairs(args, truncation, methods)
     name = f"{args.stage} {truncation} {args.seeds} seeds" + (
-        f" {args.pretraining_epochs}ep {args.targets}" if args.stage == "pretrained" else "")
+        f" {args.route} {args.pretraining_epochs}ep {args.pairs.replace('>', ' to ')}" if args.stage == "pretrained" else "")
     (pathlib.Path(args.cache) / f"{name}.json").write_text(json.dumps(rows, indent=1))
-    methods = [m for m in methods if m in rows[0]["accuracy"]]
+    methods = [m for m in METHODS if all(m in row["accuracy"] for row in rows)]
     report(rows, methods)
     print("seconds a run (after features): " + ", ".join(
         f"{m} {np.mean([row['seconds'][m] for row in rows]):.1f}" for m in methods))

@@ -56,6 +56,21 @@ def test_domain_adaptation_recipe_reports_both_methods_and_exports(tiny_bert_pre
     assert set(labels.tolist()) <= {b"neg", b"pos"}
 
 
+@pytest.mark.parametrize("strategy", ["frozen", "partial:1"])
+def test_without_target_labels_the_run_reports_how_far_it_moved_from_source_only(tiny_bert_preset, tmp_path, capsys,
+                                                                                  strategy):
+    source = _domain(tmp_path / "source.tsv", 96, 1, FILLER[:5])
+    target = _domain(tmp_path / "target.tsv", 64, 2, FILLER[5:])
+    domain_adaptation.main([
+        "--source", source, "--target", target, "--target-validation", "", "--backbone", tiny_bert_preset,
+        "--strategy", strategy,
+        "--epochs", "2", "--sequence-length", "32", "--pooling", "mean", "--output-dir", str(tmp_path / "run"),
+        "--verbose", "0"])
+    changed = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["changed_from_source_only"]
+    assert set(changed) == {"self_training"} and 0.0 <= changed["self_training"] <= 1.0
+    assert "self_training changed" in capsys.readouterr().out
+
+
 def test_self_training_recipe_holds_the_test_out_of_the_unlabelled_texts(tiny_bert_preset, tmp_path, capsys):
     source = _domain(tmp_path / "source.tsv", 96, 1, FILLER[:5])
     target = _domain(tmp_path / "target.tsv", 64, 2, FILLER[5:])

@@ -27,7 +27,7 @@ from tl_keras.training.distribution import pick_distribution, set_precision
 from tl_keras.training.runs import holding_run_folder
 from tl_keras.transfer.domain_adaptation import adapt
 from tl_keras.transfer.feature_cache import FeatureCache
-from tl_keras.transfer.self_training import self_train_head
+from tl_keras.transfer.self_training import changed_share, self_train_head
 from tl_keras.workflows.common import RunResult, finish
 from tl_keras.workflows.configs import DomainAdaptationConfig  # noqa: F401  (the config of `run`)
 
@@ -56,8 +56,10 @@ def run(config, distribution=None):
     classifier is built under `distribution` (from `config.runtime` when
     `None`) and trains through the trainer with `config.training`. Returns
     a `RunResult` whose `task` is the adapted `TextClassifier` and whose
-    `metrics` are `{"target": {method: metrics}}` (empty without
-    `target_validation`)."""
+    `metrics` are `{"target": {method: metrics}}`, or without
+    `target_validation` `{"changed_from_source_only": {method: share}}`
+    (the share of the target texts whose predicted label the method
+    changed)."""
     source = read_labelled_texts(config.source, config.text_column, config.label_column)
     target_texts, test = read_target(config)
     labelled = read_target_labelled(config, test)
@@ -87,7 +89,10 @@ def run(config, distribution=None):
     def score(method, model=None):
         if test is not None:
             metrics[method] = (model or classifier).evaluate_report(list(test.texts), [str(l) for l in test.labels])
+        elif config.method != "source_only":  # No target labels: how far the method moved from source-only.
+            predictions[method] = (model or classifier).predict(target_texts).argmax(-1)
 
+    predictions = {}
     score("source_only")
     if config.method == "self_training":
         print(f"self-training on {len(target_texts)} target texts")
@@ -106,12 +111,16 @@ def run(config, distribution=None):
     elif config.method in FEW_LABEL_METHODS:
         classifier = _few_labels(config, labelled, classifier, new_classifier, source_texts, source_labels, score,
                                  settings)
+    if len(predictions) > 1:
+        metrics = {"changed_from_source_only": {method: changed_share(predictions["source_only"], predicted)
+                                                for method, predicted in predictions.items() if method != "source_only"}}
 
     def export(folder, card):
         return classifier.export(folder, config.output.model_name, warmup=target_texts[:5],
                                  card={"adaptation": config.method, **card})
 
-    return finish(RunResult(classifier, {"target": metrics}, history), config, lambda folder: [], export)
+    return finish(RunResult(classifier, {"target": metrics} if test is not None else metrics, history), config,
+                  lambda folder: [], export)
 
 
 def read_target_labelled(config, test):
@@ -180,17 +189,26 @@ def _adapt_features(config, source, target_texts, validation, new_classifier, di
             outputs = heads[method].predict(validation_features, verbose=0)
             metrics[method] = evaluate_predictions(outputs, classifier.targets(validation.labels, validation.origins),
                                                    classifier.vocabulary)
+    if validation is None and config.method != "source_only":  # No target labels: the move from source-only.
+        source_only, adapted = (heads[m].predict(target_features, verbose=0).argmax(-1) for m in heads)
+        metrics = {"changed_from_source_only": {config.method: changed_share(source_only, adapted)}}
     classifier.head.set_weights(heads[config.method].get_weights())  # The same layers, in the same order.
 
     def export(folder, card):
         return classifier.export(folder, config.output.model_name, warmup=target_texts[:5],
                                  card={"adaptation": f"frozen+{config.method}", **card})
 
-    return finish(RunResult(classifier, {"target": metrics}), config, lambda folder: [], export)
+    return finish(RunResult(classifier, {"target": metrics} if validation is not None else metrics), config,
+                  lambda folder: [], export)
 
 
 def describe(result):
-    """The run's closing lines: each method's target accuracy."""
+    """The run's closing lines: each method's target accuracy beside
+    source-only's or, without target labels, the share of target
+    predictions the method changed from source-only's."""
     lines = [f"target {method:12s} accuracy {figures['accuracy']:.4f}  macro F1 {figures['macro_f1']:.4f}"
-             for method, figures in result.metrics["target"].items()]
+             for method, figures in result.metrics.get("target", {}).items()]
+    lines += [f"no target labels (--target-validation): {method} changed {share:.1%} of the source-only "
+              f"model's target predictions" for method, share in result.metrics.get("changed_from_source_only",
+                                                                                      {}).items()]
     return "\n".join(lines + result.written())
