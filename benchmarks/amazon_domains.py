@@ -1,8 +1,9 @@
 """Domain adaptation across the four product categories of Blitzer et al.'s
 Amazon reviews (books, dvd, electronics, kitchen): the 12 source -> target
-pairs, 3 seeds, every method beside source-only and the target-supervised
-upper bound, with MiniLM-L6 frozen (masked-mean features, computed once a
-domain and truncation, cached on disk).
+pairs, every method beside source-only and the target-supervised upper
+bound, with MiniLM-L6 frozen (masked-mean features, computed once a domain
+and truncation, cached on disk), fine-tuned as the text recipe does
+(`partial:2`), or after masked-LM pretraining on the target pool.
 
 The data is a research set without a licence to ship: pass its folder (four
 `<domain>.tsv` files, `review<TAB>label`, 1,600 reviews each).
@@ -10,11 +11,16 @@ The data is a research set without a licence to ship: pass its folder (four
 On each pair and seed the target's reviews are split (stratified, by seed)
 into an unlabelled pool of 1,200 and a test set of 400 that no part of
 training or selection sees. Settings are chosen without target test labels:
-the truncation on source validation (`--stage lengths`), the rest are the
-library's defaults.
+the truncation on source validation (`--stage lengths`); the rest are the
+library's defaults. Each stage writes its rows to `--cache` as JSON; the
+fine-tuned stage keeps figures an earlier run of it measured.
 
     .venv/bin/python benchmarks/amazon_domains.py --data ../shared/data/amazon_multi_domain --stage lengths
-    .venv/bin/python benchmarks/amazon_domains.py --data ../shared/data/amazon_multi_domain --stage pairs
+    .venv/bin/python benchmarks/amazon_domains.py --data ../shared/data/amazon_multi_domain --stage frozen
+    .venv/bin/python benchmarks/amazon_domains.py --data ../shared/data/amazon_multi_domain --stage fine-tuned \
+        --seeds 1 --methods source_only,self_training,target_supervised
+    .venv/bin/python benchmarks/amazon_domains.py --data ../shared/data/amazon_multi_domain --stage pretrained \
+        --route fine-tuned --seeds 1 --pairs "electronics>books" --methods source_only,self_training
 """
 
 import argparse
@@ -51,7 +57,8 @@ class Features:
         self.encoder = build_encoder(backbone, "mean")
         self.rows = {name: read_labelled_texts(pathlib.Path(data) / f"{name}.tsv") for name in DOMAINS}
         self.labels = {name: np.array([int(label) for label in rows.labels]) for name, rows in self.rows.items()}
-        self.tokens = {name: tokenize(rows.texts, self.preprocessor, verbose=0, cache_dir=pathlib.Path(cache) / "tokens")
+        tokens = pathlib.Path(cache) / "tokens"
+        self.tokens = {name: tokenize(rows.texts, self.preprocessor, verbose=0, cache_dir=tokens)
                        for name, rows in self.rows.items()}
         self.seconds = {}
 
@@ -323,8 +330,9 @@ def main():
                                 json.loads(earlier.read_text()) if earlier.exists() else (), parse_pairs(args.pairs))
     else:
         rows = pretrained_pairs(args, truncation, methods)
-    name = f"{args.stage} {truncation} {args.seeds} seeds" + (
-        f" {args.route} {args.pretraining_epochs}ep {args.pairs.replace('>', ' to ')}" if args.stage == "pretrained" else "")
+    name = f"{args.stage} {truncation} {args.seeds} seeds"
+    if args.stage == "pretrained":
+        name += f" {args.route} {args.pretraining_epochs}ep {args.pairs.replace('>', ' to ')}"
     (pathlib.Path(args.cache) / f"{name}.json").write_text(json.dumps(rows, indent=1))
     methods = [m for m in METHODS if all(m in row["accuracy"] for row in rows)]
     report(rows, methods)

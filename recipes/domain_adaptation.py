@@ -9,6 +9,16 @@ with the same strategy on the source and the target texts at once (with
 `--strategy frozen`, an adapter over cached features); `--target-labelled
 FILE --method joint|source_then_target` uses a few labelled target texts.
 
+Self-training is the default because it won on the 12 pairs of Amazon
+product categories (`benchmarks/amazon_domains.py`): +2.6 points over
+source-only on average, fine-tuned. On one such pair (1,600 labelled source
+reviews, 1,200 unlabelled target ones, `--sequence-length 256`) a default
+run takes about 9 minutes on 2 CPU cores: 4-7 for the source fine-tune,
+about 3 for self-training. The bundled default below takes about 2.
+Without target labels (`--target-validation ""`) the run reports the share
+of target predictions that self-training changed from the source-only
+model's.
+
     python recipes/domain_adaptation.py
     python recipes/domain_adaptation.py --method dann \
         --source data/sentiment_labelled_sentences/amazon_cells_labelled.txt \

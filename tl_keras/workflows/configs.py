@@ -268,14 +268,16 @@ class DomainAdaptationConfig:
     target: str = setting(help="target-domain file; only its texts are used for training.")
     backbone: str = setting(help="a KerasHub preset.")
     output_dir: str = setting(help="where `metrics.json` (every method beside the source-only baseline) goes.")
-    target_validation: str = setting(None, "labelled target file for the target metrics (`None`: no target "
-                                           "metrics). When it is the `target` file itself, `target_test_fraction` "
-                                           "of its rows (stratified) are the test and are left out of the "
-                                           "unlabelled texts.")
+    target_validation: str = setting(None, "labelled target file for the target metrics (`None` or `\"\"`: "
+                                           "no target metrics; the run reports the share of target predictions "
+                                           "the method changed from source-only's). When it is the `target` "
+                                           "file itself, `target_test_fraction` of its rows (stratified) are the "
+                                           "test and are left out of the unlabelled texts.")
     target_test_fraction: float = setting(0.25, "see `target_validation`.")
     method: str = setting("self_training", "`\"self_training\"` (fine-tunes with `strategy`, then trains on its "
                                            "own confident predictions on the target texts; measured best in "
-                                           "`benchmarks/transfer_between_domains.py`), `\"dann\"` or `\"coral\"` "
+                                           "`benchmarks/amazon_domains.py`; with `\"frozen\"`, an adapter over "
+                                           "cached features), `\"dann\"` or `\"coral\"` "
                                            "(fine-tuned with `strategy` on the source and target texts at once; "
                                            "with `\"frozen\"`, an adapter over cached features), "
                                            "`\"source_then_target\"` or `\"joint\"` (with `target_labelled`), or "

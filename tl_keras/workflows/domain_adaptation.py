@@ -112,8 +112,9 @@ def run(config, distribution=None):
         classifier = _few_labels(config, labelled, classifier, new_classifier, source_texts, source_labels, score,
                                  settings)
     if len(predictions) > 1:
-        metrics = {"changed_from_source_only": {method: changed_share(predictions["source_only"], predicted)
-                                                for method, predicted in predictions.items() if method != "source_only"}}
+        baseline = predictions.pop("source_only")
+        metrics = {"changed_from_source_only": {method: changed_share(baseline, predicted)
+                                                for method, predicted in predictions.items()}}
 
     def export(folder, card):
         return classifier.export(folder, config.output.model_name, warmup=target_texts[:5],
