@@ -40,6 +40,7 @@ from tl_keras.models.heads import build_encoder
 from tl_keras.transfer.domain_adaptation import adapt
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.transfer.self_training import self_train_head
+from transfer_between_domains import pool_and_test
 
 DOMAINS = ("books", "dvd", "electronics", "kitchen")
 LONGEST = 512
@@ -72,10 +73,7 @@ class Features:
 
 def split(labels, seed, test_per_class=200):
     """Stratified row indices `(pool, test)` of a target domain by seed."""
-    rng = np.random.default_rng(seed)
-    test = np.concatenate([rng.permutation(np.flatnonzero(labels == label))[:test_per_class]
-                           for label in np.unique(labels)])
-    return np.setdiff1d(np.arange(len(labels)), test), np.sort(test)
+    return pool_and_test(labels, seed, test_per_class)
 
 
 def accuracy(head, features, labels):
@@ -99,12 +97,9 @@ def choose_truncation(features, seeds):
 
 
 def pair_methods(source_x, source_y, pool_x, pool_y, test_x, test_y, seed, methods):
-    """Every method's target accuracy on one pair and seed: on the test set
-    (`accuracy`) and on 100 labelled pool reviews (50 a class, `validation`,
-    for choosing settings; the pool's labels train nothing but
-    target_supervised), and its seconds."""
-    results, validation, seconds = {}, {}, {}
-    few = np.concatenate([np.flatnonzero(pool_y == label)[:50] for label in (0, 1)])
+    """Every method's target test accuracy on one pair and seed, and its
+    seconds (the pool's labels train target_supervised alone)."""
+    results, seconds = {}, {}
 
     def timed(name, work):
         if name in methods:
@@ -112,7 +107,6 @@ def pair_methods(source_x, source_y, pool_x, pool_y, test_x, test_y, seed, metho
             head, shift = work()
             seconds[name] = time.perf_counter() - start
             results[name] = accuracy(head, test_x - shift, test_y)
-            validation[name] = accuracy(head, pool_x[few] - shift, pool_y[few])
 
     def aligned(method, centring=False, self_training=False):
         # Centring: each domain's features minus its own mean (the target's from its unlabelled pool alone).
@@ -131,7 +125,7 @@ def pair_methods(source_x, source_y, pool_x, pool_y, test_x, test_y, seed, metho
     timed("coral+self_training", lambda: aligned("coral", self_training=True))
     timed("centring+self_training", lambda: aligned("source_only", centring=True, self_training=True))
     timed("target_supervised", lambda: (adapt(pool_x, pool_y, pool_x, 2, "source_only", seed=seed)[0], 0.0))
-    return results, validation, seconds
+    return results, seconds
 
 
 METHODS = ("source_only", "self_training", "coral", "dann", "centring", "coral+self_training",
@@ -175,10 +169,9 @@ def frozen_pairs(features, truncation, seeds, methods, targets=DOMAINS):
         source_x, target_x = features(truncation, source), features(truncation, target)
         pool, test = split(features.labels[target], seed)
         target_y = features.labels[target]
-        accuracies, validation, seconds = pair_methods(source_x, features.labels[source], target_x[pool],
-                                                       target_y[pool], target_x[test], target_y[test], seed, methods)
-        rows.append({"source": source, "target": target, "seed": seed, "accuracy": accuracies,
-                     "validation": validation, "seconds": seconds})
+        accuracies, seconds = pair_methods(source_x, features.labels[source], target_x[pool], target_y[pool],
+                                           target_x[test], target_y[test], seed, methods)
+        rows.append({"source": source, "target": target, "seed": seed, "accuracy": accuracies, "seconds": seconds})
         print(f"{source} → {target} seed {seed}: " + ", ".join(f"{m} {a:.3f}" for m, a in accuracies.items()),
               flush=True)
     return rows
@@ -212,12 +205,12 @@ def fine_tuned_pairs(features, truncation, seeds, methods, earlier=(), pairs=Non
                   epochs=epochs, seed=seed, verbose=0)
         return time.perf_counter() - start
 
+    wanted = [m for m in methods if m != "target_supervised"]
     for source, seed in itertools.product(DOMAINS, seeds):
         targets = [target for target in DOMAINS if target != source and (pairs is None or (source, target) in pairs)]
         if not targets:
             continue
         keys = [(source, target, seed) for target in targets]
-        wanted = [m for m in methods if m != "target_supervised"]
         if all(key in rows and set(wanted) <= set(rows[key]["accuracy"]) for key in keys):
             continue
         model = new_model(seed)
