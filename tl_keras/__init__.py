@@ -10,7 +10,7 @@ first use:
 
 The layers, in the order data flows (each imports only from those before
 it): `core`, `data`, `models`, `transfer`, `training`, `evaluation`,
-`export`, `tasks`, `serving`, `workflows`, `cli`.
+`export`, `tasks`, `serving`, `pipelines`, `workflows`, `cli`.
 """
 
 import importlib
@@ -31,7 +31,7 @@ if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "tensorf
 
 __version__ = "0.2.0"
 LAYERS = ("core", "data", "models", "transfer", "training", "evaluation", "export", "tasks", "serving",
-          "workflows", "cli")
+          "pipelines", "workflows", "cli")
 _TASKS = {"TextClassifier": "tl_keras.tasks.text_classifier", "ImageClassifier": "tl_keras.tasks.image_classifier",
           "Retrieval": "tl_keras.tasks.retrieval", "QuestionAnswerer": "tl_keras.tasks.question_answering",
           "CatalogueRecognizer": "tl_keras.tasks.catalogue_recognizer",

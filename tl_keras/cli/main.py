@@ -1,6 +1,7 @@
 """The `tl-keras` command: the workflows (`train-text`, `train-image`,
 `recommend`, `adapt`, `fuse`, `pretrain`), `predict` against TF Serving,
-`serve-local`, `convert-efficientnet-lite` and `convert-gguf`.
+`serve-local`, `batch-predict` (files scored on Apache Beam),
+`convert-efficientnet-lite` and `convert-gguf`.
 
     tl-keras train-text --train reviews.csv --text-column review --label-column stars --export-dir exports
 
@@ -11,6 +12,7 @@
     tl-keras predict --rest localhost:8501 --model reviews --version 2 "great phone"
     tl-keras predict --model products --images shoe.jpg bag.png
     tl-keras predict --model squad --input-names question,context "Who won?" "Denver won Super Bowl 50."
+    tl-keras batch-predict --model exports/reviews --input 'new/reviews-*.jsonl.gz' --output scored/reviews
     tl-keras convert-efficientnet-lite efficientnet-lite0.pth presets/efficientnet_lite0
     tl-keras convert-gguf SmolLM2-135M-Instruct.Q4_1.gguf presets/smollm2_135m
 """
@@ -150,6 +152,26 @@ def _serving_config(args):
     return 0
 
 
+def _field_map(text):
+    """An argparse type: `input=field,...` to a dict, refused with the value."""
+    pairs = [item.split("=") for item in text.split(",") if item.strip()]
+    if not pairs or any(len(pair) != 2 or not all(part.strip() for part in pair) for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected input=field[,input=field...], received {text!r}")
+    return {name.strip(): field.strip() for name, field in pairs}
+
+
+def _batch_predict(args):
+    from tl_keras.pipelines.batch_predict import batch_predict
+
+    result = batch_predict(args.model, args.input, args.output, version=args.version, signature_name=args.signature,
+                           fields=args.fields, id_field=args.id_field, batch_size=args.batch_size,
+                           reshuffle=args.reshuffle, runner=args.runner, beam_args=args.beam_args)
+    print(json.dumps({"rows": result.rows, "predicted": result.predicted, "dead_letters": result.dead_letters,
+                      "model_version": result.version, "outputs": f"{result.output}-?????-of-?????.jsonl",
+                      "dead_letter_files": f"{result.output}-dead-letters-*.jsonl"}))
+    return 0
+
+
 def _convert_gguf(args):
     from tl_keras.models.gguf import convert_gguf
 
@@ -238,6 +260,31 @@ def _main(argv):
     kit.add_argument("--base", default="/models", help="where TF Serving's container mounts the export folder")
     kit.add_argument("--output", help="the file to write (default: print it)")
     kit.set_defaults(run=_serving_config, tensorflow=False)
+    batch = commands.add_parser(
+        "batch-predict", formatter_class=defaults_shown,
+        help="score files with an exported SavedModel on Apache Beam (pip install tl_keras[beam])",
+        description="Scores the rows of files (.jsonl, .csv, .tsv, .tfrecord, .parquet; globs, shards, .gz) with "
+                    "an exported SavedModel, as TF Serving loads it, on Apache Beam: one JSON line a row (its id, "
+                    "the signature's outputs, the model version) in OUTPUT-SSSSS-of-NNNNN.jsonl; rows that cannot "
+                    "be read or scored in OUTPUT-dead-letters-*.jsonl with their file, line and reason. Beam's own "
+                    "flags go after `--` (tl-keras batch-predict ... -- --runner=FlinkRunner --flink_master=...).")
+    batch.add_argument("--model", required=True, help="the export base folder (its <version>/ folders inside)")
+    batch.add_argument("--input", required=True, action="append",
+                       help="a glob of input files; repeat for more")
+    batch.add_argument("--output", required=True, help="the output prefix")
+    batch.add_argument("--version", type=_positive(int), help="the version to run (default: the newest)")
+    batch.add_argument("--signature", default="serving_default", help="the signature to run")
+    batch.add_argument("--fields", type=_field_map, help="signature inputs read from fields named otherwise, "
+                       "input=field comma-separated (text=review); default: the inputs' own names")
+    batch.add_argument("--id-field", default="id", help="the field holding each row's id, kept in the output")
+    batch.add_argument("--batch-size", type=_positive(int), default=64, help="rows a model call takes")
+    batch.add_argument("--reshuffle", action="store_true",
+                       help="spread rows over workers after reading (a few large files on a cluster; on the "
+                            "local runner it holds every row in memory between stages)")
+    batch.add_argument("--runner", help="a Beam runner (FlinkRunner, SparkRunner, DataflowRunner; default: "
+                       "Beam's local Python runner)")
+    batch.add_argument("beam_args", nargs="*", help="Beam's own pipeline flags, after `--`")
+    batch.set_defaults(run=_batch_predict)
     convert = commands.add_parser("convert-efficientnet-lite", formatter_class=defaults_shown,
                                   help="EfficientNet-PyTorch Lite0-Lite4 .pth to a KerasHub preset folder, without torch")
     convert.add_argument("checkpoint", help="the .pth file")

@@ -9,6 +9,7 @@ pointed at /dev/null, unless `TF_CPP_MIN_LOG_LEVEL` is 0.
 """
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -56,3 +57,31 @@ def import_tensorflow_quietly():
         ragged = tensorflow.ragged.constant([[1]])
         for _ in tensorflow.data.Dataset.from_tensors(ragged).map(lambda r: tensorflow.concat([r, r], axis=1)):
             pass
+
+
+class _BeamNotices(logging.Filter):
+    """Drops Apache Beam's root-logger warnings that say nothing about the
+    job: the BigQuery client missing (an extra this job does not use) and
+    "Resource module is not available" (logged on every batch because
+    Beam's model manager imports torch, which is not installed)."""
+
+    NOTICES = ("apitools not found", "Resource module is not available")
+
+    def filter(self, record):
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.NOTICES))
+
+
+@contextlib.contextmanager
+def beam_notices_dropped():
+    """Within it, `_BeamNotices` are not logged.
+
+    Example:
+    >>> with beam_notices_dropped():
+    ...     pipeline.run().wait_until_finish()
+    """
+    notices = _BeamNotices()
+    logging.getLogger().addFilter(notices)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(notices)

@@ -1,0 +1,3 @@
+"""Jobs larger than one process, on Apache Beam (`pip install tl_keras[beam]`): scoring files with an exported SavedModel."""
+
+__all__ = ["batch_predict"]
