@@ -461,3 +461,50 @@ def test_movielens_folder_converts_and_bad_lines_are_named(tmp_path):
     (folder / "u.data").write_text("1\t1\t5\t874965758\n1\t9\tfive\t876893171\n")
     with pytest.raises(DataError, match=r"u.data:2: rating must be a whole number, received .five."):
         convert_movielens(folder, tmp_path / "out", check_sizes=False)
+
+
+def test_a_catalogue_embedded_on_beam_serves_the_in_process_top_k(shop_run, tmp_path):
+    from tl_keras.data.item_index import read_item_index
+    from tl_keras.export.retrieval import export_recommender
+    from tl_keras.pipelines.catalogue_index import embed_catalogue
+
+    shop, result = shop_run
+    result.task.export(str(tmp_path / "exports"), "shop", k=20)
+    new_ids = [f"new-{i:03d}" for i in range(30)]
+    topics = sorted(TOPICS)
+    new_texts = [f"{ADJECTIVES[i % len(ADJECTIVES)]} {TOPICS[topics[i % len(topics)]][i % 3]}, {topics[i % len(topics)]}"
+                 for i in range(30)]
+    (tmp_path / "items-0.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
+                                                    for i, t in zip(new_ids[:20], new_texts[:20])) + '{"id": "x"}\n')
+    (tmp_path / "items-1.csv").write_text("id,text\n" + "".join(f"{i},\"{t}\"\n"
+                                                               for i, t in zip(new_ids[20:], new_texts[20:])))
+    embedded = embed_catalogue(tmp_path / "exports" / "shop", str(tmp_path / "items-*"), tmp_path / "index",
+                               batch_size=8)
+    assert (embedded.predicted, embedded.dead_letters, embedded.version) == (30, 1, 1)
+    assert embedded.output == str(tmp_path / "index" / "1")
+    item_ids, vectors = read_item_index(tmp_path / "index")
+    assert sorted(item_ids) == new_ids and vectors.shape == (30, result.task.recommender().item_matrix.shape[1])
+    assert json.loads((tmp_path / "index" / "1" / "index.json").read_text())["dead_letters"] == 1
+
+    local = result.task.add_items(new_ids, new_texts)
+    order = [new_ids.index(item_id) for item_id in item_ids]
+    np.testing.assert_allclose(vectors, local.item_matrix[-30:][order], atol=1e-5)
+    users = ["u0001", "u0007", "u0042", "someone-new"]
+    recent = [["kit-001", "", ""], ["gar-002", "pet-003", ""], ["", "", ""], ["cam-001", "", ""]]
+    expected_ids, expected_scores = local.recommend(users, recent, k=20)
+    path = export_recommender(result.task.add_item_index(tmp_path / "index"), str(tmp_path / "exports"), "shop", k=20)
+    assert path.name == "2"  # The next version of the same model.
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](
+        user_id=tf.constant(users), recent_item_ids=tf.constant(recent))
+    assert served["item_ids"].numpy().astype(str).tolist() == expected_ids.tolist()
+    assert any(item_id.startswith("new-") for row in expected_ids.tolist() for item_id in row)
+    np.testing.assert_allclose(served["scores"].numpy(), expected_scores, rtol=1e-5, atol=1e-5)
+    again = embed_catalogue(tmp_path / "exports" / "shop", str(tmp_path / "items-1.csv"), tmp_path / "index")
+    assert again.output == str(tmp_path / "index" / "2") and again.version == 2  # Embedded by export version 2.
+    assert [p.name for p in sorted((tmp_path / "index").iterdir())] == ["1", "2"]  # No staging folder left.
+    copied = tmp_path / "index" / "2"  # Its shards written twice: an id twice in one index.
+    for shard in list(copied.glob("items-*.tfrecord")):
+        (copied / shard.name.replace("items-", "items-copy-")).write_bytes(shard.read_bytes())
+    (copied / "index.json").write_text(json.dumps({**json.loads((copied / "index.json").read_text()), "items": 20}))
+    with pytest.raises(ValueError, match="item id 'new-0[0-9]{2}' is in the index more than once"):
+        read_item_index(tmp_path / "index")

@@ -1,7 +1,8 @@
 """The `tl-keras` command: the workflows (`train-text`, `train-image`,
 `recommend`, `adapt`, `fuse`, `pretrain`), `predict` against TF Serving,
-`serve-local`, `batch-predict` (files scored on Apache Beam),
-`convert-efficientnet-lite` and `convert-gguf`.
+`serve-local`, `batch-predict` and `embed-catalogue` (files scored, and
+catalogues embedded, on Apache Beam), `convert-efficientnet-lite` and
+`convert-gguf`.
 
     tl-keras train-text --train reviews.csv --text-column review --label-column stars --export-dir exports
 
@@ -13,6 +14,7 @@
     tl-keras predict --model products --images shoe.jpg bag.png
     tl-keras predict --model squad --input-names question,context "Who won?" "Denver won Super Bowl 50."
     tl-keras batch-predict --model exports/reviews --input 'new/reviews-*.jsonl.gz' --output scored/reviews
+    tl-keras embed-catalogue --model exports/shop_retrieval --input 'catalogue/new-*.csv' --output indexes/new
     tl-keras convert-efficientnet-lite efficientnet-lite0.pth presets/efficientnet_lite0
     tl-keras convert-gguf SmolLM2-135M-Instruct.Q4_1.gguf presets/smollm2_135m
 """
@@ -28,6 +30,16 @@ import tl_keras  # noqa: F401  (selects the TensorFlow backend first; imports no
 from tl_keras.cli.flags import main_with_error_line
 from tl_keras.core.quiet import import_tensorflow_quietly
 from tl_keras.cli.workflows import COMMANDS
+
+
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows a flag's default only when it has one worth
+    showing: not `None` or `False`, and not already said in the help."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _positive(kind):
@@ -172,6 +184,47 @@ def _batch_predict(args):
     return 0
 
 
+def _pipeline_flags(parser, signature):
+    """The flags `batch-predict` and `embed-catalogue` share."""
+    parser.add_argument("--model", required=True, help="the export base folder (its <version>/ folders inside)")
+    parser.add_argument("--input", required=True, action="append", help="a glob of input files; repeat for more")
+    parser.add_argument("--version", type=_positive(int), help="the export version to run (default: the newest)")
+    parser.add_argument("--signature", default=signature, help="the signature to run")
+    parser.add_argument("--fields", type=_field_map, help="signature inputs read from fields named otherwise, "
+                        "input=field comma-separated (text=review); default: the inputs' own names")
+    parser.add_argument("--id-field", default="id", help="the field holding each row's id, kept in the output")
+    parser.add_argument("--batch-size", type=_positive(int), default=64, help="rows a model call takes")
+    parser.add_argument("--reshuffle", action="store_true",
+                        help="spread rows over workers after reading (a few large files on a cluster; on the "
+                             "local runner it holds every row in memory between stages)")
+    parser.add_argument("--runner", help="a Beam runner (FlinkRunner, SparkRunner, DataflowRunner; default: "
+                        "Beam's local Python runner)")
+    parser.add_argument("beam_args", nargs="*", help="Beam's own pipeline flags, after `--`")
+
+
+def _embed_catalogue(args):
+    if bool(args.preset) != bool(args.export_dir):
+        raise ValueError("--preset and --export-dir go together (the model to export and where), received "
+                         f"--preset {args.preset!r} and --export-dir {args.export_dir!r}")
+    from tl_keras.pipelines.catalogue_index import embed_catalogue
+
+    result = embed_catalogue(args.model, args.input, args.output, version=args.version,
+                             signature_name=args.signature, output_name=args.output_name, fields=args.fields,
+                             id_field=args.id_field, batch_size=args.batch_size, reshuffle=args.reshuffle,
+                             runner=args.runner, beam_args=args.beam_args)
+    summary = {"rows": result.rows, "items": result.predicted, "dead_letters": result.dead_letters,
+               "model_version": result.version, "index": result.output}
+    if args.preset:
+        from tl_keras.export.retrieval import export_recommender
+        from tl_keras.tasks.retrieval import Retrieval
+
+        grown = Retrieval.from_preset(args.preset).add_item_index(args.output, int(pathlib.Path(result.output).name))
+        name = args.model_name or pathlib.Path(args.model).resolve().name
+        summary["export"] = str(export_recommender(grown, args.export_dir, name, k=args.top_k))
+    print(json.dumps(summary))
+    return 0
+
+
 def _convert_gguf(args):
     from tl_keras.models.gguf import convert_gguf
 
@@ -198,7 +251,7 @@ def _main(argv):
     commands = parser.add_subparsers(dest="command", required=True)
     for workflow in COMMANDS:
         workflow.add_parser(commands)
-    defaults_shown = argparse.ArgumentDefaultsHelpFormatter
+    defaults_shown = _DefaultsShown
     predict = commands.add_parser("predict", help="query a TF Serving model with texts or image files",
                                   formatter_class=defaults_shown)
     predict.add_argument("texts", nargs="+", help="texts, or image files with --images")
@@ -268,23 +321,26 @@ def _main(argv):
                     "the signature's outputs, the model version) in OUTPUT-SSSSS-of-NNNNN.jsonl; rows that cannot "
                     "be read or scored in OUTPUT-dead-letters-*.jsonl with their file, line and reason. Beam's own "
                     "flags go after `--` (tl-keras batch-predict ... -- --runner=FlinkRunner --flink_master=...).")
-    batch.add_argument("--model", required=True, help="the export base folder (its <version>/ folders inside)")
-    batch.add_argument("--input", required=True, action="append",
-                       help="a glob of input files; repeat for more")
+    _pipeline_flags(batch, "serving_default")
     batch.add_argument("--output", required=True, help="the output prefix")
-    batch.add_argument("--version", type=_positive(int), help="the version to run (default: the newest)")
-    batch.add_argument("--signature", default="serving_default", help="the signature to run")
-    batch.add_argument("--fields", type=_field_map, help="signature inputs read from fields named otherwise, "
-                       "input=field comma-separated (text=review); default: the inputs' own names")
-    batch.add_argument("--id-field", default="id", help="the field holding each row's id, kept in the output")
-    batch.add_argument("--batch-size", type=_positive(int), default=64, help="rows a model call takes")
-    batch.add_argument("--reshuffle", action="store_true",
-                       help="spread rows over workers after reading (a few large files on a cluster; on the "
-                            "local runner it holds every row in memory between stages)")
-    batch.add_argument("--runner", help="a Beam runner (FlinkRunner, SparkRunner, DataflowRunner; default: "
-                       "Beam's local Python runner)")
-    batch.add_argument("beam_args", nargs="*", help="Beam's own pipeline flags, after `--`")
     batch.set_defaults(run=_batch_predict)
+    embed = commands.add_parser(
+        "embed-catalogue", formatter_class=defaults_shown,
+        help="embed item rows with an export's embed_items into a new item index version, on Apache Beam",
+        description="Embeds item rows (an id and a text a row; the formats of batch-predict) with a retrieval "
+                    "export's `embed_items` signature into OUTPUT/<next version>/ (TFRecord shards of ids and "
+                    "vectors, index.json, dead letters), written whole or not at all. With --preset and "
+                    "--export-dir it also writes the retrieval export's next version, serving the catalogue and "
+                    "the new items.")
+    _pipeline_flags(embed, "embed_items")
+    embed.add_argument("--output", required=True, help="the item index's base folder")
+    embed.add_argument("--output-name", default="embeddings", help="the signature's output holding the vectors")
+    embed.add_argument("--preset", help="the retrieval model's preset (--save-preset of `recommend`), to export "
+                       "with the index")
+    embed.add_argument("--export-dir", help="where to write the retrieval export's next version (with --preset)")
+    embed.add_argument("--model-name", help="the export's model name (default: --model's folder name)")
+    embed.add_argument("--top-k", type=_positive(int), default=10, help="items the new export returns")
+    embed.set_defaults(run=_embed_catalogue)
     convert = commands.add_parser("convert-efficientnet-lite", formatter_class=defaults_shown,
                                   help="EfficientNet-PyTorch Lite0-Lite4 .pth to a KerasHub preset folder, without torch")
     convert.add_argument("checkpoint", help="the .pth file")

@@ -124,14 +124,33 @@ class Recommender:
         Example:
         >>> recommender = recommender.add_items(["kit-900"], ["copper kettle, kitchen"])
         """
-        duplicates = sorted(set(item_ids) & set(self.catalog.item_ids))
-        if duplicates or len(set(item_ids)) != len(item_ids):
-            raise DataError(f"New item ids must be new and distinct; received {list(item_ids)!r} "
-                            f"(already in the catalogue: {duplicates}).")
         empty = [item_id for item_id, text in zip(item_ids, texts) if not str(text).strip()]
         if empty:
             raise DataError(f"New items with an empty text: {empty}.")
-        catalog = Catalog(list(self.catalog.item_ids) + list(item_ids), list(self.catalog.texts) + list(texts))
-        matrix = np.concatenate([self.item_matrix, self.embed_texts(texts)])
+        self._check_new(item_ids)
+        return self.add_item_vectors(item_ids, self.embed_texts(texts), texts)
+
+    def add_item_vectors(self, item_ids, vectors, texts=None):
+        """Returns a `Recommender` whose index also holds new items given
+        by their vectors (an item index built by `tl-keras
+        embed-catalogue`, from this model's export); the towers are
+        unchanged.
+
+        Example:
+        >>> recommender = recommender.add_item_vectors(*read_item_index("indexes/new_products"))
+        """
+        self._check_new(item_ids)
+        vectors = np.asarray(vectors, np.float32)
+        if vectors.shape != (len(item_ids), self.item_matrix.shape[1]):
+            raise ValueError(f"New item vectors must be [{len(item_ids)}, {self.item_matrix.shape[1]}] (one an "
+                             f"item, this index's width), received {list(vectors.shape)}.")
+        texts = list(texts) if texts is not None else [""] * len(item_ids)
+        catalog = Catalog(list(self.catalog.item_ids) + list(item_ids), list(self.catalog.texts) + texts)
         return Recommender(self.model, catalog, self.users, self.history_length, self.encoder, self.preprocessor,
-                           item_matrix=matrix)
+                           item_matrix=np.concatenate([self.item_matrix, vectors]))
+
+    def _check_new(self, item_ids):
+        duplicates = sorted(set(item_ids) & set(self.catalog.item_ids))
+        if duplicates or len(set(item_ids)) != len(item_ids):
+            raise DataError(f"New item ids must be new and distinct; received {list(item_ids)[:20]!r} "
+                            f"(already in the catalogue: {duplicates[:20]}).")

@@ -231,12 +231,12 @@ def _binary(value, field, file):
     raise ValueError(f"{field!r} must be bytes, {{\"b64\": ...}} or a file path, received {value!r:.60}")
 
 
-class ToOutput(beam.DoFn):
-    """A keyed `PredictionResult` to its JSON line, or a dead letter (tagged
-    `dead`) when the model refused the row."""
+class ScoredRow(beam.DoFn):
+    """A keyed `PredictionResult` to what `format_row(row_id, outputs)`
+    makes of it, or a dead letter (tagged `dead`) when the model refused
+    the row; counts the rows `predicted`."""
 
-    def __init__(self, id_field, version):
-        self.id_field, self.version = id_field, version
+    def __init__(self):
         self.predicted = Metrics.counter(NAMESPACE, "predicted")
 
     def process(self, keyed):
@@ -245,8 +245,21 @@ class ToOutput(beam.DoFn):
             yield beam.pvalue.TaggedOutput("dead", dead_letter(file, line, str(result.inference), row_id))
             return
         self.predicted.inc()
-        yield json.dumps({self.id_field: row_id, **result.inference, "model_version": self.version},
-                         ensure_ascii=False)
+        yield self.format_row(row_id, result.inference)
+
+    def format_row(self, row_id, outputs):
+        raise NotImplementedError
+
+
+class ToOutput(ScoredRow):
+    """The output JSON line: the id, every output and the model version."""
+
+    def __init__(self, id_field, version):
+        super().__init__()
+        self.id_field, self.version = id_field, version
+
+    def format_row(self, row_id, outputs):
+        return json.dumps({self.id_field: row_id, **outputs, "model_version": self.version}, ensure_ascii=False)
 
 
 class CountDeadLetters(beam.DoFn):
@@ -295,13 +308,21 @@ def pipeline_options(beam_args=(), runner=None):
     return options, None
 
 
-def run_and_count(pipeline, output, version):
-    """Runs `pipeline` to the end; a `PipelineResult` from its counters."""
+def run_job(pipeline):
+    """Runs `pipeline` to the end; returns its `tl_keras` counters
+    (`{name: value}`) and distributions (`{name: (min, max)}`)."""
     with beam_notices_dropped():
         result = pipeline.run()
         result.wait_until_finish()
-    counters = {entry.key.metric.name: entry.committed
-                for entry in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]}
+    metrics = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    counters = {entry.key.metric.name: entry.committed for entry in metrics["counters"]}
+    distributions = {entry.key.metric.name: (entry.committed.min, entry.committed.max)
+                     for entry in metrics["distributions"] if entry.committed.count}
+    return counters, distributions
+
+
+def job_result(counters, version, output):
+    """A `PipelineResult` from a job's counters."""
     return PipelineResult(rows=counters.get("rows", 0), predicted=counters.get("predicted", 0),
                           dead_letters=counters.get("dead_letters", 0), version=version, output=output)
 
@@ -309,6 +330,20 @@ def run_and_count(pipeline, output, version):
 def write_lines(lines, prefix, label):
     """Writes JSON lines as `prefix-SSSSS-of-NNNNN.jsonl` shards."""
     return lines | label >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl", shard_name_template="-SSSSS-of-NNNNN")
+
+
+def score_rows(pipeline, folder, inputs, signature_name="serving_default", fields=None, id_field="id",
+               batch_size=64, reshuffle=False):
+    """The scoring part of a job: reads the files the globs `inputs`
+    match, runs the signature and returns `(results, dead)`: keyed
+    `PredictionResult`s (`(file, line, id)` keys; a refused row's inference
+    is its `ModelError`) and the dead letters of rows that could not be
+    read, as JSON lines."""
+    handler = SavedModelHandler(folder, signature_name, batch_size)
+    rows = read_rows(pipeline, [inputs] if isinstance(inputs, str) else list(inputs), reshuffle)
+    examples = rows | "Examples" >> beam.ParDo(ToExample(signature_inputs(folder, signature_name), fields,
+                                                         id_field)).with_outputs("dead", main="rows")
+    return examples.rows | "Predict" >> RunInference(KeyedModelHandler(handler)), examples.dead
 
 
 def batch_predict(model_dir, inputs, output, version=None, signature_name="serving_default", fields=None,
@@ -339,20 +374,19 @@ def batch_predict(model_dir, inputs, output, version=None, signature_name="servi
     PipelineResult(rows=20000, predicted=19998, dead_letters=2, version=3, output='scored/reviews')
     """
     version, folder = version_folder(model_dir, version)
-    handler = SavedModelHandler(folder, signature_name, batch_size)
-    specs = signature_inputs(folder, signature_name)
     options, local_runner = pipeline_options(beam_args, runner)
     with_parents(output)
     pipeline = beam.Pipeline(runner=local_runner, options=options)
-    rows = read_rows(pipeline, [inputs] if isinstance(inputs, str) else list(inputs), reshuffle)
-    examples = rows | "Examples" >> beam.ParDo(ToExample(specs, fields, id_field)).with_outputs("dead", main="rows")
-    predictions = examples.rows | "Predict" >> RunInference(KeyedModelHandler(handler))
-    scored = predictions | "Outputs" >> beam.ParDo(ToOutput(id_field, version)).with_outputs("dead", main="rows")
-    dead = ((examples.dead, scored.dead) | "AllDead" >> beam.Flatten()
-            | "CountDead" >> beam.ParDo(CountDeadLetters()))
+    results, unread = score_rows(pipeline, folder, inputs, signature_name, fields, id_field, batch_size, reshuffle)
+    scored = results | "Outputs" >> beam.ParDo(ToOutput(id_field, version)).with_outputs("dead", main="rows")
     write_lines(scored.rows, output, "WriteRows")
-    write_lines(dead, f"{output}-{DEAD_LETTERS}", "WriteDead")
-    return run_and_count(pipeline, output, version)
+    write_lines(count_dead_letters(unread, scored.dead), f"{output}-{DEAD_LETTERS}", "WriteDead")
+    return job_result(run_job(pipeline)[0], version, output)
+
+
+def count_dead_letters(*dead):
+    """The dead-letter PCollections as one, counted."""
+    return dead | "AllDead" >> beam.Flatten() | "CountDead" >> beam.ParDo(CountDeadLetters())
 
 
 def with_parents(prefix):

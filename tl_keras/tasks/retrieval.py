@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tl_keras.core.files import load_arrays, save_arrays
 from tl_keras.data.interactions import Catalog, Users, histories, sequential_examples, user_runs
+from tl_keras.data.item_index import read_item_index
 from tl_keras.data.tokens import tokenize
 from tl_keras.evaluation.ranking import evaluate_ranking
 from tl_keras.export.retrieval import export_recommender
@@ -260,6 +261,13 @@ class Retrieval(TransferTask, TwoTowerModel):
     def add_items(self, item_ids, texts):
         """Puts new items in the index from their texts, without retraining."""
         return self.recommender().add_items(item_ids, texts)
+
+    def add_item_index(self, index_dir, version=None):
+        """A `Recommender` whose index also holds the items of an item index
+        (`tl-keras embed-catalogue` over this model's export; the newest
+        version unless `version`); export it as the next version with
+        `tl_keras.export.retrieval.export_recommender`."""
+        return self.recommender().add_item_vectors(*read_item_index(index_dir, version))
 
     def evaluate_report(self, split, ks=(10, 50), seed=0, split_name="test", candidates=None):
         """Recall@k and NDCG@k of the held-out interactions of a
