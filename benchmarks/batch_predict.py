@@ -12,10 +12,14 @@ Stages:
 - `scale`: a 2-layer, 32-wide BERT classifier built from config (so the
   data and not the model dominates) over 10,000 to 1,000,000 synthetic rows
   (the same sentences), each size in a fresh process: wall time, rows/s
-  and peak resident memory. Target: memory within 20%, time linear.
+  and peak resident memory, for batch prediction on Beam (`--job predict`)
+  and for frozen training from the streamed corpus (`--job train`: shards
+  of features written, then one epoch of the head over them). Target:
+  memory within 20%, time linear (the marginal time a row, between sizes).
 
     .venv/bin/python benchmarks/batch_predict.py --stage throughput
-    .venv/bin/python benchmarks/batch_predict.py --stage scale --rows 10000,100000,1000000
+    .venv/bin/python benchmarks/batch_predict.py --stage scale --job predict --sizes 10000,100000,1000000
+    .venv/bin/python benchmarks/batch_predict.py --stage scale --job train --sizes 10000,100000,1000000
 """
 
 import argparse
@@ -23,6 +27,7 @@ import json
 import os
 import pathlib
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +52,8 @@ def write_shards(folder, rows, shards):
     streams = [open(folder / f"reviews-{i:05d}-of-{shards:05d}.jsonl", "w") for i in range(shards)]
     per_shard = -(-rows // shards)
     for i in range(rows):
-        streams[i // per_shard].write(json.dumps({"id": f"r{i}", "text": texts[i % len(texts)]}) + "\n")
+        streams[i // per_shard].write(json.dumps({"id": f"r{i}", "text": texts[i % len(texts)],
+                                                  "label": ("neg", "pos")[i % 2]}) + "\n")
     for stream in streams:
         stream.close()
     return sorted(folder.glob("reviews-*.jsonl"))
@@ -64,13 +70,10 @@ def minilm_export(base, sequence_length=128):
     return export_text_model(model, preprocessor, LabelVocabulary.from_labels(["neg", "pos"]), base, "reviews")
 
 
-def tiny_export(base):
+def tiny_preset(folder):
+    """The 2-layer, 32-wide BERT of the scale runs, as a preset folder."""
     import keras
     import keras_hub
-
-    from tl_keras.data.texts import LabelVocabulary
-    from tl_keras.export.text import export_text_model
-    from tl_keras.models.heads import build_encoder, build_head, build_text_model
 
     words = sorted({word for text in sentences() for word in text.lower().split()})[:2000]
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
@@ -79,8 +82,17 @@ def tiny_export(base):
                                              hidden_dim=32, intermediate_dim=64, max_sequence_length=64)
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
         keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True), sequence_length=64)
-    model = build_text_model(build_encoder(backbone, "mean"), build_head(32, 2, "classification"))
-    return export_text_model(model, preprocessor, LabelVocabulary.from_labels(["neg", "pos"]), base, "reviews")
+    backbone.save_to_preset(str(folder))
+    preprocessor.save_to_preset(str(folder))
+    return folder
+
+
+def tiny_export(scratch):
+    from tl_keras.tasks.text_classifier import TextClassifier
+
+    classifier = TextClassifier.from_preset(str(scratch / "preset"), labels=["neg", "pos"], strategy="frozen",
+                                            sequence_length=64)
+    return classifier.export(str(scratch / "exports"), "reviews")
 
 
 def in_process(folder, files, output, batch_size):
@@ -154,10 +166,26 @@ def scale_one(args):
     from tl_keras.pipelines.batch_predict import batch_predict
 
     scratch = pathlib.Path(args.scratch)
-    with Timer() as timer:
-        result = batch_predict(scratch / "exports" / "reviews", str(scratch / f"in-{args.rows}" / "*.jsonl"),
-                               str(scratch / f"out-{args.rows}" / "scored"), batch_size=args.batch_size)
-    print(json.dumps({"rows": args.rows, "seconds": timer.seconds, "predicted": result.predicted,
+    inputs = str(scratch / f"in-{args.rows}" / "*.jsonl")
+    if args.job == "predict":
+        with Timer() as timer:
+            result = batch_predict(scratch / "exports" / "reviews", inputs,
+                                   str(scratch / f"out-{args.rows}" / "scored"), batch_size=args.batch_size)
+        done = {"predicted": result.predicted}
+    else:
+        from tl_keras.data.streams import stream_labelled_texts
+        from tl_keras.tasks.text_classifier import TextClassifier
+        from tl_keras.transfer.sharded_features import ShardedFeatures
+
+        classifier = TextClassifier.from_preset(str(scratch / "preset"), labels=["neg", "pos"], strategy="frozen",
+                                                sequence_length=64)
+        with Timer() as timer:
+            features = ShardedFeatures.write(classifier.encoder, classifier.preprocessor,
+                                             stream_labelled_texts(inputs), scratch / f"features-{args.rows}",
+                                             classifier.targets, batch_size=256, verbose=0)
+            history = classifier.fit_features(features, batch_size=256, epochs=1, verbose=0)
+        done = {"trained_rows": len(features), "shards": len(features.shards), "loss": history.history["loss"][-1]}
+    print(json.dumps({"job": args.job, "rows": args.rows, "seconds": timer.seconds, **done,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -165,23 +193,26 @@ def scale(args):
     sizes = [int(size) for size in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
-        tiny_export(scratch / "exports")
+        tiny_preset(scratch / "preset")
+        tiny_export(scratch)
         runs = []
         for size in sizes:
             write_shards(scratch / f"in-{size}", size, 8)
             done = subprocess.run([sys.executable, __file__, "--stage", "scale-one", "--rows", str(size),
-                                   "--scratch", str(scratch), "--batch-size", str(args.batch_size)],
+                                   "--scratch", str(scratch), "--batch-size", str(args.batch_size), "--job", args.job],
                                   capture_output=True, text=True, check=True)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            for path in (scratch / f"in-{size}").iterdir():
-                path.unlink()
+            for folder in (f"in-{size}", f"features-{size}", f"out-{size}"):
+                shutil.rmtree(scratch / folder, ignore_errors=True)
             print(json.dumps(runs[-1]), flush=True)
     first = runs[0]
-    for run in runs:
+    for before, run in zip([None, *runs], runs):
         run["rows_per_s"] = round(run["rows"] / run["seconds"])
         run["memory_vs_smallest"] = round(run["peak_rss_mb"] / first["peak_rss_mb"], 3)
-        run["time_per_row_vs_smallest"] = round((run["seconds"] / run["rows"]) / (first["seconds"] / first["rows"]), 3)
-    print(json.dumps({"scale": runs}))
+        if before:  # Start-up (imports, loading, tracing) cancels out between sizes.
+            run["marginal_us_per_row"] = round(1e6 * (run["seconds"] - before["seconds"])
+                                               / (run["rows"] - before["rows"]), 1)
+    print(json.dumps({"job": args.job, "scale": runs}))
 
 
 def main():
@@ -190,6 +221,7 @@ def main():
     parser.add_argument("--rows", type=int, default=20_000, help="rows for `throughput` (and `scale-one`)")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="row counts for `scale`")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--job", choices=["predict", "train"], default="predict", help="what `scale` measures")
     parser.add_argument("--scratch", help="(scale-one) the scale run's folder")
     args = parser.parse_args()
     import_tensorflow_quietly()

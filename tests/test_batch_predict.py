@@ -16,7 +16,7 @@ from conftest import tiny_bert
 from image_data import tiny_efficientnet
 from tl_keras.cli.main import main as cli
 from tl_keras.data.records import BadRecord, Record, read_records
-from tl_keras.data.texts import LabelVocabulary
+from tl_keras.data.texts import DataError, LabelVocabulary
 from tl_keras.export.image import export_image_model
 from tl_keras.export.text import export_text_model
 from tl_keras.models.heads import build_encoder, build_head, build_image_encoder, build_image_model, build_text_model
@@ -179,3 +179,55 @@ def test_command_line_reports_counts_and_refuses_bad_values_with_one_line(text_e
     assert cli(["batch-predict", "--model", str(text_export.parent), "--input", str(tmp_path / "*.jsonl"),
                 "--output", str(tmp_path / "bad" / "s")]) == 2
     assert f"did you mean {text_export}?" in capsys.readouterr().err
+
+
+def test_frozen_training_from_a_stream_matches_training_in_memory(tiny_bert_preset, tmp_path):
+    from tl_keras.data.streams import stream_labelled_texts
+    from tl_keras.tasks.text_classifier import TextClassifier
+    from tl_keras.transfer.sharded_features import ShardedFeatures
+    from conftest import separable_sentences
+
+    texts, labels = separable_sentences(120, seed=3)
+    for shard in range(3):  # Three shards in three formats.
+        rows = list(zip(texts, labels))[shard * 40:(shard + 1) * 40]
+        if shard == 0:
+            (tmp_path / "train-0.jsonl").write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in rows))
+        elif shard == 1:
+            with gzip.open(tmp_path / "train-1.csv.gz", "wt", newline="") as stream:
+                stream.write("text,label\n" + "".join(f"{t},{l}\n" for t, l in rows))
+        else:
+            pyarrow.parquet.write_table(pyarrow.table({"text": [t for t, _ in rows], "label": [l for _, l in rows]}),
+                                        tmp_path / "train-2.parquet")
+    stream = stream_labelled_texts(str(tmp_path / "train-*"))
+    assert [row[:2] for row in stream] == list(zip(texts, labels))
+    classifier = TextClassifier.from_preset(tiny_bert_preset, labels=["neg", "pos"], strategy="frozen",
+                                         sequence_length=32)
+    features = ShardedFeatures.write(classifier.encoder, classifier.preprocessor, stream, tmp_path / "features",
+                                     classifier.targets, shard_rows=32, chunk_rows=16, verbose=0)
+    assert len(features) == 120 and [shard["rows"] for shard in features.shards] == [32, 32, 32, 24]
+    stored = np.concatenate([features.shard(i)[0] for i in range(4)])
+    in_memory = classifier.encoder.predict(classifier.transfer_inputs(texts).arrays, verbose=0)
+    np.testing.assert_allclose(stored, in_memory, atol=1e-5)  # The same features as the in-memory cache's.
+    assert np.concatenate([features.shard(i)[1] for i in range(4)]).tolist() == classifier.targets(labels).tolist()
+    seen = np.concatenate([batch[1].numpy() for batch in features.dataset(10, shuffle=True, seed=1)])
+    assert sorted(seen.tolist()) == sorted(classifier.targets(labels).tolist())  # Every row once an epoch.
+
+    encoder_before = [w.copy() for w in classifier.encoder.get_weights()]
+    head_before = [w.copy() for w in classifier.head.get_weights()]
+    history = classifier.fit_features(features, batch_size=16, epochs=8, head_learning_rate=0.01, verbose=0,
+                                      validation_data=features)
+    assert history.history["loss"][-1] < history.history["loss"][0] and len(history.history["val_loss"]) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(encoder_before, classifier.encoder.get_weights()))
+    assert not any(np.array_equal(a, b) for a, b in zip(head_before, classifier.head.get_weights()))
+    # The head trained on the shards is the classifier's: its predictions are the head's on those features.
+    np.testing.assert_allclose(classifier.predict(texts), classifier.head.predict(stored, verbose=0), atol=1e-5)
+    again = ShardedFeatures.write(classifier.encoder, classifier.preprocessor, stream, tmp_path / "features",
+                                  classifier.targets, verbose=0)
+    assert again.key == features.key and len(again.shards) == 4  # Reused, not re-encoded at another shard size.
+
+    (tmp_path / "train-3.jsonl").write_text('{"text": "good", "label": "pos"}\n{"text": "", "label": "neg"}\n')
+    with pytest.raises(DataError, match=r"train-3\.jsonl:2: no text in field 'text'"):
+        ShardedFeatures.write(classifier.encoder, classifier.preprocessor, stream_labelled_texts(
+            str(tmp_path / "train-*")), tmp_path / "features", classifier.targets, verbose=0)
+    assert ShardedFeatures(tmp_path / "features").key == features.key  # A failed write leaves the old shards.
+    assert not list(tmp_path.glob(".features.staging-*"))

@@ -14,5 +14,6 @@ def progress_bar(total, description, unit="item", verbose=1):
     import keras  # Here, not at the top: `core` imports no TensorFlow.
 
     if verbose:
-        print(f"{description} {total} {unit}{'' if total == 1 else 's'}", file=sys.stdout, flush=True)
+        count = "the" if total is None else total  # A stream's length is known at its end.
+        print(f"{description} {count} {unit}{'' if total == 1 else 's'}", file=sys.stdout, flush=True)
     return keras.utils.Progbar(total, verbose=verbose, unit_name=unit)

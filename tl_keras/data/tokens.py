@@ -221,20 +221,27 @@ def make_dataset(tokens, targets=None, batch_size=32, shuffle=False, seed=None):
     )
 
 
-def predict_in_length_order(model, tokens, batch_size=64, verbose=0, description="predicting"):
-    """Runs `model` in inference mode on rows sorted by length (little
-    padding) and returns the outputs in the original row order.
-
-    The model is called through one `tf.function` whose input shapes are left
-    open, so it is traced once for all bucket widths (Keras' `predict` traces
-    a shape at a time), with a progress bar when `verbose` is 1.
-    """
-    order = np.argsort(tokens.lengths, kind="stable")
-    specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in tokens.arrays}
+def length_ordered_runner(model, names):
+    """`model` in inference mode as one `tf.function` over int32 token
+    inputs `names` of any batch and width: traced once for every bucket
+    width (Keras' `predict` traces a shape at a time)."""
+    specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in names}
 
     @tf.function(input_signature=[specs])
     def run(inputs):
         return model(inputs, training=False)
+
+    return run
+
+
+def predict_in_length_order(model, tokens, batch_size=64, verbose=0, description="predicting", run=None):
+    """Runs `model` in inference mode on rows sorted by length (little
+    padding) and returns the outputs in the original row order, with a
+    progress bar when `verbose` is 1; `run` (a `length_ordered_runner`)
+    reuses one traced function across calls.
+    """
+    order = np.argsort(tokens.lengths, kind="stable")
+    run = run or length_ordered_runner(model, tokens.arrays)
 
     progress = progress_bar(len(tokens), description, "text", verbose)
     outputs = []

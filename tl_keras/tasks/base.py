@@ -28,7 +28,7 @@ from tl_keras.evaluation.classification import evaluate_predictions, write_repor
 from tl_keras.training.distribution import global_batch_size
 from tl_keras.training.privacy import wants_privacy
 from tl_keras.training.trainer import (DEFAULT_BACKBONE_LEARNING_RATES, TrainingConfig, TrainingData, fit_phase,
-                                       predict_through_cache, train)
+                                       predict_through_cache, train, train_head_on_features)
 from tl_keras.transfer.domain_adaptation import DannSchedule, DomainPairs, build_adaptation_trainer
 from tl_keras.transfer.self_training import changed_share, confident_pseudo_labels
 from tl_keras.transfer.strategies import apply_trainability, discriminative_optimizer
@@ -207,6 +207,34 @@ class Classifier(TransferTask):
         data = TrainingData(train_inputs, self.targets(y), validation_inputs, validation_targets)
         config = training_config(epochs, batch_size, {"verbose": verbose, **settings})
         _, history = train(self, self.strategy, data, config, self.feature_cache, distribution, callbacks)
+        return history_of(history)
+
+    def fit_features(self, features, batch_size=256, epochs=3, verbose=1, callbacks=None, validation_data=None,
+                     seed=0, **settings):
+        """Trains the head on a corpus's frozen-encoder features in shards
+        (`ShardedFeatures`, written from a stream larger than memory), a
+        shard at a time; the `frozen` strategy only.
+
+        Args:
+            features: a `ShardedFeatures` made with this task's encoder.
+            batch_size, epochs, verbose, callbacks: as for `fit`.
+            validation_data: a `ShardedFeatures` scored each epoch, or `None`.
+            seed: the shuffling and initialisation seed.
+            **settings: other `TrainingConfig` fields (`head_learning_rate`).
+
+        Example:
+        >>> rows = stream_labelled_texts("reviews/train-*.jsonl.gz")
+        >>> features = ShardedFeatures.write(task.encoder, task.preprocessor, rows, "runs/features", task.targets)
+        >>> task.fit_features(features, batch_size=256, epochs=3)
+        """
+        if self.strategy.kind != "frozen":
+            raise ValueError("fit_features trains the head on frozen features; it needs strategy='frozen', "
+                             f"this task has {self.strategy.kind!r}.")
+        config = training_config(epochs, batch_size, {"verbose": verbose, "seed": seed, **settings})
+        train_dataset = features.dataset(batch_size, shuffle=True, seed=seed)
+        validation_dataset = validation_data.dataset(batch_size) if validation_data is not None else None
+        _, history = train_head_on_features(self, train_dataset, validation_dataset, config,
+                                            callbacks=list(callbacks or ()))
         return history_of(history)
 
     def self_train(self, x, batch_size=16, epochs=1, verbose=0, callbacks=None, distribution=None,

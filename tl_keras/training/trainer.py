@@ -136,10 +136,38 @@ def _fit_head_on_cache(model, data, config, cache, first_epoch, epochs, distribu
         validation_dataset = tf.data.Dataset.from_tensor_slices(
             (validation_features, data.validation_targets)
         ).batch(config.batch_size)
+    return _fit_head_on_features(model, train_dataset, validation_dataset, config, first_epoch, epochs, distribution,
+                                 callbacks, last_phase, privacy)
+
+
+def _fit_head_on_features(model, train_dataset, validation_dataset, config, first_epoch, epochs, distribution,
+                          callbacks, last_phase, privacy=None):
     with distribution.scope():
         arguments = _compile_arguments(model, keras.optimizers.AdamW(config.head_learning_rate), last_phase)
-    return fit_phase(head, arguments, train_dataset, validation_dataset, first_epoch, epochs, config, distribution,
-                     callbacks, "head", privacy)
+    return fit_phase(model.head, arguments, train_dataset, validation_dataset, first_epoch, epochs, config,
+                     distribution, callbacks, "head", privacy)
+
+
+def train_head_on_features(model, train_dataset, validation_dataset=None, config=None, distribution=None,
+                           callbacks=()):
+    """Trains an `EncoderHeadModel`'s head on datasets of `(features,
+    targets)` batches (`ShardedFeatures.dataset`: a corpus larger than
+    memory), the encoder frozen, as the `frozen` strategy trains it.
+
+    Returns:
+        `(model, history)`, as `train` returns them.
+
+    Example:
+    >>> model, history = train_head_on_features(model, features.dataset(256, shuffle=True), None, config)
+    """
+    config = config or TrainingConfig()
+    distribution = distribution or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.seed)
+    apply_trainability(model, TransferStrategy("frozen"))
+    history = {}
+    _append(history, _fit_head_on_features(model, train_dataset, validation_dataset, config, 0, config.epochs,
+                                           distribution, callbacks, last_phase=True), "head")
+    return model, history
 
 
 def _datasets(data, config):

@@ -17,11 +17,20 @@ import numpy as np
 from tl_keras.core.files import load_arrays, save_arrays
 
 
+def _without_trainability(config):
+    # Which layers train does not change what the encoder computes in inference.
+    if isinstance(config, dict):
+        return {key: _without_trainability(value) for key, value in config.items() if key != "trainable"}
+    if isinstance(config, list):
+        return [_without_trainability(value) for value in config]
+    return config
+
+
 def fingerprint(encoder, inputs):
-    """Returns a hex digest of the encoder (config and weights) and the
-    inputs' arrays."""
+    """Returns a hex digest of the encoder (config, without which layers
+    train, and weights) and the inputs' arrays."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps(encoder.get_config(), sort_keys=True, default=str).encode())
+    digest.update(json.dumps(_without_trainability(encoder.get_config()), sort_keys=True, default=str).encode())
     for weight in encoder.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
     for name in sorted(inputs.arrays):
