@@ -157,6 +157,9 @@ def test_a_bad_image_costs_its_row_only(tmp_path):
     dead = {row["id"]: row for row in _lines(tmp_path / "out", "labels-dead-letters")}
     assert dead["p-broken"]["line"] == 2 and "image" in dead["p-broken"]["reason"].lower()
     assert dead["p-missing"]["line"] == 4 and "cannot read" in dead["p-missing"]["reason"]
+    one_by_one = batch_predict(tmp_path / "exports" / "products", str(tmp_path / "photos.jsonl"),
+                               str(tmp_path / "out1" / "labels"), batch_size=1)  # A refused batch of one row.
+    assert (one_by_one.predicted, one_by_one.dead_letters) == (3, 2)
 
 
 def test_command_line_reports_counts_and_refuses_bad_values_with_one_line(text_export, tmp_path, capsys):

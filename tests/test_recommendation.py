@@ -508,3 +508,26 @@ def test_a_catalogue_embedded_on_beam_serves_the_in_process_top_k(shop_run, tmp_
     (copied / "index.json").write_text(json.dumps({**json.loads((copied / "index.json").read_text()), "items": 20}))
     with pytest.raises(ValueError, match="item id 'new-0[0-9]{2}' is in the index more than once"):
         read_item_index(tmp_path / "index")
+
+
+def test_embed_catalogue_command_writes_the_index_and_the_next_export(shop_run, tmp_path, capsys):
+    from tl_keras.cli.main import main as cli
+
+    shop, result = shop_run
+    result.task.save_to_preset(str(tmp_path / "preset"))
+    result.task.export(str(tmp_path / "exports"), "shop", k=5)
+    (tmp_path / "new.jsonl").write_text(json.dumps({"sku": "new-1", "title": "steel kettle and teapot, kitchen"})
+                                        + "\n" + json.dumps({"sku": "new-2", "title": 7}) + "\n")
+    assert cli(["embed-catalogue", "--model", str(tmp_path / "exports" / "shop"), "--input",
+                str(tmp_path / "new.jsonl"), "--output", str(tmp_path / "index"), "--fields", "text=title",
+                "--id-field", "sku", "--preset", str(tmp_path / "preset"), "--export-dir",
+                str(tmp_path / "exports"), "--top-k", "5"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["items"], summary["dead_letters"], summary["index"]) == (1, 1, str(tmp_path / "index" / "1"))
+    assert summary["export"] == str(tmp_path / "exports" / "shop" / "2")
+    served = tf.saved_model.load(summary["export"]).signatures["serving_default"](
+        user_id=tf.constant(["u0001"]), recent_item_ids=tf.constant([["new-1"]]))  # The new item is known to it.
+    assert "new-1" not in served["item_ids"].numpy().astype(str)[0].tolist()
+    assert cli(["embed-catalogue", "--model", str(tmp_path / "exports" / "shop"), "--input",
+                str(tmp_path / "new.jsonl"), "--output", str(tmp_path / "index"), "--preset", "p"]) == 2
+    assert "--preset and --export-dir go together" in capsys.readouterr().err

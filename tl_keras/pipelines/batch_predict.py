@@ -128,9 +128,9 @@ class SavedModelHandler(ModelHandler):
     def run_inference(self, batch, model, inference_args=None):
         try:
             return _results(batch, self._call(model, batch))
-        except ModelError:
+        except ModelError as error:
             if len(batch) == 1:
-                raise
+                return [PredictionResult(batch[0], error)]
         results = []
         for example in batch:  # Only the refused rows are lost.
             try:
