@@ -14,12 +14,16 @@ Stages:
   (the same sentences), each size in a fresh process: wall time, rows/s
   and peak resident memory, for batch prediction on Beam (`--job predict`)
   and for frozen training from the streamed corpus (`--job train`: shards
-  of features written, then one epoch of the head over them). Target:
-  memory within 20%, time linear (the marginal time a row, between sizes).
+  of features written, then one epoch of the head over them), and for
+  catalogue embedding (`--job embed`: the rows as items, embedded by a
+  retrieval export's `embed_items` over the same tiny BERT, trained one
+  epoch on the synthetic shop, into an item index). Target: memory within
+  20%, time linear (the marginal time a row, between sizes).
 
     .venv/bin/python benchmarks/batch_predict.py --stage throughput
     .venv/bin/python benchmarks/batch_predict.py --stage scale --job predict --sizes 10000,100000,1000000
     .venv/bin/python benchmarks/batch_predict.py --stage scale --job train --sizes 10000,100000,1000000
+    .venv/bin/python benchmarks/batch_predict.py --stage scale --job embed --sizes 10000,100000,1000000
 """
 
 import argparse
@@ -93,6 +97,21 @@ def tiny_export(scratch):
     classifier = TextClassifier.from_preset(str(scratch / "preset"), labels=["neg", "pos"], strategy="frozen",
                                             sequence_length=64)
     return classifier.export(str(scratch / "exports"), "reviews")
+
+
+def tiny_retrieval_export(scratch):
+    """A retrieval export over the tiny BERT (its `embed_items` embeds the
+    scale runs' rows), trained one epoch on the synthetic shop."""
+    from tl_keras.data.interactions import read_interactions, read_items, read_users, time_ordered_split
+    from tl_keras.data.synthetic_shop import make_synthetic_shop
+    from tl_keras.tasks.retrieval import Retrieval
+
+    items, interactions, users = make_synthetic_shop(seed=0).write(scratch / "shop")
+    catalog = read_items(items)
+    interactions, users = read_interactions(interactions, catalog, read_users(users))
+    retrieval = Retrieval.from_preset(str(scratch / "preset"), catalog, users, sequence_length=64)
+    retrieval.fit(time_ordered_split(interactions, 2).train, epochs=1, verbose=0)
+    return retrieval.export(str(scratch / "exports"), "shop")
 
 
 def in_process(folder, files, output, batch_size):
@@ -172,6 +191,13 @@ def scale_one(args):
             result = batch_predict(scratch / "exports" / "reviews", inputs,
                                    str(scratch / f"out-{args.rows}" / "scored"), batch_size=args.batch_size)
         done = {"predicted": result.predicted}
+    elif args.job == "embed":
+        from tl_keras.pipelines.catalogue_index import embed_catalogue
+
+        with Timer() as timer:
+            result = embed_catalogue(scratch / "exports" / "shop", inputs, scratch / f"index-{args.rows}",
+                                     batch_size=args.batch_size)
+        done = {"predicted": result.predicted, "dead_letters": result.dead_letters}
     else:
         from tl_keras.data.streams import stream_labelled_texts
         from tl_keras.tasks.text_classifier import TextClassifier
@@ -194,7 +220,7 @@ def scale(args):
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
         tiny_preset(scratch / "preset")
-        tiny_export(scratch)
+        tiny_retrieval_export(scratch) if args.job == "embed" else tiny_export(scratch)
         runs = []
         for size in sizes:
             write_shards(scratch / f"in-{size}", size, 8)
@@ -202,7 +228,7 @@ def scale(args):
                                    "--scratch", str(scratch), "--batch-size", str(args.batch_size), "--job", args.job],
                                   capture_output=True, text=True, check=True)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            for folder in (f"in-{size}", f"features-{size}", f"out-{size}"):
+            for folder in (f"in-{size}", f"features-{size}", f"out-{size}", f"index-{size}"):
                 shutil.rmtree(scratch / folder, ignore_errors=True)
             print(json.dumps(runs[-1]), flush=True)
     first = runs[0]
@@ -221,7 +247,7 @@ def main():
     parser.add_argument("--rows", type=int, default=20_000, help="rows for `throughput` (and `scale-one`)")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="row counts for `scale`")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--job", choices=["predict", "train"], default="predict", help="what `scale` measures")
+    parser.add_argument("--job", choices=["predict", "train", "embed"], default="predict", help="what `scale` measures")
     parser.add_argument("--scratch", help="(scale-one) the scale run's folder")
     args = parser.parse_args()
     import_tensorflow_quietly()

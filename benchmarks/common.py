@@ -8,6 +8,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tl_keras  # noqa: E402,F401
+from tl_keras.core.quiet import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # Before keras: without TensorFlow's C++ start-up lines.
 
 import keras  # noqa: E402
 import keras_hub  # noqa: E402

@@ -11,6 +11,15 @@ figures); validation and test are both printed, and the test split
 decides nothing. Seconds are training plus scoring both splits.
 
     .venv/bin/python benchmarks/decoder_classification.py
+
+`--data` takes one category of the four-category product reviews
+(`amazon_multi_domain/<category>.tsv`, 1,600 reviews; never committed):
+a stratified 25% test set (400), 20% of the rest for validation (240),
+960 to train, at 256 tokens (the truncation `amazon_domains.py` chose on
+source validation for MiniLM; the same cut for SmolLM2's tokens):
+
+    .venv/bin/python benchmarks/decoder_classification.py --data /path/to/kitchen.tsv \
+        --sequence-length 256 --test-fraction 0.25 --lora-epochs 2 --only zero-shot frozen lora partial
 """
 
 import argparse
@@ -36,11 +45,13 @@ def main():
     parser.add_argument("--shots", type=int, default=4, help="few-shot examples (half of each class)")
     parser.add_argument("--lora-epochs", type=int, default=4)
     parser.add_argument("--sequence-length", type=int, default=48, help="the longest sentence has 38 tokens")
+    parser.add_argument("--data", default=str(common.REVIEWS), help="a `text<TAB>label` file (the bundled sentences)")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="the stratified test share")
     parser.add_argument("--cache", default="runs/decoder_classification", help="where the GGUF file is converted")
     parser.add_argument("--only", nargs="*", help="run only rows whose name contains one of these")
     args = parser.parse_args()
 
-    rest, test = stratified_split(read_labelled_texts(common.REVIEWS), 0.2, seed=1234)
+    rest, test = stratified_split(read_labelled_texts(args.data), args.test_fraction, seed=1234)
     train, validation = stratified_split(rest, 0.2, seed=1234)
     print(f"train {len(train.texts)}, validation {len(validation.texts)}, test {len(test.texts)}", flush=True)
     labels = sorted(set(train.labels))

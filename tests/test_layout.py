@@ -124,12 +124,16 @@ def test_bad_settings_are_refused_before_tensorflow_loads():
               "err = io.StringIO()\n"
               "with contextlib.redirect_stderr(err):\n"
               "    codes = [main(['train-text', '--train', 'x.csv', '--strategy', 'partial:x']),\n"
-              "             main(['train-image', '--strategy', 'lora:2']), main(['distill'])]\n"
+              "             main(['train-image', '--strategy', 'lora:2']), main(['distill']),\n"
+              "             main(['train-generator', '--train', 'x.tsv', '--strategy', 'frozen']),\n"
+              "             main(['train-generator', '--train', 'x.tsv', '--max-new-tokens', '0'])]\n"
               "print(*codes, 'tensorflow' in sys.modules)\n"
               "print(err.getvalue())")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["2", "2", "2", "False"]
+    assert lines[0].split() == ["2", "2", "2", "2", "2", "False"]
+    assert "`strategy` must be 'lora:R', 'partial:N' or 'full', received 'frozen'" in result.stdout
+    assert "`max_new_tokens` must be an integer >= 1, received 0" in result.stdout
     assert "Strategy 'partial:x' needs a whole number after ':'" in result.stdout
     assert "missing required setting(s): --teacher, --train" in result.stdout
 
@@ -158,7 +162,7 @@ def test_every_workflow_is_a_subcommand_with_complete_help():
     from tl_keras.cli.workflows import COMMANDS
 
     assert [c.name for c in COMMANDS] == ["train-text", "train-image", "recommend", "adapt", "fuse", "pretrain",
-                                          "train-qa", "distill"]
+                                          "train-qa", "distill", "train-generator"]
     for workflow in COMMANDS:
         result = subprocess.run([sys.executable, "-m", "tl_keras.cli.main", workflow.name, "--help"],
                                 capture_output=True, text=True)

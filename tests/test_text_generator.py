@@ -112,3 +112,32 @@ def test_bad_settings_are_refused_naming_the_value(tiny_preset):
         generator.fit(["a", "b"], ["c"], verbose=0)
     with pytest.raises(ValueError, match="must hold the prompt once"):
         prompt_frame(lambda text: text.upper())
+
+
+def test_the_generation_workflow_scores_the_prompted_preset_beside_the_fine_tuned_one(tiny_preset, tmp_path):
+    import json
+
+    from tl_keras.core.settings import build_config
+    from tl_keras.workflows.text_generation import TextGenerationConfig, describe, run
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{p}\t{a}\n" for p, a in zip(PROMPTS, ANSWERS)) * 10)
+    result = run(build_config(
+        TextGenerationConfig, train=str(pairs), backbone=str(tiny_preset), output_dir=str(tmp_path / "run"),
+        strategy="full", sequence_length=48, max_new_tokens=16, epochs=40, batch_size=8, backbone_learning_rate=3e-3,
+        verbose=0, validation_fraction=0.1, test_fraction=0.2, export_dir=str(tmp_path / "exports"),
+        model_name="answers"))
+    metrics = result.metrics
+    assert metrics["test"]["examples"] == 8 and metrics["validation"]["examples"] == 3
+    # The random decoder prompted as it is gets nothing right; fine-tuned, it answers.
+    assert metrics["prompted"]["test"]["exact_match"] < 25 <= 75 <= metrics["test"]["exact_match"]
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert written["prompted"]["test"] == metrics["prompted"]["test"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "test_answers.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and set(rows[0]) == {"prompt", "answer", "prompted", "fine_tuned"}
+    assert (tmp_path / "run" / "answers.png").stat().st_size > 10_000
+    assert "prompted before training" in describe(result) and str(result.export_path) in describe(result)
+    # The export answers as the fine-tuned generator does, in a TF1 session as TF Serving runs it.
+    prompts = [row["prompt"] for row in rows[:3]]
+    served = run_in_session(result.export_path, {"prompt": np.array(prompts, object)})
+    assert [text.decode() for text in served["text"]] == result.task.generate(prompts, max_new_tokens=16)

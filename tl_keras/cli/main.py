@@ -1,10 +1,12 @@
 """The `tl-keras` command: the workflows (`train-text`, `train-image`,
-`recommend`, `adapt`, `fuse`, `pretrain`), `predict` against TF Serving,
+`recommend`, `adapt`, `fuse`, `pretrain`, `train-qa`, `distill`,
+`train-generator`), `predict` against TF Serving,
 `serve-local`, `batch-predict` and `embed-catalogue` (files scored, and
 catalogues embedded, on Apache Beam), `convert-efficientnet-lite` and
 `convert-gguf`.
 
     tl-keras train-text --train reviews.csv --text-column review --label-column stars --export-dir exports
+    tl-keras train-generator --train product_qa.tsv --export-dir exports --model-name answers
 
     tl-keras serve-local exports            # gRPC :8500, REST :8501 (a stand-in, not production)
     tl-keras serving-config exports --output export/models.config

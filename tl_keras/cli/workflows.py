@@ -1,6 +1,6 @@
 """The `tl-keras` subcommands that run workflows (`train-text`,
 `train-image`, `recommend`, `adapt`, `fuse`, `pretrain`, `train-qa`,
-`distill`): flags from the
+`distill`, `train-generator`): flags from the
 workflow's config, defaults filled where a run can make its own (the offline
 backbones, sample data), the workflow run, its closing lines printed.
 
@@ -14,13 +14,17 @@ import pathlib
 
 from tl_keras.cli.flags import add_config_flags, build, settings_from
 from tl_keras.core.choices import IMAGE_BACKBONE
-from tl_keras.core.offline import minilm_l6_offline_path
+from tl_keras.core.offline import minilm_l6_offline_path, smollm2_offline_path
 from tl_keras.core.quiet import import_tensorflow_quietly
 from tl_keras.workflows import configs
 
 
 def _default_text_backbone(settings):
     settings["backbone"] = settings.get("backbone") or minilm_l6_offline_path()
+
+
+def _default_decoder_backbone(settings):
+    settings["backbone"] = settings.get("backbone") or smollm2_offline_path()
 
 
 def _image_defaults(settings):
@@ -151,6 +155,12 @@ COMMANDS = (
     WorkflowCommand("distill", "distil a saved text classifier into a student with fewer blocks",
                     configs.DistillationConfig, "distillation", {"output_dir": "runs/distillation"},
                     fill=lambda settings: None, fills=()),
+    WorkflowCommand("train-generator", "fine-tune a decoder on prompt → answer pairs beside it prompted, and export "
+                    "a generation SavedModel", configs.TextGenerationConfig, "text_generation",
+                    {"output_dir": "runs/text_generation"}, _default_decoder_backbone,
+                    {"backbone": "Llama-family decoder: .gguf file (converted once), preset folder or Hugging Face "
+                                 "Llama folder (default: offline SmolLM2-135M-Instruct)",
+                     "strategy": "lora:R, partial:N or full"}),
 )
 
 

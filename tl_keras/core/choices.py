@@ -28,6 +28,7 @@ IMAGE_STRATEGY = "frozen"  # Image classification: within minutes on a CPU (part
 IMAGE_BACKBONE = "lite1"
 SPAN_STRATEGY = "full"  # Extractive QA: a new span head needs the backbone to move.
 TAGGING_STRATEGY = "partial:2"  # Token classification: as text.
+GENERATOR_STRATEGY = "lora:8"  # Decoders: SmolLM2 lora:8 answers SQuAD at 50.4 F1 against 12.4 prompted.
 
 
 KINDS = ("frozen", "partial", "full", "lora")

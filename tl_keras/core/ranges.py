@@ -65,6 +65,8 @@ SETTING_RANGES = {
     "max_question_length": _count(),
     "max_answer_length": _count(),
     "max_train_questions": _count(),
+    "max_train_examples": _count(),
+    "max_new_tokens": _count(),
     "n_best": _count(),
     "ingredients": _count(),
     "seed": _count(0),

@@ -36,6 +36,33 @@ def token_f1(prediction, gold):
     return 2 * precision * recall / (precision + recall)
 
 
+def answer_scores(predictions, golds):
+    """Exact match and F1 (x 100) of answer texts against their gold
+    answers, the best over each row's golds.
+
+    Args:
+        predictions: answer strings, one a row.
+        golds: a gold answer string a row, or a list of them (an empty
+            list: only `""` is right).
+
+    Returns:
+        `{"exact_match": ..., "f1": ..., "examples": N}`.
+
+    Example:
+    >>> answer_scores(["Denver Broncos"], [["Denver Broncos", "Broncos"]])
+    {'exact_match': 100.0, 'f1': 100.0, 'examples': 1}
+    """
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold answers; one each.")
+    exact = f1 = 0.0
+    for prediction, wanted in zip(predictions, golds):
+        wanted = [wanted] if isinstance(wanted, str) else (list(wanted) or [""])
+        exact += max(exact_match(prediction, gold) for gold in wanted)
+        f1 += max(token_f1(prediction, gold) for gold in wanted)
+    count = max(len(golds), 1)
+    return {"exact_match": 100 * exact / count, "f1": 100 * f1 / count, "examples": len(golds)}
+
+
 def squad_scores(predictions, questions):
     """Exact match and F1 (x 100) of `predictions` over `questions`.
 
@@ -54,13 +81,9 @@ def squad_scores(predictions, questions):
     missing = [question.id for question in questions if question.id not in predictions]
     if missing:
         raise ValueError(f"No prediction for {len(missing)} question(s), e.g. {missing[0]!r}.")
-    exact = f1 = 0.0
-    for question in questions:
-        golds = question.answer_texts or [""]
-        exact += max(exact_match(predictions[question.id], gold) for gold in golds)
-        f1 += max(token_f1(predictions[question.id], gold) for gold in golds)
-    count = max(len(questions), 1)
-    return {"exact_match": 100 * exact / count, "f1": 100 * f1 / count, "questions": len(questions)}
+    scores = answer_scores([predictions[question.id] for question in questions],
+                           [question.answer_texts for question in questions])
+    return {"exact_match": scores["exact_match"], "f1": scores["f1"], "questions": scores["examples"]}
 
 
 def plot_squad_scores(metrics, history, path):
@@ -94,6 +117,43 @@ def plot_squad_scores(metrics, history, path):
     right.set_xticks(list(positions), names)
     right.set(title=f"Test split ({metrics['test']['questions']} questions)", ylim=(0, 100))
     right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_answer_scores(metrics, history, path):
+    """Two panels: the validation answers' loss after each epoch, and the
+    exact match and F1 of the fine-tuned decoder beside the same decoder
+    prompted before training, on validation and test.
+
+    Args:
+        metrics: `{"validation": ..., "test": ..., "prompted": {...}}` as
+            the generation workflow writes them.
+        history: the `fit` history (with `loss`, `val_loss`).
+        path: the PNG to write.
+
+    Example:
+    >>> plot_answer_scores(result.metrics, result.history, "runs/qa/answers.png")
+    """
+    plt = pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("loss", "training pairs"), ("val_loss", "validation pairs")):
+        values = history.get(key, [])
+        left.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    left.set(xlabel="epoch", ylabel="loss on the answer tokens", title="Answer loss after each epoch")
+    left.legend()
+    bars = [(f"{split}\n{name}", split, measure)
+            for split in ("validation", "test") for measure, name in (("exact_match", "exact match"), ("f1", "F1"))]
+    positions = range(len(bars))
+    right.bar([p - 0.2 for p in positions], [metrics["prompted"][s][m] for _, s, m in bars], width=0.4,
+              color="grey", label="prompted, before training")
+    right.bar([p + 0.2 for p in positions], [metrics[s][m] for _, s, m in bars], width=0.4, label="fine-tuned")
+    right.set_xticks(list(positions), [name for name, _, _ in bars])
+    right.set(ylabel="score (x 100)", ylim=(0, 118), yticks=range(0, 101, 20),
+              title=f"Answers ({metrics['test']['examples']} test pairs)")
+    right.legend(loc="upper center", ncol=2)  # Above the bars: the scores stop at 100.
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

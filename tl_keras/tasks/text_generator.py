@@ -25,7 +25,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tl_keras.core.choices import parse_strategy
+from tl_keras.core.choices import GENERATOR_STRATEGY, parse_strategy
 from tl_keras.core.progress import progress_bar
 from tl_keras.export.generation import check_max_new_tokens, export_text_generator
 from tl_keras.models.backbones import unfreeze_top_blocks
@@ -33,7 +33,6 @@ from tl_keras.models.decoders import CHATML, TEMPLATE_FILE, DecoderCausalLM, cha
 from tl_keras.models.gguf import gguf_preset
 from tl_keras.tasks.base import TransferTask, read_task_config, refuse_overrides
 
-GENERATOR_STRATEGY = "lora:8"
 SAMPLERS = ("greedy", "top_k", "top_p")
 
 

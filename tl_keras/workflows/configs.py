@@ -15,8 +15,8 @@ Example:
 import dataclasses
 from typing import ClassVar
 
-from tl_keras.core.choices import (ADAPTATION_METHODS, FEW_LABEL_METHODS, FUSIONS, IMAGE_STRATEGY, SPAN_STRATEGY,
-                                   TEXT_STRATEGY)
+from tl_keras.core.choices import (ADAPTATION_METHODS, FEW_LABEL_METHODS, FUSIONS, GENERATOR_STRATEGY, IMAGE_STRATEGY,
+                                   SPAN_STRATEGY, TEXT_STRATEGY, parse_strategy)
 from tl_keras.core.ranges import check_settings
 from tl_keras.core.settings import documented, refuse_unused, setting
 from tl_keras.training.config import TrainingConfig
@@ -482,3 +482,48 @@ class QuestionAnsweringConfig:
     def __post_init__(self):
         check_settings(self)
         refuse_unused(self)
+
+
+@documented
+@dataclasses.dataclass
+class TextGenerationConfig:
+    """Everything a generation run needs; `tl-keras train-generator` fills
+    it from flags or YAML. Prompt → answer pairs train a decoder
+    (`TextGenerator`, the loss on the answers); the same decoder prompted
+    as it is, before any training, is the baseline beside it. `backbone_
+    learning_rate` is the one learning rate (`None`: 5e-4 for LoRA weights,
+    5e-5 otherwise).
+
+    Example:
+    >>> run(TextGenerationConfig(train="product_qa.tsv", backbone=smollm2_offline_path(),
+    ...     output_dir="runs/product_qa"))
+    """
+
+    unused_settings: ClassVar[tuple] = ("head_learning_rate", "layer_decay", "warmup_epochs", "jit_compile",
+                                        "backup_dir", "shuffle", *PRIVATE_TRAINING)
+
+    train: str = setting(help="prompt → answer pairs: a `.tsv`/`.txt` of `prompt<TAB>answer` lines, or a `.csv`/"
+                              "`.jsonl` with `prompt_column` and `answer_column`.")
+    backbone: str = setting(help="a Llama-family decoder preset: a `.gguf` file (converted once), a preset folder, a "
+                                 "local Hugging Face Llama folder or a Kaggle handle.")
+    output_dir: str = setting(help="where `metrics.json`, `test_answers.jsonl` and the plot go.")
+    strategy: str = setting(GENERATOR_STRATEGY, "`\"lora:R\"`, `\"partial:N\"` or `\"full\"` (what trains).")
+    prompt_column: str = setting("prompt", "the prompt column of a `.csv`/`.jsonl`.")
+    answer_column: str = setting("answer", "the answer column of a `.csv`/`.jsonl`.")
+    system_prompt: str = setting(None, "a system turn put before every prompt (training, baseline and export), or "
+                                       "`None`.")
+    sequence_length: int = setting(512, "the longest prompt + answer in training, in tokens (a longer prompt "
+                                        "loses its start, never the answer).")
+    max_new_tokens: int = setting(32, "the longest answer generated, in tokens (scoring and the SavedModel).")
+    max_train_examples: int = setting(None, "train on at most this many pairs (the first ones), for a quick run; "
+                                            "`None` for all.")
+    splits: SplitsConfig = SPLITS
+    training: TrainingConfig = _training(epochs=2, batch_size=8)
+    output: OutputConfig = _output("text_generator")
+
+    def __post_init__(self):
+        check_settings(self)
+        refuse_unused(self)
+        if parse_strategy(self.strategy).kind == "frozen":
+            raise ValueError("A frozen decoder is the baseline every run scores already; `strategy` must be "
+                             "'lora:R', 'partial:N' or 'full', received 'frozen'.")
