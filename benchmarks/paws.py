@@ -24,6 +24,10 @@ Side by side on the same rows:
 paraphrase is one both ways): twice the rows at the same labels.
 
     .venv/bin/python benchmarks/paws.py --data ../shared/data/paws_wiki/dev.tsv
+
+`--learning-curve 700,1400,2800 --only none` trains the `plain` full
+setting on growing stratified heads of the training split (nothing else),
+and fits validation accuracy against ln(rows): what more pairs would buy.
 """
 
 import argparse
@@ -111,6 +115,28 @@ def train(preset, strategy, epochs, settings, rows, seed, single=False, swap=Fal
     return classifier
 
 
+def learning_curve(args, train_rows, report, results):
+    """The plain full setting on growing heads of the training split: how
+    validation accuracy grows with the rows, fitted as a + b·ln(rows) (the
+    usual shape of a learning curve over a few doublings), and how many
+    rows that line needs for 0.80."""
+    name, strategy, epochs, settings, _ = CANDIDATES[3]
+    sizes, scores = [], []
+    for size in (int(size) for size in args.learning_curve.split(",")):
+        rows = train_rows if size >= len(train_rows) else split(train_rows, 0, size, args.seed)["validation"]
+        started = time.perf_counter()
+        classifier = train(minilm_l6_offline_path(), strategy, epochs, settings, rows, args.seed)
+        report(f"MiniLM-L6 pair, {name}, {len(rows)} training rows", classifier, time.perf_counter() - started)
+        sizes.append(len(rows))
+        scores.append(results[-1][1])
+    slope, intercept = np.polyfit(np.log(sizes), scores, 1)
+    total = len(train_rows) + args.validation_size + args.test_size
+    print(f"learning curve: validation accuracy ≈ {intercept:.3f} + {slope:.4f}·ln(rows) over {sizes}: "
+          f"{slope * np.log(2):+.3f} a doubling; {intercept + slope * np.log(len(train_rows)):.3f} at "
+          f"{len(train_rows)} rows, {intercept + slope * np.log(total):.3f} at all {total} dev pairs; 0.80 at "
+          f"about {np.exp((0.8 - intercept) / slope) if slope > 0 else float('inf'):,.0f} rows", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="PAWS-Wiki's dev.tsv (default: %(default)s)")
@@ -119,6 +145,9 @@ def main():
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--decoder-train", type=int, default=1600,
                         help="training rows for the SmolLM2 runs (a stratified head of the training split)")
+    parser.add_argument("--learning-curve", help="training sizes (comma-separated) for the `plain` full setting, a "
+                                                 "stratified head of the training split each: validation accuracy "
+                                                 "fitted against ln(rows) and extrapolated to the whole dev file")
     parser.add_argument("--cache", default="runs/paws", help="where the GGUF file is converted")
     parser.add_argument("--only", nargs="*", help="run only rows whose name contains one of these")
     args = parser.parse_args()
@@ -158,6 +187,9 @@ def main():
         started = time.perf_counter()
         classifier = train(gguf_preset(smollm2_offline_path(), args.cache), strategy, epochs, {}, decoder_rows, args.seed)
         report(f"SmolLM2-135M pair, {name}, {len(decoder_rows)} training rows", classifier, time.perf_counter() - started)
+
+    if args.learning_curve:
+        learning_curve(args, train_rows, report, results)
 
     print(f"\nPAWS-Wiki dev file split by seed {args.seed}: {len(train_rows)} train, {len(validation)} validation "
           f"(chooses the MiniLM setting{': ' + chosen[1] if chosen else ''}), {len(test)} test (scored once, "

@@ -43,3 +43,15 @@ def test_report_writes_json_and_real_pngs(tmp_path):
     assert json.loads(paths[0].read_text())["metrics"]["accuracy"] == 0.5
     for png in paths[1:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_answer_scores_take_the_best_gold_and_refuse_unpaired_rows():
+    from tl_keras.evaluation.squad import answer_scores
+
+    scores = answer_scores(["Denver Broncos", "the Broncos", "", "Carolina"],
+                           [["Denver Broncos", "Broncos"], "Denver Broncos", [], "Panthers"])
+    # Exact: rows 1 and 3 ("" is right where nothing is); F1: 1, 2/3 (broncos of denver broncos), 1, 0.
+    assert scores["examples"] == 4 and scores["exact_match"] == pytest.approx(50.0)
+    assert scores["f1"] == pytest.approx(100 * (1 + 2 / 3 + 1 + 0) / 4)
+    with pytest.raises(ValueError, match=r"2 predictions for 1 gold answers"):
+        answer_scores(["a", "b"], ["a"])
