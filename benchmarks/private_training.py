@@ -36,8 +36,12 @@ def main():
     parser.add_argument("--head-learning-rate", type=float, default=3e-3)
     parser.add_argument("--backbone-learning-rate", type=float, default=None)
     parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--warmup-epochs", type=int, default=1,
+                        help="head-only epochs on cached features first (`full`, and every strategy under DP)")
+    parser.add_argument("--sentences", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the bundled sentences (--no-sentences: the category alone)")
     args = parser.parse_args()
-    datasets = {"amazon sentences (bundled)": (REVIEWS, 64)}
+    datasets = {"amazon sentences (bundled)": (REVIEWS, 64)} if args.sentences else {}
     if args.category:
         datasets[pathlib.Path(args.category).stem] = (args.category, 256)
     rows = []
@@ -51,7 +55,7 @@ def main():
                     output_dir=f"{folder}/{pathlib.Path(str(path)).stem}", strategy=args.strategy,
                     sequence_length=length, pooling="mean", test_fraction=0.25, resume=False, audit=True,
                     epochs=args.epochs, batch_size=args.batch_size, head_learning_rate=args.head_learning_rate,
-                    backbone_learning_rate=args.backbone_learning_rate,
+                    backbone_learning_rate=args.backbone_learning_rate, warmup_epochs=args.warmup_epochs,
                     verbose=0, **privacy))
                 seconds = time.perf_counter() - start
                 metrics = result.metrics

@@ -148,9 +148,12 @@ def test_private_fit_through_the_backbone_and_the_recipe_reports_privacy_and_aud
     classifier = TextClassifier.from_preset(tiny_bert_preset, labels=["neg", "pos"], strategy="lora:2",
                                             sequence_length=16, pooling="mean")
     before = {w.path: w.numpy().copy() for w in classifier.backbone.weights}
-    classifier.fit(texts, labels, batch_size=16, epochs=2, verbose=0, dp_epsilon=8.0, backbone_learning_rate=1e-2)
+    history = classifier.fit(texts, labels, batch_size=16, epochs=2, verbose=0, dp_epsilon=8.0,
+                             backbone_learning_rate=1e-2)
     spent = classifier.privacy
-    assert spent["steps"] == 2 * 3 and spent["epsilon"] <= 8.0 and spent["delta"] == pytest.approx(1 / 480)
+    # A private linear probe first (`warmup_epochs`, 1 by default), then LoRA: one budget over both phases.
+    assert history.history["phase"] == ["head", "lora", "lora"]
+    assert spent["steps"] == (1 + 2) * 3 and spent["epsilon"] <= 8.0 and spent["delta"] == pytest.approx(1 / 480)
     after = {w.path: w.numpy() for w in classifier.backbone.weights}
     assert any(not np.allclose(before[path], after[path]) for path in before.keys() & after.keys())  # LoRA merged.
     assert classifier.card()["privacy"]["epsilon"] == spent["epsilon"]

@@ -28,7 +28,9 @@ class TrainingConfig:
                                                   "strategy's default (5e-5, or 5e-4 for LoRA weights).")
     layer_decay: float = setting(0.8, "each lower block's rate is this times the one above (`full` only; "
                                       "`partial` and `lora` use 1.0).")
-    warmup_epochs: int = setting(1, "head-only epochs before `full` unfreezes the backbone.")
+    warmup_epochs: int = setting(1, "head-only epochs before `full` unfreezes the backbone (and, under DP-SGD, "
+                                    "before `partial:N` or `lora:R` trains: a private linear probe first, in the "
+                                    "same budget).")
     seed: int = setting(1234, "seeds weights, dropout, splits and shuffling.")
     shuffle: bool = setting(True, "reshuffle the training rows every epoch (off only for runs that must see the "
                                   "rows in file order).")

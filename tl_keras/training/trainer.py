@@ -249,12 +249,16 @@ def train(model, strategy, data, config=None, cache=None, distribution=None, cal
     config = dataclasses.replace(config, batch_size=global_batch_size(config.batch_size, distribution))
     keras.utils.set_random_seed(config.seed)
     history = {}
-    head_epochs = {"frozen": config.epochs, "full": config.warmup_epochs}.get(strategy.kind, 0)
+    private = wants_privacy(config)
+    # Under DP-SGD every strategy first fits the head on frozen features (a private linear probe, as `full`
+    # always does): noisy gradients through a random head would move the backbone's weights for nothing.
+    warm_up = strategy.kind == "full" or (private and strategy.kind != "frozen")
+    head_epochs = config.epochs if strategy.kind == "frozen" else config.warmup_epochs if warm_up else 0
     privacy, model.privacy = None, None
-    if wants_privacy(config):  # One budget over every phase that trains on the rows.
+    if private:  # One budget over every phase that trains on the rows.
         privacy, model.privacy = plan(config, len(data.train_inputs),
                                       head_epochs + (0 if strategy.kind == "frozen" else config.epochs))
-    if strategy.kind in ("frozen", "full"):
+    if strategy.kind in ("frozen", "full") or head_epochs:
         apply_trainability(model, TransferStrategy("frozen"))
         if head_epochs:
             fit_head = _fit_head_on_cache if data.train_inputs.cacheable else _fit_head_through_frozen_backbone
