@@ -141,3 +141,20 @@ def test_the_generation_workflow_scores_the_prompted_preset_beside_the_fine_tune
     prompts = [row["prompt"] for row in rows[:3]]
     served = run_in_session(result.export_path, {"prompt": np.array(prompts, object)})
     assert [text.decode() for text in served["text"]] == result.task.generate(prompts, max_new_tokens=16)
+
+
+def test_generation_traces_once_for_every_prompt_length(trained):
+    import logging
+
+    generator, _ = trained
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tf.get_logger().addHandler(handler)
+    try:  # Six padded lengths: TensorFlow warns of retracing from the fifth trace of one function on.
+        for n in range(1, 7):
+            generator.generate(["hello " * (12 * n)], max_new_tokens=1)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [r for r in records if "retracing" in r.getMessage()], [r.getMessage()[:120] for r in records]
+    assert generator.generate(PROMPTS, max_new_tokens=16) == ANSWERS  # The reused greedy loop still answers.

@@ -32,6 +32,7 @@ import pathlib
 
 import keras
 import keras_hub
+import tensorflow as tf
 
 TEMPLATE_FILE = "chat_template.jinja"  # Beside a converted preset, as `gguf.convert_gguf` writes it.
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
@@ -144,6 +145,14 @@ class DecoderCausalLM(keras_hub.models.Llama3CausalLM):
 
     backbone_cls = DecoderBackbone
     preprocessor_cls = DecoderCausalLMPreprocessor
+
+    def make_generate_function(self):
+        # KerasHub's `tf.function` traces again for every new prompt length (TensorFlow warns of it after
+        # five); with `reduce_retracing` a trace with unknown lengths serves them all.
+        if self.generate_function is None and keras.config.backend() == "tensorflow" and not self.run_eagerly:
+            self.generate_function = tf.function(self.generate_step, jit_compile=getattr(self, "jit_compile", True),
+                                                 reduce_retracing=True)
+        return super().make_generate_function()
 
 
 def is_decoder(backbone):

@@ -77,6 +77,7 @@ class TextGenerator(TransferTask):
         self.name = "text_generator"
         self.trainable = True
         self._trained = False
+        self._sampler = None  # The sampler name `causal_lm` was compiled with (compiling drops its traced loop).
 
     @classmethod
     def from_preset(cls, preset, strategy=None, sequence_length=None, chat=None, system_prompt=None):
@@ -187,6 +188,7 @@ class TextGenerator(TransferTask):
         history = trainer.fit(data, epochs=epochs, verbose=verbose, callbacks=list(callbacks or ()),
                               validation_data=validation, shuffle=False)  # The dataset shuffles itself.
         self._trained = True
+        self._sampler = None  # New weights (LoRA factors) for the generation loop to trace.
         return history
 
     def generate(self, prompts, max_new_tokens=32, sampler="greedy", batch_size=8, seed=None, verbose=0):
@@ -206,13 +208,18 @@ class TextGenerator(TransferTask):
         ['Denver Broncos']
         """
         check_max_new_tokens(max_new_tokens)
-        if isinstance(sampler, str):
-            if sampler not in SAMPLERS:
-                raise ValueError(f"`sampler` must be one of {SAMPLERS} or a keras_hub sampler, received {sampler!r}.")
-            sampler = {"greedy": lambda: keras_hub.samplers.GreedySampler(),
-                       "top_k": lambda: keras_hub.samplers.TopKSampler(k=10, seed=seed),
-                       "top_p": lambda: keras_hub.samplers.TopPSampler(p=0.9, seed=seed)}[sampler]()
-        self.causal_lm.compile(sampler=sampler)
+        if isinstance(sampler, str) and sampler not in SAMPLERS:
+            raise ValueError(f"`sampler` must be one of {SAMPLERS} or a keras_hub sampler, received {sampler!r}.")
+        # Each compile traces the generation loop anew: greedy is kept between calls; seeded samplers and
+        # sampler objects are compiled for each call.
+        reused = "greedy" if sampler == "greedy" else None
+        if reused is None or reused != self._sampler:
+            if isinstance(sampler, str):
+                sampler = {"greedy": lambda: keras_hub.samplers.GreedySampler(),
+                           "top_k": lambda: keras_hub.samplers.TopKSampler(k=10, seed=seed),
+                           "top_p": lambda: keras_hub.samplers.TopPSampler(p=0.9, seed=seed)}[sampler]()
+            self.causal_lm.compile(sampler=sampler)
+        self._sampler = reused
         texts = [self.prompt(text) for text in prompts]
         lengths = [len(self._ids(text)) + self.preprocessor.add_start_token for text in texts]
         # Shortest first, padded to multiples of 64: each padded length compiles
