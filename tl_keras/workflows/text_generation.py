@@ -54,18 +54,20 @@ def run(config, callbacks=()):
                                           system_prompt=config.system_prompt)
     training = config.training
 
-    def answer(split):
+    def answer(split, stage):
+        if training.verbose:
+            print(f"{split} answers, {stage}:", flush=True)
         return generator.generate(rows[split].texts, config.max_new_tokens, batch_size=training.batch_size,
                                   verbose=training.verbose)
 
     def scored(answers):
         return {split: {"split": split, **answer_scores(answers[split], rows[split].labels)} for split in SPLITS}
 
-    prompted = {split: answer(split) for split in SPLITS}
+    prompted = {split: answer(split, "the preset prompted as it is") for split in SPLITS}
     history = generator.fit(train.texts, train.labels, training.batch_size, training.epochs, training.verbose,
                             callbacks, (validation.texts, validation.labels), training.backbone_learning_rate,
                             training.seed).history
-    tuned = {split: answer(split) for split in SPLITS}
+    tuned = {split: answer(split, "fine-tuned") for split in SPLITS}
     metrics = {**scored(tuned), "prompted": scored(prompted)}
 
     def write_reports(folder):
