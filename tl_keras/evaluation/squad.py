@@ -124,9 +124,10 @@ def plot_squad_scores(metrics, history, path):
 
 
 def plot_answer_scores(metrics, history, path):
-    """Two panels: the validation answers' loss after each epoch, and the
-    exact match and F1 of the fine-tuned decoder beside the same decoder
-    prompted before training, on validation and test.
+    """Two panels: the loss on the answer tokens after each epoch (training
+    and validation pairs), and the exact match and F1 of the fine-tuned
+    decoder beside the same decoder prompted before training, on validation
+    and test.
 
     Args:
         metrics: `{"validation": ..., "test": ..., "prompted": {...}}` as

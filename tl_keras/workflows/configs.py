@@ -490,9 +490,9 @@ class TextGenerationConfig:
     """Everything a generation run needs; `tl-keras train-generator` fills
     it from flags or YAML. Prompt → answer pairs train a decoder
     (`TextGenerator`, the loss on the answers); the same decoder prompted
-    as it is, before any training, is the baseline beside it. `backbone_
-    learning_rate` is the one learning rate (`None`: 5e-4 for LoRA weights,
-    5e-5 otherwise).
+    as it is, before any training, is the baseline beside it. The one
+    learning rate is `backbone_learning_rate` (`None`: 5e-4 for LoRA
+    weights, 5e-5 otherwise).
 
     Example:
     >>> run(TextGenerationConfig(train="product_qa.tsv", backbone=smollm2_offline_path(),
