@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--backbone-learning-rate", type=float, default=None)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--warmup-epochs", type=int, default=1,
-                        help="head-only epochs on cached features first (`full`, and every strategy under DP)")
+                        help="head-only epochs on cached features first (`full`; under DP, `partial:N` and `lora:R` too)")
     parser.add_argument("--sentences", action=argparse.BooleanOptionalAction, default=True,
                         help="run the bundled sentences (--no-sentences: the category alone)")
     args = parser.parse_args()

@@ -146,15 +146,21 @@ def test_the_generation_workflow_scores_the_prompted_preset_beside_the_fine_tune
 def test_generation_traces_once_for_every_prompt_length(trained):
     import logging
 
+    class Collected(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
     generator, _ = trained
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
+    handler = Collected()
     tf.get_logger().addHandler(handler)
     try:  # Six padded lengths: TensorFlow warns of retracing from the fifth trace of one function on.
         for n in range(1, 7):
             generator.generate(["hello " * (12 * n)], max_new_tokens=1)
     finally:
         tf.get_logger().removeHandler(handler)
-    assert not [r for r in records if "retracing" in r.getMessage()], [r.getMessage()[:120] for r in records]
+    assert not [m for m in handler.messages if "retracing" in m], [m[:120] for m in handler.messages]
     assert generator.generate(PROMPTS, max_new_tokens=16) == ANSWERS  # The reused greedy loop still answers.
