@@ -52,6 +52,8 @@ def main():
     parser.add_argument("--check-export", action="store_true",
                         help="served top-10 against in-process recommendations for every test user (first seed)")
     args = parser.parse_args()
+    if args.check_index and not args.check_export:
+        parser.error("--check-index builds on --check-export's export; give both.")
     settings = json.loads(args.settings)
     runs, chances, seconds = [], [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -126,18 +128,17 @@ def check_pipeline_index(result, catalog, user_ids, recent_ids):
     from tl_keras.export.retrieval import export_recommender
     from tl_keras.pipelines.catalogue_index import embed_catalogue
 
-    folder = pathlib.Path(result.export_path).parent.parent
+    model_dir = pathlib.Path(result.export_path).parent  # exports/<model name>/, whose next version is written
+    folder = model_dir.parent
     new_ids = [f"relisted-{item_id}" for item_id in catalog.item_ids[:200]]
     titles = list(catalog.texts[:200])
     with open(folder / "new_items.jsonl", "w") as stream:
         stream.writelines(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(new_ids, titles))
     start = time.perf_counter()
-    embedded = embed_catalogue(pathlib.Path(result.export_path).parent, str(folder / "new_items.jsonl"),
-                               folder / "index")
+    embedded = embed_catalogue(model_dir, str(folder / "new_items.jsonl"), folder / "index")
     seconds = time.perf_counter() - start
     expected, _ = result.task.add_items(new_ids, titles).recommend(user_ids, recent_ids, k=10)
-    path = export_recommender(result.task.add_item_index(folder / "index"), str(pathlib.Path(result.export_path).parent.parent),
-                              pathlib.Path(result.export_path).parent.name, k=10)
+    path = export_recommender(result.task.add_item_index(folder / "index"), str(folder), model_dir.name, k=10)
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     served = serve(user_id=tf.constant(user_ids), recent_item_ids=tf.constant(recent_ids))["item_ids"].numpy().astype(str)
     same = [list(a) == list(b) for a, b in zip(served, expected)]
