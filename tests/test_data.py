@@ -46,6 +46,16 @@ def test_bad_files_name_file_line_and_value(tmp_path, name, content, pattern):
         read_labelled_texts(path)
 
 
+def test_generation_files_name_their_own_columns(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("Capital of France?\tParis\nCapital of Peru?\n")
+    with pytest.raises(DataError, match=r"pairs.tsv:2: expected `prompt<TAB>answer` \(2 fields\), received 1"):
+        read_labelled_texts(path, "prompt", "answer")
+    path.write_text("Capital of France?\tParis\nCapital of Peru?\t \n")
+    with pytest.raises(DataError, match=r"pairs.tsv:2: missing answer for prompt 'Capital of Peru\?'"):
+        read_labelled_texts(path, "prompt", "answer")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match=r"nope.tsv: no such file"):
         read_labelled_texts(tmp_path / "nope.tsv")

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import pickle
+import shutil
 import socket
 import struct
 import subprocess
@@ -39,8 +40,9 @@ from tl_keras.data.images import load_images, read_image_folder
 from tl_keras.data.interactions import read_interactions, read_items
 from tl_keras.serving.local_server import LocalServer, RequestLimits
 from tl_keras.data.tokens import tokenize
-from tl_keras.training.runs import RunConflict, RunFolder
+from tl_keras.training.runs import RunConflict, RunFolder, TrainedModelKept, keep_trained_model
 from tl_keras.serving.clients import GrpcClient, RestClient, ServingError
+from tl_keras.tasks.text_classifier import TextClassifier
 from tl_keras.workflows.text_classification import TextClassificationConfig, run
 from tl_keras.training.trainer import TrainingConfig
 
@@ -350,6 +352,57 @@ def test_export_target_is_checked_before_training(tiny_bert_preset, tmp_path, ex
         run(config)
     assert time.perf_counter() - started < 2  # No backbone was loaded, nothing trained.
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+class _ExportFolderTakenAfterTraining(keras.callbacks.Callback):
+    """The disk changes under a live run: once training ends, a file stands
+    where the export folder was."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.write_text("a file where a folder should be")
+
+
+def test_an_export_failing_after_training_keeps_the_trained_weights(tiny_bert_preset, tmp_path):
+    texts, labels = separable_sentences(24)
+    train = write_tsv(tmp_path / "train.tsv", texts, labels)
+    exports = tmp_path / "exports"
+    config = _config(tmp_path, train, tiny_bert_preset, export_dir=str(exports), model_name="reviews")
+    kept = tmp_path / "run" / "model.weights.h5"
+    with pytest.raises(TrainedModelKept, match=rf"^export failed \(.*\); the trained weights are kept in {kept}"):
+        run(config, callbacks=[_ExportFolderTakenAfterTraining(exports)])
+    assert (tmp_path / "run" / "metrics.json").exists()  # The reports were written before the export.
+
+    def classifier():
+        keras.utils.set_random_seed(config.training.seed)
+        return TextClassifier.from_preset(tiny_bert_preset, labels=sorted(set(labels)), strategy="partial:1",
+                                          sequence_length=32, pooling="mean")
+
+    untrained, restored = classifier(), classifier()
+    restored.load_weights(str(kept))
+    changed = [not np.array_equal(a, b) for a, b in zip(untrained.get_weights(), restored.get_weights())]
+    assert any(changed) and len(changed) == len(restored.get_weights())
+
+
+def test_late_failures_save_the_weights_once_and_keep_the_first_error(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(TrainedModelKept) as raised:
+        with keep_trained_model(model, tmp_path, "export"):
+            with keep_trained_model(model, tmp_path, "writing the reports"):
+                raise ValueError("plot failed: no font")
+    assert str(raised.value).startswith("writing the reports failed (plot failed: no font); the trained weights")
+    assert isinstance(raised.value.__cause__, ValueError)
+    restored = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    restored.load_weights(str(tmp_path / "model.weights.h5"))
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), restored.get_weights()))
+    with pytest.raises(ValueError, match="no model"):  # Nothing to keep: the error passes as it is.
+        with keep_trained_model(None, tmp_path / "other", "export"):
+            raise ValueError("no model")
+    assert not (tmp_path / "other").exists()
 
 
 class _StopAfterFirstEpoch(keras.callbacks.Callback):

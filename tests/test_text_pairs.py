@@ -50,8 +50,8 @@ def test_pair_files_read_in_every_format(tmp_path):
 
 @pytest.mark.parametrize("name, content, pattern", [
     ("a.csv", "query,label\ngood phone,same\n", r"a\.csv:2: missing column 'title'.*--pair-column"),
-    ("b.csv", "query,title,label\ngood phone, ,same\n", r"b\.csv:2: empty text pair \(received ' '\)"),
-    ("c.tsv", "good phone\tsame\n", r"c\.tsv:1: expected `text<TAB>text_pair<TAB>label` \(3 fields\), "
+    ("b.csv", "query,title,label\ngood phone, ,same\n", r"b\.csv:2: empty title \(received ' '\)"),
+    ("c.tsv", "good phone\tsame\n", r"c\.tsv:1: expected `query<TAB>title<TAB>label` \(3 fields\), "
                                     r"received 2 field"),
 ])
 def test_bad_pair_rows_are_named(tmp_path, name, content, pattern):

@@ -113,9 +113,11 @@ def _lines(text):
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
-def _rows_tsv(path, text, labelled, paired=False):
-    layout = "text<TAB>text_pair" if paired else "text"
-    layout, wanted = (f"{layout}<TAB>label", 2 + paired) if labelled else (layout, 1 + paired)
+def _rows_tsv(path, text, labelled, paired=False, names=("text", "text_pair", "label")):
+    """Yields (line, text, label) of a headerless TSV; `names` (text, pair,
+    label) only name the fields in errors (`prompt<TAB>answer`)."""
+    layout = "<TAB>".join(names[:1 + paired])
+    layout, wanted = (f"{layout}<TAB>{names[2]}", 2 + paired) if labelled else (layout, 1 + paired)
     for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
@@ -228,7 +230,7 @@ def read_labelled_texts(path, text_column="text", label_column="label", pair_col
                                               pair_column=pair_column):
         label = "" if label is None else str(label).strip()
         if not label:
-            raise DataError(f"{origin}: missing label for text {str(sentence)[:60]!r}.")
+            raise DataError(f"{origin}: missing {label_column} for {text_column} {str(sentence)[:60]!r}.")
         result.texts.append(sentence)
         result.labels.append(label)
         result.origins.append(origin)
@@ -244,7 +246,8 @@ def _read_rows(path, text_column, label_column, labelled, pair_column=None):
         raise DataError(f"{path}: no such file.")
     suffix = path.suffix.lower()
     if suffix in (".tsv", ".txt"):
-        rows = _rows_tsv(path, decode_utf8(path), labelled, paired=pair_column is not None)
+        rows = _rows_tsv(path, decode_utf8(path), labelled, paired=pair_column is not None,
+                         names=(text_column, pair_column or "text_pair", label_column or "label"))
     elif suffix in (".csv", ".jsonl"):
         records = _csv_records(path) if suffix == ".csv" else _jsonl_records(path, decode_utf8(path))
         rows = _rows_table(path, records, text_column, label_column if labelled else None, pair_column)
@@ -257,7 +260,8 @@ def _read_rows(path, text_column, label_column, labelled, pair_column=None):
     for number, sentence, label in rows:
         empty = False
         origin = f"{path}:{number}"
-        for part, name in zip((sentence,) if isinstance(sentence, str) else sentence, ("text", "text pair")):
+        for part, name in zip((sentence,) if isinstance(sentence, str) else sentence,
+                              (text_column, pair_column or "text pair")):
             if not part.strip():
                 raise DataError(f"{origin}: empty {name} (received {part!r}).")
         yield origin, sentence, label

@@ -213,25 +213,3 @@ def _claim_version(staging, model_dir, version, model_card, attempts=100):
             if error.errno not in (errno.EEXIST, errno.ENOTEMPTY) or version is not None:
                 raise
     raise FileExistsError(f"{model_dir}: no free version number after {attempts} attempts.")
-
-
-def keep_model_if_export_fails(model, output_dir, export):
-    """Calls `export()`; if it fails, the trained `model`'s weights are saved
-    to `output_dir/model.weights.h5` first and the error names that file,
-    so a late error never throws a trained model away.
-
-    Example:
-    >>> path = keep_model_if_export_fails(model, "runs/reviews", lambda: export_text_model(...))
-    """
-    try:
-        return export()
-    except Exception as error:
-        kept = pathlib.Path(output_dir) / "model.weights.h5"
-        try:
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            model.save_weights(str(kept))
-        except Exception as save_error:  # noqa: BLE001  (the export error is the one to report)
-            raise RuntimeError(f"export failed ({error}), and saving the weights to {kept} failed too "
-                               f"({save_error}).") from error
-        raise RuntimeError(f"export failed ({error}); the trained weights are kept in {kept} "
-                           "(`model.load_weights`).") from error

@@ -8,8 +8,12 @@
   data files' content hashes, backbone, strategy, every hyperparameter);
   `check_backups` keeps it beside the per-epoch backups, and a restart whose
   fingerprint differs stops naming what changed, unless asked to start afresh.
+- `keep_trained_model` guards every step after training (scoring, reports,
+  preset, export): if one fails, the trained weights are saved first and
+  the error names the file.
 """
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -21,7 +25,7 @@ import pathlib
 import shutil
 
 from tl_keras.core.files import check_name, writable_folder, write_json
-from tl_keras.training.distribution import worker_name
+from tl_keras.training.distribution import is_chief, worker_name
 
 # Settings that do not change the trained weights, left out of fingerprints.
 NOT_FINGERPRINTED = {"output_dir", "export_dir", "model_name", "verbose", "resume", "fresh", "backup_dir"}
@@ -31,6 +35,46 @@ FINGERPRINT_FILE = "run.json"
 class RunConflict(ValueError):
     """Another live run holds the folder, or backups were made by a run with
     other settings."""
+
+
+class TrainedModelKept(RuntimeError):
+    """A step after training failed; the trained weights were saved first
+    (the message names the file)."""
+
+
+@contextlib.contextmanager
+def keep_trained_model(model, output_dir, step):
+    """Runs the block; if it fails, the trained `model`'s weights are saved
+    to `output_dir/model.weights.h5` first and the error names that file,
+    so a late error never throws a trained model away. Nested guards save
+    once (the innermost), and a `None` model (a run whose product is a
+    preset already written) or a worker other than the chief only re-raises.
+
+    Args:
+        model: the trained Keras model or task, or `None`.
+        output_dir: the run's folder.
+        step: what the block does, for the message (`"export"`).
+
+    Example:
+    >>> with keep_trained_model(classifier, "runs/reviews", "scoring the test split"):
+    ...     metrics = classifier.evaluate_report(test_x, test_y)
+    """
+    try:
+        yield
+    except TrainedModelKept:
+        raise
+    except Exception as error:
+        if model is None or not is_chief():
+            raise
+        kept = pathlib.Path(output_dir) / "model.weights.h5"
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            model.save_weights(str(kept))
+        except Exception as save_error:  # noqa: BLE001  (the step's error is the one to report)
+            raise TrainedModelKept(f"{step} failed ({error}), and saving the trained weights to {kept} failed "
+                                   f"too ({save_error}).") from error
+        raise TrainedModelKept(f"{step} failed ({error}); the trained weights are kept in {kept} "
+                               "(`model.load_weights`).") from error
 
 
 def _hash_path(path):

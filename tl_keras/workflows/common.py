@@ -14,10 +14,9 @@ from tl_keras.data.texts import DataError, stratified_split
 from tl_keras.evaluation.classification import summary_line, write_report
 from tl_keras.evaluation.explanations import most_confident_errors, write_explanations
 from tl_keras.evaluation.privacy_audit import membership_audit
-from tl_keras.export.saved_model import keep_model_if_export_fails
 from tl_keras.tasks.base import TransferTask
 from tl_keras.training.distribution import WorkerOutput, global_batch_size, is_chief
-from tl_keras.training.runs import run_fingerprint
+from tl_keras.training.runs import keep_trained_model, run_fingerprint
 from tl_keras.training.trainer import predict_through_cache, prepare_distributed_training
 from tl_keras.transfer.feature_cache import FeatureCache
 
@@ -89,12 +88,13 @@ def three_way_split(train_rows, validation_rows, test_rows, validation_fraction,
 
 
 def finish(result, config, write_reports, export=None, card=None):
-    """Ends a run the same way in every workflow: `write_reports(folder)`
-    writes the reports (and returns their paths), `export(folder, card)`
-    exports the task; `metrics.json` gets the metrics and history. Only the
-    chief keeps what it writes; the other workers write to removed
-    temporary folders. If exporting or saving the preset fails, the trained
-    model is saved to the output folder first.
+    """Ends a run the same way in every workflow: `metrics.json` gets the
+    metrics and history, `write_reports(folder)` writes the reports (and
+    returns their paths), the preset is saved, and `export(folder, card)`
+    exports the task. Only the chief keeps what it writes; the other workers
+    write to removed temporary folders. If any of these steps fails, the
+    trained model's weights are saved to the output folder first
+    (`keep_trained_model`).
 
     Returns:
         `result` with `report_paths`, `export_path` and `preset_path` set.
@@ -104,17 +104,17 @@ def finish(result, config, write_reports, export=None, card=None):
         folder = pathlib.Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "metrics.json", {"metrics": result.metrics, "history": result.history})
-        result.report_paths = [folder / "metrics.json", *write_reports(folder)]
+        with keep_trained_model(result.task, output_dir, "writing the reports"):
+            result.report_paths = [folder / "metrics.json", *write_reports(folder)]
     card = {"config": dataclasses.asdict(config), "metrics": result.metrics, **(card or {})}
     output = getattr(config, "output", None)  # Continued pretraining has no `OutputConfig`.
     if getattr(output, "save_preset", None):
         preset = pathlib.Path(output.save_preset)
-        with WorkerOutput(preset.parent) as folder:
-            result.preset_path = keep_model_if_export_fails(
-                result.task, output_dir, lambda: result.task.save_to_preset(pathlib.Path(folder) / preset.name))
+        with WorkerOutput(preset.parent) as folder, keep_trained_model(result.task, output_dir, "saving the preset"):
+            result.preset_path = result.task.save_to_preset(pathlib.Path(folder) / preset.name)
     if export is not None and getattr(output, "export_dir", None):
-        with WorkerOutput(output.export_dir) as folder:
-            result.export_path = keep_model_if_export_fails(result.task, output_dir, lambda: export(folder, card))
+        with WorkerOutput(output.export_dir) as folder, keep_trained_model(result.task, output_dir, "export"):
+            result.export_path = export(folder, card)
     if not is_chief():
         result.report_paths, result.export_path, result.preset_path = [], None, None
     return result
@@ -163,14 +163,15 @@ def train_classifier(config, make_classifier, split_inputs, export, distribution
               f"one step of {len(train_y)} (a smaller --batch-size gives more steps)")
     history = classifier.fit(train_x, train_y, validation_data=validation, distribution=distribution,
                              callbacks=callbacks, **dataclasses.asdict(training)).history
-    metrics = {"validation": classifier.evaluate_report(*validation, split="validation"),
-               "test": classifier.evaluate_report(*test, split="test"), **(extra_metrics or {})}
-    more, write_more = extra_report(classifier, validation, test) if extra_report else ({}, lambda folder: [])
-    metrics.update(more)
-    if classifier.privacy:
-        metrics["privacy"] = dict(classifier.privacy)
-    if config.audit:
-        metrics["audit"] = audit(classifier, (train_x, train_y), test)
+    with keep_trained_model(classifier, output_dir, "scoring"):
+        metrics = {"validation": classifier.evaluate_report(*validation, split="validation"),
+                   "test": classifier.evaluate_report(*test, split="test"), **(extra_metrics or {})}
+        more, write_more = extra_report(classifier, validation, test) if extra_report else ({}, lambda folder: [])
+        metrics.update(more)
+        if classifier.privacy:
+            metrics["privacy"] = dict(classifier.privacy)
+        if config.audit:
+            metrics["audit"] = audit(classifier, (train_x, train_y), test)
 
     def write_reports(folder):
         return [*write_report(metrics["test"], history, folder, write_metrics=False),

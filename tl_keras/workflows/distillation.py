@@ -6,7 +6,7 @@ from tl_keras.data.texts import read_labelled_texts, read_texts, stratified_spli
 from tl_keras.evaluation.classification import summary_line
 from tl_keras.tasks.text_classifier import TextClassifier
 from tl_keras.training.distribution import pick_distribution, set_precision
-from tl_keras.training.runs import holding_run_folder
+from tl_keras.training.runs import holding_run_folder, keep_trained_model
 from tl_keras.workflows.common import RunResult, finish
 from tl_keras.workflows.configs import DistillationConfig  # noqa: F401  (the config of `run`)
 
@@ -31,9 +31,10 @@ def run(config):
     student = teacher.distill(train.texts, train.labels, unlabelled, config.num_blocks, config.temperature,
                               config.hard_weight, training.epochs, training.batch_size, training.head_learning_rate,
                               training.seed, training.verbose, pick_distribution(config.runtime.distribute))
-    metrics = {"teacher": teacher.evaluate_report(test.texts, test.labels, split="test"),
-               "student": student.evaluate_report(test.texts, test.labels, split="test"),
-               "blocks": {"teacher": len(teacher.backbone.transformer_layers), "student": config.num_blocks}}
+    with keep_trained_model(student, config.output_dir, "scoring"):
+        metrics = {"teacher": teacher.evaluate_report(test.texts, test.labels, split="test"),
+                   "student": student.evaluate_report(test.texts, test.labels, split="test"),
+                   "blocks": {"teacher": len(teacher.backbone.transformer_layers), "student": config.num_blocks}}
 
     def export(folder, card):
         return student.export(folder, config.output.model_name, warmup=test.texts[:5],

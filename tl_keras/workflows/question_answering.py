@@ -18,7 +18,7 @@ from tl_keras.data.squad import read_squad, split_by_article
 from tl_keras.evaluation.squad import plot_squad_scores, squad_scores
 from tl_keras.models.lexical_qa import LexicalAnswerer
 from tl_keras.tasks.question_answering import QuestionAnswerer
-from tl_keras.training.runs import holding_run_folder, run_fingerprint
+from tl_keras.training.runs import holding_run_folder, keep_trained_model, run_fingerprint
 from tl_keras.training.trainer import prepare_distributed_training
 from tl_keras.workflows.common import RunResult, distribution_card, finish
 from tl_keras.workflows.configs import QuestionAnsweringConfig  # noqa: F401  (the config of `run`)
@@ -78,9 +78,10 @@ def run(config, distribution=None, callbacks=()):
             config.max_question_length, config.max_answer_length, config.no_answer_threshold)
     history = reader.fit(train, validation_data=validation, distribution=distribution, callbacks=callbacks,
                          **dataclasses.asdict(training)).history
-    test_predictions = reader.predictions(test)
-    metrics = {"validation": reader.evaluate_report(validation, split="validation"),
-               "test": {"split": "test", **squad_scores(test_predictions, test)}, "lexical": lexical}
+    with keep_trained_model(reader, output_dir, "scoring"):
+        test_predictions = reader.predictions(test)
+        metrics = {"validation": reader.evaluate_report(validation, split="validation"),
+                   "test": {"split": "test", **squad_scores(test_predictions, test)}, "lexical": lexical}
 
     def write_reports(folder):
         write_json(folder / "test_predictions.json", test_predictions)

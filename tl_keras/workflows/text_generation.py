@@ -17,7 +17,7 @@ from tl_keras.core.files import write_atomically
 from tl_keras.data.texts import read_labelled_texts
 from tl_keras.evaluation.squad import answer_scores, plot_answer_scores
 from tl_keras.tasks.text_generator import TextGenerator
-from tl_keras.training.runs import holding_run_folder
+from tl_keras.training.runs import holding_run_folder, keep_trained_model
 from tl_keras.workflows.common import RunResult, finish, three_way_split
 from tl_keras.workflows.configs import TextGenerationConfig  # noqa: F401  (the config of `run`)
 
@@ -67,8 +67,9 @@ def run(config, callbacks=()):
     history = generator.fit(train.texts, train.labels, training.batch_size, training.epochs, training.verbose,
                             callbacks, (validation.texts, validation.labels), training.backbone_learning_rate,
                             training.seed).history
-    tuned = {split: answer(split, "fine-tuned") for split in SPLITS}
-    metrics = {**scored(tuned), "prompted": scored(prompted)}
+    with keep_trained_model(generator, config.output_dir, "scoring"):
+        tuned = {split: answer(split, "fine-tuned") for split in SPLITS}
+        metrics = {**scored(tuned), "prompted": scored(prompted)}
 
     def write_reports(folder):
         answers = folder / "test_answers.jsonl"
