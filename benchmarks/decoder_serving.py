@@ -59,8 +59,7 @@ def main():
     questions = split_by_article(read_squad(SQUAD), (0.75, 0.08, 0.17), 1234)[2][:40]
     with tempfile.TemporaryDirectory() as folder:
         classifier.export(folder, "reviews", warmup=validation.texts[:2])
-        generator.export(folder, "answers", max_new_tokens=args.max_new_tokens,
-                         warmup_prompts=[prompt(questions[0])])
+        generator.export(folder, "answers", warmup=[prompt(questions[0])], max_new_tokens=args.max_new_tokens)
         with LocalServer(folder, grpc_port=0, rest_port=None) as server:
             address = f"127.0.0.1:{server.grpc_port}"
             reviews, answers = GrpcClient(address, "reviews", timeout=60), GrpcClient(address, "answers", timeout=300)

@@ -127,3 +127,21 @@ def test_a_notebook_export_warms_up_and_names_its_backbone_and_metrics(tiny_bert
     assert check_warmup(version / "assets.extra" / "tf_serving_warmup_requests") == 1
     card = json.loads((version / "model_card.json").read_text())
     assert card["backbone"] == str(tiny_bert_preset) and card["metrics"]["validation"]["split"] == "validation"
+
+
+def test_every_task_exports_with_one_argument_order():
+    import inspect
+
+    from tl_keras.tasks.base import TransferTask
+
+    def subclasses(cls):
+        return {cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))}
+
+    for name in tl_keras.__all__:  # The package imports its tasks lazily.
+        getattr(tl_keras, name)
+
+    tasks = [task for task in subclasses(TransferTask) if "export" in vars(task)]
+    assert len(tasks) >= 7, sorted(task.__name__ for task in tasks)  # Classifiers, reader, retrieval, generator...
+    for task in tasks:
+        parameters = list(inspect.signature(task.export).parameters)
+        assert parameters[:6] == ["self", "export_dir", "model_name", "version", "warmup", "card"], task.__name__

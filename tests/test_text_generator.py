@@ -91,7 +91,7 @@ def test_a_saved_generator_comes_back_whole_and_refuses_new_settings(trained, tm
 
 def test_the_export_generates_in_a_tf1_session_as_in_process(trained, tmp_path):
     generator, _ = trained
-    version = generator.export(tmp_path / "exports", "answers", max_new_tokens=16, warmup_prompts=["the"])
+    version = generator.export(tmp_path / "exports", "answers", warmup=["the"], max_new_tokens=16)
     assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
     outputs = run_in_session(version, {"prompt": np.array(PROMPTS, dtype=object)})
     assert [text.decode() for text in outputs["text"]] == ANSWERS

@@ -265,19 +265,27 @@ class TextGenerator(TransferTask):
             self.save_to_preset(pathlib.Path(folder) / "merged")
             return type(self).from_preset(pathlib.Path(folder) / "merged")
 
-    def export(self, export_dir, model_name="generator", max_new_tokens=64, version=None, warmup_prompts=(),
-               card=None):
+    def export(self, export_dir, model_name, version=None, warmup=(), card=None, max_new_tokens=64):
         """Exports a TF Serving SavedModel, atomically: `prompt` (raw
         strings) in, `text` out, generated greedily with the KV cache, at
         most `max_new_tokens` tokens (see `export.generation`). LoRA factors
-        are merged first.
+        are merged first. The arguments are every task's `export`'s, then
+        the generation bound.
+
+        Args:
+            export_dir: the base folder (TF Serving's `--model_base_path`'s parent).
+            model_name: the model's folder under it (a plain name).
+            version: the version number, or `None` for the next free one.
+            warmup: prompts for TF Serving's warm-up requests (`"Hello"` if none).
+            card: more entries for `model_card.json`.
+            max_new_tokens: the most tokens one request generates.
 
         Example:
-        >>> generator.export("exports", "answers", max_new_tokens=32, warmup_prompts=["Who won Super Bowl 50?"])
+        >>> generator.export("exports", "answers", warmup=["Who won Super Bowl 50?"], max_new_tokens=32)
         PosixPath('exports/answers/1')
         """
         merged = self.merged()
         card = {"backbone": type(self.backbone).__name__, "strategy": str(self.strategy),
                 "trained": self._trained, **(card or {})}
         return export_text_generator(merged.causal_lm, merged.prompt, export_dir, model_name, max_new_tokens,
-                                     version, [str(p) for p in warmup_prompts] or ["Hello"], card)
+                                     version, [str(p) for p in warmup] or ["Hello"], card)

@@ -79,8 +79,8 @@ def run(config, callbacks=()):
         return [answers, plot_answer_scores(metrics, history, folder / "answers.png")]
 
     return finish(RunResult(generator, metrics, history), config, write_reports,
-                  lambda folder, card: generator.export(folder, config.output.model_name, config.max_new_tokens,
-                                                        warmup_prompts=validation.texts[:2],
+                  lambda folder, card: generator.export(folder, config.output.model_name, warmup=validation.texts[:2],
+                                                        max_new_tokens=config.max_new_tokens,
                                                         card={"backbone": str(config.backbone), **card}))
 
 
