@@ -24,7 +24,7 @@ from tl_keras.data.texts import DataError, read_labelled_texts, read_texts, stra
 from tl_keras.evaluation.classification import evaluate_predictions
 from tl_keras.tasks.text_classifier import TextClassifier
 from tl_keras.training.distribution import pick_distribution, set_precision
-from tl_keras.training.runs import holding_run_folder
+from tl_keras.training.runs import holding_run_folder, keep_trained_model
 from tl_keras.transfer.domain_adaptation import adapt
 from tl_keras.transfer.feature_cache import FeatureCache
 from tl_keras.transfer.self_training import changed_share, self_train_head
@@ -87,10 +87,12 @@ def run(config, distribution=None):
     metrics, history = {}, {}
 
     def score(method, model=None):
-        if test is not None:
-            metrics[method] = (model or classifier).evaluate_report(list(test.texts), [str(l) for l in test.labels])
-        elif config.method != "source_only":  # No target labels: how far the method moved from source-only.
-            predictions[method] = (model or classifier).predict(target_texts).argmax(-1)
+        model = model or classifier
+        with keep_trained_model(model, config.output_dir, f"scoring {method}"):
+            if test is not None:
+                metrics[method] = model.evaluate_report(list(test.texts), [str(l) for l in test.labels])
+            elif config.method != "source_only":  # No target labels: how far the method moved from source-only.
+                predictions[method] = model.predict(target_texts).argmax(-1)
 
     predictions = {}
     score("source_only")
