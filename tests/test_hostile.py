@@ -393,8 +393,9 @@ def test_late_failures_save_the_weights_once_and_keep_the_first_error(tmp_path):
     with pytest.raises(TrainedModelKept) as raised:
         with keep_trained_model(model, tmp_path, "export"):
             with keep_trained_model(model, tmp_path, "writing the reports"):
-                raise ValueError("plot failed: no font")
+                raise ValueError("plot failed: no font\n  at line 3")
     assert str(raised.value).startswith("writing the reports failed (plot failed: no font); the trained weights")
+    assert len(str(raised.value).splitlines()) == 1  # The command line shows one line: the kept file is in it.
     assert isinstance(raised.value.__cause__, ValueError)
     restored = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     restored.load_weights(str(tmp_path / "model.weights.h5"))

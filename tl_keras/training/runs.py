@@ -67,13 +67,14 @@ def keep_trained_model(model, output_dir, step):
         if model is None or not is_chief():
             raise
         kept = pathlib.Path(output_dir) / "model.weights.h5"
+        cause = (str(error).strip() or type(error).__name__).splitlines()[0]  # One line: the path must show.
         try:
             kept.parent.mkdir(parents=True, exist_ok=True)
             model.save_weights(str(kept))
         except Exception as save_error:  # noqa: BLE001  (the step's error is the one to report)
-            raise TrainedModelKept(f"{step} failed ({error}), and saving the trained weights to {kept} failed "
+            raise TrainedModelKept(f"{step} failed ({cause}), and saving the trained weights to {kept} failed "
                                    f"too ({save_error}).") from error
-        raise TrainedModelKept(f"{step} failed ({error}); the trained weights are kept in {kept} "
+        raise TrainedModelKept(f"{step} failed ({cause}); the trained weights are kept in {kept} "
                                "(`model.load_weights`).") from error
 
 
