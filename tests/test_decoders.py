@@ -174,7 +174,7 @@ def test_prompting_scores_each_label_word_by_its_log_probability(tmp_path):
     path = write_gguf(tmp_path / "tiny.gguf", random_weights(seed=7), "Q8_0")
     folder = convert_gguf(path, tmp_path / "preset")
     tensors = gguf_tensors(path)
-    texts = ["hello world", "the ok"]
+    texts = ["hello world hello world", "the ok", "hello the"]  # Longest first: batches are sorted by length.
     # "he" and "ll" are one token each; "hello" and "the world" are several.
     for words in (["he", "ll"], ["hello", "the world"]):
         prompted = PromptedClassifier.from_preset(folder, ["a", "b"], "Which?", label_words=words,
@@ -183,7 +183,7 @@ def test_prompting_scores_each_label_word_by_its_log_probability(tmp_path):
         assert prompted.prompt(texts[0]) == (
             f"<|im_start|>user\nWhich?\n\nok<|im_end|>\n<|im_start|>assistant\n{second}<|im_end|>\n"
             f"<|im_start|>user\nWhich?\n\nhe<|im_end|>\n<|im_start|>assistant\n{first}<|im_end|>\n"
-            "<|im_start|>user\nWhich?\n\nhello world<|im_end|>\n<|im_start|>assistant\n")
+            "<|im_start|>user\nWhich?\n\nhello world hello world<|im_end|>\n<|im_start|>assistant\n")
         scores = prompted.answer_log_probabilities(texts, batch_size=3)
         for row, text in enumerate(texts):
             prompt_ids = [int(i) for i in prompted.tokenizer(prompted.prompt(text))]

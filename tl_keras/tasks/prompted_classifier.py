@@ -102,23 +102,27 @@ class PromptedClassifier:
                 sequences.append(prompt + answer)
                 spans.append((len(prompt), max(len(answer), 1)))
         scores = np.zeros((len(sequences), len(self._answers)) if single else len(sequences))
-        for start in range(0, len(sequences), batch_size):
-            batch = sequences[start:start + batch_size]
+        # Batches of similar lengths: reviews run from 20 to 1,000+ tokens, and
+        # each batch is padded to its longest prompt.
+        order = sorted(range(len(sequences)), key=lambda index: len(sequences[index]))
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            batch = [sequences[index] for index in indices]
             width = -(-max(len(ids) for ids in batch) // 16) * 16  # Few distinct shapes, so few compilations.
             token_ids = np.zeros((len(batch), width), "int32")
             mask = np.zeros((len(batch), width), bool)
             for row, ids in enumerate(batch):
                 token_ids[row, :len(ids)], mask[row, :len(ids)] = ids, True
             hidden = backbone.predict_on_batch({"token_ids": token_ids, "padding_mask": mask})
-            for row, ids in enumerate(batch):
-                begin, count = spans[start + row]
+            for row, (index, ids) in enumerate(zip(indices, batch)):
+                begin, count = spans[index]
                 # The token at position p is predicted by the output at p - 1.
                 logits = backbone.token_embedding(hidden[row, begin - 1:begin - 1 + count], reverse=True)
                 log_probs = keras.ops.convert_to_numpy(keras.ops.log_softmax(keras.ops.cast(logits, "float32")))
                 if single:
-                    scores[start + row] = log_probs[0, [answer[0] for answer in self._answers]]
+                    scores[index] = log_probs[0, [answer[0] for answer in self._answers]]
                 else:
-                    scores[start + row] = log_probs[np.arange(count), ids[begin:begin + count]].sum()
+                    scores[index] = log_probs[np.arange(count), ids[begin:begin + count]].sum()
         return scores.reshape(len(texts), len(self._answers))
 
     def predict(self, texts, batch_size=16):
