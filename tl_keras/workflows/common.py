@@ -103,8 +103,8 @@ def finish(result, config, write_reports, export=None, card=None):
     with WorkerOutput(output_dir) as folder:
         folder = pathlib.Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / "metrics.json", {"metrics": result.metrics, "history": result.history})
         with keep_trained_model(result.task, output_dir, "writing the reports"):
+            write_json(folder / "metrics.json", {"metrics": result.metrics, "history": result.history})
             result.report_paths = [folder / "metrics.json", *write_reports(folder)]
     card = {"config": dataclasses.asdict(config), "metrics": result.metrics, **(card or {})}
     output = getattr(config, "output", None)  # Continued pretraining has no `OutputConfig`.
