@@ -16,6 +16,7 @@ import tensorflow as tf
 from conftest import SAVED_MODEL_CLI
 from tl_keras.core.settings import build_config
 from tl_keras.data.texts import DataError
+from tl_keras.training.runs import TrainedModelKept
 from tl_keras.data.interactions import (
     Interactions, cold_start_split, histories, pack_recent, read_interactions, read_items, read_users, sequential_examples,
     time_ordered_split, user_runs,
@@ -531,3 +532,21 @@ def test_embed_catalogue_command_writes_the_index_and_the_next_export(shop_run, 
     assert cli(["embed-catalogue", "--model", str(tmp_path / "exports" / "shop"), "--input",
                 str(tmp_path / "new.jsonl"), "--output", str(tmp_path / "index"), "--preset", "p"]) == 2
     assert "--preset and --export-dir go together" in capsys.readouterr().err
+
+
+def test_a_failure_after_the_two_tower_model_trained_keeps_its_weights(tmp_path, shop_preset, monkeypatch):
+    shop = make_synthetic_shop(seed=1)
+    items, interactions, users = shop.write(tmp_path / "data")
+    config = build_config(RecommendationConfig,
+        interactions=str(interactions), items=str(items), users=str(users), backbone=str(shop_preset),
+        output_dir=str(tmp_path / "run"), sequence_length=16, verbose=0, epochs=2, item_id_embedding=False)
+
+    def out_of_memory(method, *args, **kwargs):  # A baseline failing late, after the two towers trained.
+        raise MemoryError(f"{method} needs more memory")
+
+    monkeypatch.setattr("tl_keras.workflows.recommendation.score_baseline", out_of_memory)
+    kept = tmp_path / "run" / "model.weights.h5"
+    with pytest.raises(TrainedModelKept, match=rf"^scoring the methods failed \(ease needs more memory\); "
+                                               rf"the trained weights are kept in {kept}"):
+        run(config)
+    assert kept.stat().st_size > 0

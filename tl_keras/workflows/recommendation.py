@@ -12,6 +12,7 @@ ranked among the new items, new users with `cold_start_keep` interactions)
 → export of the two-tower model.
 """
 
+import contextlib
 import pathlib
 
 import keras
@@ -24,7 +25,7 @@ from tl_keras.models.collaborative import EASE, ItemKNN, Popularity, interaction
 from tl_keras.models.two_tower import item_log_probabilities
 from tl_keras.tasks.retrieval import Retrieval, ValidationRecall, held_out, item_text_features
 from tl_keras.training.distribution import pick_distribution, set_precision
-from tl_keras.training.runs import holding_run_folder
+from tl_keras.training.runs import holding_run_folder, keep_trained_model
 from tl_keras.workflows.common import RunResult, finish
 from tl_keras.workflows.configs import RecommendationConfig  # noqa: F401  (the config of `run`)
 
@@ -132,54 +133,58 @@ def run(config, distribution=None):
                          patience=config.patience).history
 
     metrics, training = {}, {}
-    for name in TWO_TOWERS:
-        print(f"{name}: choosing epochs on validation")
-        curve = fit(two_tower(name, validation.train), validation.train, config.training.epochs, validation)
-        epochs = int(np.argmax(curve[ValidationRecall.name])) + 1
-        print(f"{name}: best validation recall@10 {max(curve[ValidationRecall.name]):.4f} after {epochs} "
-              f"epoch(s); training on all training interactions")
-        model = two_tower(name, split.train)
-        training[name] = {"validation": curve, "epochs": epochs, "loss": fit(model, split.train, epochs)["loss"]}
-        metrics[name] = {**model.evaluate_report(split, ks, config.training.seed),
-                         "validation_recall@10": float(max(curve[ValidationRecall.name]))}
-        if name == "two_tower":
-            final = model
-        if cold is not None:
-            print(f"{name}: training on the cold-start split")
-            cold_model = two_tower(name, cold.new_items.train)
-            fit(cold_model, cold.new_items.train, epochs)
-            metrics[name]["new_items"] = cold_model.evaluate_report(
-                cold.new_items, ks, config.training.seed, candidates=cold.new_items.cold_items)["overall"]
-            metrics[name]["new_users"] = cold_model.evaluate_report(cold.new_users, ks, config.training.seed)["overall"]
+    # Once the two-tower model is trained, any later failure keeps its weights.
+    with contextlib.ExitStack() as after_training:
+        for name in TWO_TOWERS:
+            print(f"{name}: choosing epochs on validation")
+            curve = fit(two_tower(name, validation.train), validation.train, config.training.epochs, validation)
+            epochs = int(np.argmax(curve[ValidationRecall.name])) + 1
+            print(f"{name}: best validation recall@10 {max(curve[ValidationRecall.name]):.4f} after {epochs} "
+                  f"epoch(s); training on all training interactions")
+            model = two_tower(name, split.train)
+            training[name] = {"validation": curve, "epochs": epochs, "loss": fit(model, split.train, epochs)["loss"]}
+            if name == "two_tower":
+                final = model
+                after_training.enter_context(keep_trained_model(final, output_dir, "scoring the methods"))
+            metrics[name] = {**model.evaluate_report(split, ks, config.training.seed),
+                             "validation_recall@10": float(max(curve[ValidationRecall.name]))}
+            if cold is not None:
+                print(f"{name}: training on the cold-start split")
+                cold_model = two_tower(name, cold.new_items.train)
+                fit(cold_model, cold.new_items.train, epochs)
+                metrics[name]["new_items"] = cold_model.evaluate_report(
+                    cold.new_items, ks, config.training.seed, candidates=cold.new_items.cold_items)["overall"]
+                metrics[name]["new_users"] = cold_model.evaluate_report(
+                    cold.new_users, ks, config.training.seed)["overall"]
 
-    choices = {}
-    for regularization in EASE_REGULARIZATION:
-        figures = score_baseline("ease", validation, num_users, num_items, features, config.history_length, (10,),
-                                 config.training.seed, regularization=regularization)
-        choices[regularization] = figures["overall"]["recall@10"]
-    regularization = max(choices, key=choices.get)
-    print(f"ease: λ = {regularization:g} chosen on validation (recall@10 {choices[regularization]:.4f})")
-    for method in BASELINES:
-        arguments = dict(num_users=num_users, num_items=num_items, text_features=features,
-                         history_length=config.history_length, ks=ks, seed=config.training.seed,
-                         regularization=regularization)
-        metrics[method] = score_baseline(method, split, **arguments)
-        if cold is not None:
-            metrics[method]["new_items"] = score_baseline(
-                method, cold.new_items, candidates=cold.new_items.cold_items, **arguments)["overall"]
-            metrics[method]["new_users"] = score_baseline(method, cold.new_users, **arguments)["overall"]
-    training["ease"] = {"regularization": regularization, "validation_recall@10": choices}
+        choices = {}
+        for regularization in EASE_REGULARIZATION:
+            figures = score_baseline("ease", validation, num_users, num_items, features, config.history_length,
+                                     (10,), config.training.seed, regularization=regularization)
+            choices[regularization] = figures["overall"]["recall@10"]
+        regularization = max(choices, key=choices.get)
+        print(f"ease: λ = {regularization:g} chosen on validation (recall@10 {choices[regularization]:.4f})")
+        for method in BASELINES:
+            arguments = dict(num_users=num_users, num_items=num_items, text_features=features,
+                             history_length=config.history_length, ks=ks, seed=config.training.seed,
+                             regularization=regularization)
+            metrics[method] = score_baseline(method, split, **arguments)
+            if cold is not None:
+                metrics[method]["new_items"] = score_baseline(
+                    method, cold.new_items, candidates=cold.new_items.cold_items, **arguments)["overall"]
+                metrics[method]["new_users"] = score_baseline(method, cold.new_users, **arguments)["overall"]
+        training["ease"] = {"regularization": regularization, "validation_recall@10": choices}
 
-    chance = {"overall": chance_of(split, num_items, ks)}
-    if cold is not None:
-        chance["new_items"] = chance_of(cold.new_items, num_items, ks, cold.new_items.cold_items)
-        chance["new_users"] = chance_of(cold.new_users, num_items, ks)
-    report = {**metrics, "chance": chance}
-    history = {"training": training, "data": {
-        "items": num_items, "users": num_users, "train": len(split.train), "validation": len(validation.test),
-        "test": len(split.test), "unseen_test_items": len(split.cold_items),
-        "new_items": 0 if cold is None else len(cold.new_items.cold_items),
-        "new_users": 0 if cold is None else int(len(np.unique(cold.new_users.test.users)))}}
+        chance = {"overall": chance_of(split, num_items, ks)}
+        if cold is not None:
+            chance["new_items"] = chance_of(cold.new_items, num_items, ks, cold.new_items.cold_items)
+            chance["new_users"] = chance_of(cold.new_users, num_items, ks)
+        report = {**metrics, "chance": chance}
+        history = {"training": training, "data": {
+            "items": num_items, "users": num_users, "train": len(split.train), "validation": len(validation.test),
+            "test": len(split.test), "unseen_test_items": len(split.cold_items),
+            "new_items": 0 if cold is None else len(cold.new_items.cold_items),
+            "new_users": 0 if cold is None else int(len(np.unique(cold.new_users.test.users)))}}
 
     def write_reports(folder):
         return [write_table(metrics, chance, folder / "metrics.md"),
