@@ -49,6 +49,8 @@ def main():
     parser.add_argument("--test-fraction", type=float, default=0.2, help="the stratified test share")
     parser.add_argument("--cache", default="runs/decoder_classification", help="where the GGUF file is converted")
     parser.add_argument("--only", nargs="*", help="run only rows whose name contains one of these")
+    parser.add_argument("--prompt-tokens", type=int, default=None,
+                        help="cut each prompted text to its first N tokens (default: whole texts)")
     args = parser.parse_args()
 
     rest, test = stratified_split(read_labelled_texts(args.data), args.test_fraction, seed=1234)
@@ -64,7 +66,7 @@ def main():
     def prompted(shots):
         def run():
             classifier = PromptedClassifier.from_preset(smollm2, labels, INSTRUCTION, [WORDS[l] for l in labels],
-                                                        examples[:shots])
+                                                        examples[:shots], max_text_tokens=args.prompt_tokens)
             return classifier.predict_labels
         return run
 
@@ -77,9 +79,10 @@ def main():
             return classifier.predict_labels
         return run
 
+    cut = f", texts cut to {args.prompt_tokens} tokens" if args.prompt_tokens else ""
     runs = [
-        ("SmolLM2-135M-Instruct, zero-shot prompt", prompted(0)),
-        (f"SmolLM2-135M-Instruct, {args.shots}-shot prompt", prompted(args.shots)),
+        (f"SmolLM2-135M-Instruct, zero-shot prompt{cut}", prompted(0)),
+        (f"SmolLM2-135M-Instruct, {args.shots}-shot prompt{cut}", prompted(args.shots)),
         ("SmolLM2-135M frozen (last token), head 30 epochs", trained(smollm2, "frozen", 30)),
         (f"SmolLM2-135M lora:8, {args.lora_epochs} epochs", trained(smollm2, "lora:8", args.lora_epochs)),
         ("MiniLM-L6 frozen (mean), head 30 epochs", trained(minilm_l6_offline_path(), "frozen", 30)),

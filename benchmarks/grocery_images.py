@@ -11,7 +11,9 @@ writes first: `keras_hub.models.ImageClassifier.from_preset(preset,
 num_classes=81)`, backbone frozen, KerasHub's default `compile()` (and
 Adam at `--peer-learning-rates`), `fit` on the pixel arrays
 (`--peer-epochs`). Each backbone runs in its own process, so its peak
-resident memory is its own.
+resident memory is its own. With two or more tl_keras runs, a second table
+scores every ensemble of them: the members' mirror-TTA probabilities
+averaged.
 The dataset's test split is not here: these val figures both choose
 settings and report them (say so wherever they are quoted).
 
@@ -20,6 +22,7 @@ settings and report them (say so wherever they are quoted).
 """
 
 import argparse
+import itertools
 import json
 import pathlib
 import resource
@@ -56,7 +59,8 @@ def mirrored(classifier):
 
 def backbone_rows(args, variant):
     """Every run of one backbone: a list of (name, fine, coarse, fine TTA,
-    coarse TTA, seconds)."""
+    coarse TTA, seconds), and each tl_keras run's val probabilities (mirror
+    TTA) by name."""
     folder = pathlib.Path(args.folder)
     catalogue = read_catalogue(folder / "classes.csv")
     train, validation = (read_image_list(folder / name, catalogue) for name in ("train.txt", "val.txt"))
@@ -68,7 +72,7 @@ def backbone_rows(args, variant):
     print(f"{variant}: decoded {len(train_pixels)} + {len(validation_pixels)} photos at {image_size} in "
           f"{time.perf_counter() - started:.0f} s", flush=True)
     names = sorted(set(train.labels))
-    rows = []
+    rows, probabilities = [], {}
     for run in args.runs:
         strategy, _, augmentation = run.rpartition(":")
         augmentation = augmentation.replace("+", ",")
@@ -81,10 +85,10 @@ def backbone_rows(args, variant):
         seconds = time.perf_counter() - started
         assert list(classifier.vocabulary.names) == names
         plain = scores(classifier.predict(validation_pixels), names, validation.labels, catalogue.coarse_of)
-        flipped = scores(mirrored(classifier).predict(validation_pixels), names, validation.labels,
-                         catalogue.coarse_of)
-        rows.append((f"{variant} at {image_size}: tl_keras `{strategy}`, augmentation {augmentation}, {epochs} epochs",
-                     *plain, *flipped, seconds))
+        name = f"{variant} at {image_size}: tl_keras `{strategy}`, augmentation {augmentation}, {epochs} epochs"
+        probabilities[name] = mirrored(classifier).predict(validation_pixels)
+        flipped = scores(probabilities[name], names, validation.labels, catalogue.coarse_of)
+        rows.append((name, *plain, *flipped, seconds))
         print(rows[-1], flush=True)
     targets = np.array([names.index(label) for label in train.labels])
     for rate in args.peer_learning_rates:
@@ -104,7 +108,23 @@ def backbone_rows(args, variant):
                      f"{args.peer_epochs} epochs",
                      *scores(probabilities, names, validation.labels, catalogue.coarse_of), None, None, seconds))
         print(rows[-1], flush=True)
-    return rows, len(train_pixels), len(validation_pixels), len(names)
+    return rows, probabilities, (len(train_pixels), len(validation_pixels), len(names))
+
+
+def ensemble_rows(probabilities, folder):
+    """Every combination of two or more tl_keras runs (across backbones):
+    fine and coarse accuracy of their averaged mirror-TTA probabilities."""
+    folder = pathlib.Path(folder)
+    catalogue = read_catalogue(folder / "classes.csv")
+    validation = read_image_list(folder / "val.txt", catalogue)
+    train = read_image_list(folder / "train.txt", catalogue)
+    names = sorted(set(train.labels))
+    rows = []
+    for size in range(2, len(probabilities) + 1):
+        for members in itertools.combinations(probabilities, size):
+            average = np.mean([probabilities[member] for member in members], axis=0)
+            rows.append((" + ".join(members), *scores(average, names, validation.labels, catalogue.coarse_of)))
+    return rows
 
 
 def main():
@@ -124,11 +144,12 @@ def main():
     parser.add_argument("--child-output", help=argparse.SUPPRESS)  # One backbone's rows, from its own process.
     args = parser.parse_args()
     if args.child_output:
-        rows, *counts = backbone_rows(args, args.backbones[0])
+        rows, probabilities, counts = backbone_rows(args, args.backbones[0])
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         pathlib.Path(args.child_output).write_text(json.dumps({"rows": rows, "counts": counts, "peak_gib": peak}))
+        np.savez(pathlib.Path(args.child_output).with_suffix(".npz"), **probabilities)
         return
-    table = []
+    table, probabilities = [], {}
     with tempfile.TemporaryDirectory() as work:
         for variant in args.backbones:
             output = pathlib.Path(work) / f"{variant}.json"
@@ -138,6 +159,8 @@ def main():
             result = json.loads(output.read_text())
             table += [(*row, result["peak_gib"]) for row in result["rows"]]
             counts = result["counts"]
+            with np.load(output.with_suffix(".npz")) as saved:
+                probabilities.update({name: saved[name] for name in saved.files})
     print(f"\nGrocery Store, official val split ({counts[1]} photos), trained on train.txt ({counts[0]} photos, "
           f"{counts[2]} classes), each backbone at {args.image_size or 'its native resolution'}, batch "
           f"{args.batch_size}\n")
@@ -146,6 +169,12 @@ def main():
     for name, fine, coarse, fine_tta, coarse_tta, seconds, peak in table:
         tta = ("-", "-") if fine_tta is None else (f"{fine_tta:.3f}", f"{coarse_tta:.3f}")
         print(f"| {name} | {fine:.3f} | {coarse:.3f} | {tta[0]} | {tta[1]} | {seconds / 60:.1f} min | {peak:.1f} GiB |")
+    if len(probabilities) > 1:
+        print("\nEnsembles: the members' mirror-TTA probabilities averaged (each member's training time adds up)\n")
+        print("| members | fine | coarse |")
+        print("|---|---|---|")
+        for members, fine, coarse in ensemble_rows(probabilities, args.folder):
+            print(f"| {members} | {fine:.3f} | {coarse:.3f} |")
 
 
 if __name__ == "__main__":

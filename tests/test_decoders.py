@@ -199,6 +199,25 @@ def test_prompting_scores_each_label_word_by_its_log_probability(tmp_path):
         assert prompted.predict_labels(texts) == [["a", "b"][i] for i in scores.argmax(axis=1)]
 
 
+def test_prompting_cuts_long_texts_to_their_first_tokens(tmp_path):
+    folder = convert_gguf(write_gguf(tmp_path / "tiny.gguf", random_weights(seed=7), "Q8_0"), tmp_path / "preset")
+    whole = PromptedClassifier.from_preset(folder, ["a", "b"], "Which?", examples=[("hello the ok", "a")])
+    capped = PromptedClassifier.from_preset(folder, ["a", "b"], "Which?", examples=[("hello the ok", "a")],
+                                            max_text_tokens=2)
+    text = "hello world hello world"
+    ids = whole._ids(text)
+    assert len(ids) > 2
+    first_two = whole.tokenizer.detokenize(ids[:2])
+    assert capped.truncated(text) == first_two and capped._ids(first_two) == ids[:2]
+    assert capped.prompt(text) == capped.prompt(first_two) != whole.prompt(text)
+    assert capped.truncated("ok") == "ok"
+    example = "hello the ok"  # Few-shot examples are cut too.
+    assert example in whole.prompt("ok") and example not in capped.prompt("ok")
+    assert f"Which?\n\n{capped.truncated(example)}<|im_end|>" in capped.prompt("ok")
+    np.testing.assert_allclose(capped.answer_log_probabilities([text]),
+                               capped.answer_log_probabilities([first_two]), atol=1e-6)
+
+
 def test_prompting_refuses_bad_settings_and_sandboxes_the_template(tmp_path):
     folder = convert_gguf(write_gguf(tmp_path / "tiny.gguf", random_weights(seed=7), "Q8_0"), tmp_path / "preset")
     with pytest.raises(ValueError, match=r"two or more distinct classes, received \['a', 'a'\]"):
@@ -207,6 +226,8 @@ def test_prompting_refuses_bad_settings_and_sandboxes_the_template(tmp_path):
         PromptedClassifier.from_preset(folder, ["a", "b"], "Which?", label_words=["x"])
     with pytest.raises(ValueError, match=r"not in `labels`: \['c'\]"):
         PromptedClassifier.from_preset(folder, ["a", "b"], "Which?", examples=[("ok", "c")])
+    with pytest.raises(ValueError, match=r"`max_text_tokens` must be a whole number >= 1 or None, received 0"):
+        PromptedClassifier.from_preset(folder, ["a", "b"], "Which?", max_text_tokens=0)
     from jinja2.exceptions import SecurityError
 
     with pytest.raises(SecurityError):
