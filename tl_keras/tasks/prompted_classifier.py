@@ -46,7 +46,8 @@ class PromptedClassifier:
 
     def __init__(self, causal_lm, labels, instruction, label_words=None, examples=(), chat_template=None,
                  max_text_tokens=None):
-        if max_text_tokens is not None and not (isinstance(max_text_tokens, int) and max_text_tokens >= 1):
+        if max_text_tokens is not None and (isinstance(max_text_tokens, bool) or not isinstance(max_text_tokens, int)
+                                            or max_text_tokens < 1):
             raise ValueError(f"`max_text_tokens` must be a whole number >= 1 or None, received {max_text_tokens!r}.")
         self.max_text_tokens = max_text_tokens
         self.labels = [str(label) for label in labels]
