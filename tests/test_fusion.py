@@ -83,3 +83,31 @@ def test_fusion_refuses_other_architectures_and_labels(ingredients):
         uniform_soup(models[:2], [VOCAB, other])
     with pytest.raises(FusionError, match="at least two models, received 1"):
         uniform_soup(models[:1])
+
+
+def test_image_ensemble_resizes_for_each_member_and_serves_bytes(tmp_path):
+    from image_data import tiny_efficientnet
+    from tl_keras.data.images import decode_and_resize
+    from tl_keras.export.image import export_image_model
+    from tl_keras.tasks.image_classifier import ImageClassifier
+
+    vocabulary = LabelVocabulary.from_labels(["bag", "box", "can"])
+    small, large = (ImageClassifier(tiny_efficientnet(seed=seed), vocabulary, size, strategy="frozen",
+                                    test_time_augmentation=flip)
+                    for seed, size, flip in ((1, (32, 32), "none"), (2, (40, 40), "flip")))
+    photos = ensemble([small, large], [vocabulary] * 2)
+    assert tuple(photos.input.shape[1:]) == (40, 40, 3)  # The larger member's size.
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3)).astype("float32")
+    expected = (small.predict(tf.image.resize(pixels, (32, 32), method="bilinear").numpy(), verbose=0)
+                + large.predict(pixels, verbose=0)) / 2
+    np.testing.assert_allclose(photos.predict(pixels, verbose=0), expected, atol=1e-5)
+    assert not np.allclose(expected, large.predict(pixels, verbose=0), atol=1e-3)  # Both members count.
+
+    encoded = [tf.io.encode_png(tf.constant(image.astype("uint8"))).numpy() for image in pixels]
+    path = export_image_model(photos, vocabulary, (40, 40), tmp_path, "photos")
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](image_bytes=tf.constant(encoded))
+    decoded = np.stack([decode_and_resize(image, (40, 40)).numpy() for image in encoded]).astype("float32")
+    np.testing.assert_allclose(served["probabilities"].numpy(), photos.predict(decoded, verbose=0), atol=1e-5)
+    with pytest.raises(FusionError, match="Model 1 has 2 outputs, model 0 has 3"):
+        ensemble([small, ImageClassifier(tiny_efficientnet(seed=3), LabelVocabulary.from_labels(["a", "b"]),
+                                         (32, 32), strategy="frozen")])

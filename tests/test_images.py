@@ -128,6 +128,14 @@ def test_mirror_test_time_augmentation_averages_both_views_at_inference_only(tmp
     # Training sees the images alone (last: training-mode BatchNorm moves the statistics).
     np.testing.assert_allclose(mirrored.encoder(images.astype("float32"), training=True),
                                plain.encoder(images.astype("float32"), training=True), rtol=1e-4, atol=1e-8)
+    for strategy in ("frozen", "partial:1"):  # A mirrored classifier trains as any other does.
+        trained = ImageClassifier.from_preset(preset, labels=["a", "b"], image_size=32, strategy=strategy,
+                                              test_time_augmentation="flip")
+        head, backbone = trained.head.get_weights(), trained.backbone.get_weights()
+        trained.fit(images, ["a", "b", "a", "b"], epochs=2, batch_size=2, verbose=0)
+        assert any(not np.allclose(a, b) for a, b in zip(head, trained.head.get_weights()))
+        moved = any(not np.allclose(a, b) for a, b in zip(backbone, trained.backbone.get_weights()))
+        assert moved == (strategy == "partial:1")
 
 
 def tiny_image_model():

@@ -232,6 +232,7 @@ def build_text_model(encoder, head, task="classification"):
     return EncoderHeadModel(encoder, head, task, name="text_model")
 
 
+@keras.saving.register_keras_serializable(package="tl_keras")
 class MirrorAveraged(keras.layers.Layer):
     """Test-time augmentation: in inference, the mean of `encoder`'s
     features of the images and of their mirror images; in training,
@@ -253,6 +254,13 @@ class MirrorAveraged(keras.layers.Layer):
         if training:
             return features
         return 0.5 * (features + self.encoder(ops.flip(images, axis=2), training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "encoder": keras.saving.serialize_keras_object(self.encoder)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "encoder": keras.saving.deserialize_keras_object(config["encoder"])})
 
 
 def build_image_encoder(backbone, image_size, scale=None, offset=None, test_time_augmentation="none"):

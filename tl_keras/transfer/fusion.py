@@ -1,4 +1,5 @@
-"""Model fusion: weight soups and prediction ensembles of fine-tuned models.
+"""Model fusion: weight soups and prediction ensembles of fine-tuned models
+(and ensembles of image classifiers on different backbones).
 
 A soup averages the weights of models fine-tuned from the same backbone with
 the same architecture (Wortsman et al. 2022, "Model soups"), so it costs one
@@ -96,15 +97,38 @@ def greedy_soup(models, score, vocabularies=None):
     return soup, kept
 
 
-def ensemble(models, vocabularies=None):
+def ensemble(models, vocabularies=None, image_size=None):
     """Returns one functional model averaging the outputs of `models`.
+
+    Text models share their token inputs. Image models (float pixels
+    `[N, h, w, 3]`, such as `ImageClassifier`s) may each take their own
+    size, as EfficientNet-Lite0, Lite1 and Lite2 do at 224, 240 and 260:
+    the ensemble takes pixels at `image_size` (the largest member's when
+    `None`) and resizes them (bilinear) for each member of another size.
+
+    Args:
+        models: the trained Keras models, with one output width.
+        vocabularies: their `LabelVocabulary`s, checked to be equal.
+        image_size: `(height, width)` of an image ensemble's input.
 
     Example:
     >>> averaged = ensemble([model_a, model_b])
+    >>> photos = ensemble([lite0_classifier, lite1_classifier, lite2_classifier])  # Pixels at 260 x 260.
+    >>> export_image_model(photos, lite0_classifier.vocabulary, (260, 260), "exports", "products")
     """
     check_compatible(models, vocabularies, same_architecture=False)
-    inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in models[0].input}
     # Each member in a wrapper of its own name: the members share layer names.
     members = [keras.Model(model.input, model.output, name=f"member_{i}") for i, model in enumerate(models)]
-    outputs = [member(inputs) for member in members]
+    if isinstance(models[0].input, dict):
+        inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in models[0].input}
+        outputs = [member(inputs) for member in members]
+    else:
+        sizes = [tuple(model.input.shape[1:3]) for model in models]
+        if any(None in size or len(size) != 2 for size in sizes):
+            raise FusionError(f"An image ensemble needs members of a fixed image size, received sizes {sizes}.")
+        image_size = tuple(int(side) for side in (image_size or max(sizes)))
+        inputs = keras.Input(shape=(*image_size, 3), name="pixels")
+        outputs = [member(inputs if size == image_size else
+                          keras.layers.Resizing(*size, interpolation="bilinear", name=f"resize_{i}")(inputs))
+                   for i, (member, size) in enumerate(zip(members, sizes))]
     return keras.Model(inputs, keras.layers.Average(name="ensemble_mean")(outputs), name="ensemble")

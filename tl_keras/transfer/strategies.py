@@ -23,8 +23,13 @@ from tl_keras.core.choices import KINDS, TransferStrategy, parse_strategy  # noq
 from tl_keras.models.heads import reads_sequence_output_only
 
 def backbone_of(model):
-    """Returns the KerasHub backbone inside an `EncoderHeadModel`'s `encoder`."""
-    return next(l for l in model.encoder.layers if isinstance(l, keras_hub.models.Backbone))
+    """Returns the KerasHub backbone inside an `EncoderHeadModel`'s `encoder`,
+    however deep (a mirror-averaged image encoder holds it one model down)."""
+    backbone = next((l for l in model.encoder._flatten_layers() if isinstance(l, keras_hub.models.Backbone)), None)
+    if backbone is None:
+        raise ValueError(f"The encoder of {model.name!r} holds no KerasHub backbone; received layers "
+                         f"{[layer.name for layer in model.encoder.layers]}.")
+    return backbone
 
 
 def apply_trainability(model, strategy):
