@@ -103,8 +103,8 @@ def ensemble(models, vocabularies=None, image_size=None):
     Text models share their token inputs. Image models (float pixels
     `[N, h, w, 3]`, such as `ImageClassifier`s) may each take their own
     size, as EfficientNet-Lite0, Lite1 and Lite2 do at 224, 240 and 260:
-    the ensemble takes pixels at `image_size` (the largest member's when
-    `None`) and resizes them (bilinear) for each member of another size.
+    the ensemble takes pixels at `image_size` (the member's of the most
+    pixels when `None`) and resizes them (bilinear) for each member of another size.
 
     Args:
         models: the trained Keras models, with one output width.
@@ -126,7 +126,7 @@ def ensemble(models, vocabularies=None, image_size=None):
         sizes = [tuple(model.input.shape[1:3]) for model in models]
         if any(None in size or len(size) != 2 for size in sizes):
             raise FusionError(f"An image ensemble needs members of a fixed image size, received sizes {sizes}.")
-        image_size = tuple(int(side) for side in (image_size or max(sizes)))
+        image_size = tuple(int(side) for side in (image_size or max(sizes, key=lambda size: size[0] * size[1])))
         inputs = keras.Input(shape=(*image_size, 3), name="pixels")
         outputs = [member(inputs if size == image_size else
                           keras.layers.Resizing(*size, interpolation="bilinear", name=f"resize_{i}")(inputs))
