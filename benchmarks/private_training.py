@@ -40,8 +40,8 @@ def public_head(args, folder):
     preset = pathlib.Path(folder) / "public_preset"
     result = run(build_config(
         TextClassificationConfig, train=str(public), backbone=minilm_l6_offline_path(),
-        output_dir=f"{folder}/public", strategy="frozen", sequence_length=64, pooling="mean", test_fraction=0.25, resume=False, epochs=30,
-        batch_size=64, head_learning_rate=3e-3, save_preset=str(preset), verbose=0))
+        output_dir=f"{folder}/public", strategy="frozen", sequence_length=64, pooling="mean", test_fraction=0.25,
+        resume=False, epochs=30, batch_size=64, head_learning_rate=3e-3, save_preset=str(preset), verbose=0))
     print(f"public head: {sum(1 for _ in public.open(encoding='utf-8'))} texts, test accuracy "
           f"{result.metrics['test']['accuracy']:.4f}", flush=True)
     return preset
