@@ -29,10 +29,10 @@ import json
 import pathlib
 import time
 
+import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
 import keras
 import numpy as np
 
-import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
 from tl_keras.data.texts import read_labelled_texts
 from tl_keras.data.tokens import tokenize
 from tl_keras.models.backbones import load_text_backbone, minilm_l6_offline_path
@@ -178,13 +178,15 @@ def frozen_pairs(features, truncation, seeds, methods, targets=DOMAINS):
 
 
 def fine_tuned_pairs(features, truncation, seeds, methods, earlier=(), pairs=None, backbone=minilm_l6_offline_path(),
-                     strategy="partial:2", epochs=3):
+                     strategy="partial:2", epochs=3, save=None):
     """Source-only and self-training with MiniLM fine-tuned (`strategy`), as
     the text recipe trains: one fine-tune a source and seed, scored on the
     three other domains' test sets, self-trained on each pool from it; and
     target_supervised, one fine-tune on each target pool's labels. Figures
     in `earlier` rows (an earlier run's) are kept, not measured again;
-    `pairs` (`(source, target)` tuples, all when `None`) limits the pairs."""
+    `pairs` (`(source, target)` tuples, all when `None`) limits the pairs;
+    `save`, when given, is called with every row after each source's runs,
+    so a stopped run keeps what it measured."""
     from tl_keras import TextClassifier
 
     length, head = TRUNCATIONS[truncation]
@@ -229,6 +231,8 @@ def fine_tuned_pairs(features, truncation, seeds, methods, earlier=(), pairs=Non
                 model.set_weights(trained)
             print(f"{source} → {target} seed {seed} ({strategy}): " + ", ".join(
                 f"{m} {a:.3f}" for m, a in row["accuracy"].items()), flush=True)
+        if save:
+            save(list(rows.values()))
     if "target_supervised" in methods:
         for target, seed in itertools.product(DOMAINS, seeds):
             keys = [key for key in rows if key[1] == target and key[2] == seed]
@@ -242,6 +246,8 @@ def fine_tuned_pairs(features, truncation, seeds, methods, earlier=(), pairs=Non
             for key in keys:
                 rows[key]["accuracy"]["target_supervised"] = accuracy_
                 rows[key]["seconds"]["target_supervised"] = seconds
+            if save:
+                save(list(rows.values()))
     return list(rows.values())
 
 
@@ -256,7 +262,7 @@ def pretrained_pairs(args, truncation, methods):
     length, _ = TRUNCATIONS[truncation]
     pairs = parse_pairs(args.pairs)
     rows = []
-    for target, seed in itertools.product(DOMAINS, range(args.seeds)):
+    for target, seed in itertools.product(DOMAINS, seeds_of(args)):
         if not any(pair[1] == target for pair in pairs):
             continue
         pool, _ = split(base.labels[target], seed)
@@ -275,6 +281,11 @@ def pretrained_pairs(args, truncation, methods):
         else:
             rows += fine_tuned_pairs(base, truncation, [seed], methods, pairs=pairs, backbone=preset)
     return rows
+
+
+def seeds_of(args):
+    """The seeds `--first-seed` and `--seeds` ask for."""
+    return range(args.first_seed, args.first_seed + args.seeds)
 
 
 def parse_pairs(text):
@@ -298,7 +309,9 @@ def main():
                              "frozen features after continued pretraining on each target pool")
     parser.add_argument("--truncation", choices=TRUNCATIONS, default=None,
                         help="the pairs' truncation (default: the one --stage lengths chose)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first of them: --first-seed 1 --seeds 2 runs seeds 1 and 2")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {','.join(METHODS)}")
     parser.add_argument("--pairs", default="all", help="comma-separated source>target pairs (fine-tuned, pretrained)")
     parser.add_argument("--route", choices=("frozen", "fine-tuned"), default="frozen",
@@ -313,24 +326,29 @@ def main():
         print(f"chosen on source validation: {chosen}")
         return
     truncation = args.truncation or json.loads(chosen_file.read_text())["truncation"]
-    print(f"MiniLM-L6 {args.stage}, {truncation}, {args.seeds} seeds; target pool 1,200 unlabelled, test 400")
+    seeds = seeds_of(args)
+    print(f"MiniLM-L6 {args.stage}, {truncation}, seeds {list(seeds)}; target pool 1,200 unlabelled, test 400")
     start = time.perf_counter()
     if args.stage == "frozen":
-        rows = frozen_pairs(Features(args.data, args.cache), truncation, range(args.seeds), methods)
+        rows = frozen_pairs(Features(args.data, args.cache), truncation, seeds, methods)
     elif args.stage == "fine-tuned":
-        earlier = pathlib.Path(args.cache) / f"fine-tuned {truncation} {args.seeds} seeds.json"
-        rows = fine_tuned_pairs(Features(args.data, args.cache), truncation, range(args.seeds), methods,
-                                json.loads(earlier.read_text()) if earlier.exists() else (), parse_pairs(args.pairs))
+        # one file for every seed and pair measured fine-tuned: a run adds the ones it lacks
+        measured = pathlib.Path(args.cache) / f"fine-tuned {truncation}.json"
+        rows = fine_tuned_pairs(Features(args.data, args.cache), truncation, seeds, methods,
+                                json.loads(measured.read_text()) if measured.exists() else (), parse_pairs(args.pairs),
+                                save=lambda rows: measured.write_text(json.dumps(rows, indent=1)))
+        rows = [row for row in rows if row["seed"] in seeds and (row["source"], row["target"]) in parse_pairs(args.pairs)]
     else:
         rows = pretrained_pairs(args, truncation, methods)
-    name = f"{args.stage} {truncation} {args.seeds} seeds"
-    if args.stage == "pretrained":
-        name += f" {args.route} {args.pretraining_epochs}ep {args.pairs.replace('>', ' to ')}"
-    (pathlib.Path(args.cache) / f"{name}.json").write_text(json.dumps(rows, indent=1))
+    if args.stage != "fine-tuned":
+        name = f"{args.stage} {truncation} seeds {seeds.start}-{seeds.stop - 1}"
+        if args.stage == "pretrained":
+            name += f" {args.route} {args.pretraining_epochs}ep {args.pairs.replace('>', ' to ')}"
+        (pathlib.Path(args.cache) / f"{name}.json").write_text(json.dumps(rows, indent=1))
     methods = [m for m in METHODS if all(m in row["accuracy"] for row in rows)]
     report(rows, methods)
     print("seconds a run (after features): " + ", ".join(
-        f"{m} {np.mean([row['seconds'][m] for row in rows]):.1f}" for m in methods))
+        f"{m} {np.mean([row['seconds'][m] for row in rows if m in row['seconds']]):.1f}" for m in methods))
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

@@ -21,9 +21,9 @@ import tempfile
 import time
 
 import numpy as np
+from common import REVIEWS, reviews
 import tensorflow as tf
 
-from common import REVIEWS, reviews
 from tl_keras.data.texts import read_texts
 from tl_keras.core.offline import minilm_l6_offline_path
 from tl_keras.tasks.text_classifier import TextClassifier

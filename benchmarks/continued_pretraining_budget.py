@@ -14,10 +14,10 @@ import json
 import tempfile
 import time
 
+import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
 import keras
 import numpy as np
 
-import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
 from tl_keras import TextClassifier
 from tl_keras.data.texts import read_labelled_texts
 from tl_keras.models.backbones import minilm_l6_offline_path

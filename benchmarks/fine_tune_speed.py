@@ -14,9 +14,9 @@ loading, training and computing validation accuracy.
 import argparse
 import tempfile
 
+from common import EpochTimer, Timer, keras_hub_classifier, reviews, write_rows
 import keras
 
-from common import EpochTimer, Timer, keras_hub_classifier, reviews, write_rows
 from tl_keras.core.settings import build_config
 from tl_keras.models.backbones import minilm_l6_offline_path
 from tl_keras.workflows.text_classification import TextClassificationConfig, run

@@ -18,9 +18,9 @@ import tempfile
 import time
 
 import numpy as np
+import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
 import tensorflow as tf
 
-import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
 from grocery_images import scores
 from tl_keras.data.catalogue import read_catalogue, read_image_list
 from tl_keras.data.images import ImageArray, load_images

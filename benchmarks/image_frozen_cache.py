@@ -16,10 +16,10 @@ import argparse
 import pathlib
 import tempfile
 
+from common import Timer
 import keras
 import keras_hub
 
-from common import Timer
 from tl_keras.core.settings import build_config
 from tl_keras.data.texts import LabelVocabulary, stratified_split
 from tl_keras.models.efficientnet_lite import offline_lite_preset

@@ -18,9 +18,9 @@ import tempfile
 import time
 
 import numpy as np
+from common import reviews
 import tensorflow as tf
 
-from common import reviews
 from tl_keras.models.backbones import load_text_backbone, minilm_l6_offline_path
 from tl_keras.export.text import export_text_model
 from tl_keras.models.heads import build_encoder, build_head, build_text_model

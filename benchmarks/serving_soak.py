@@ -22,13 +22,13 @@ import threading
 import time
 import zlib
 
+from common import minilm_l6_offline_path
 import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from common import minilm_l6_offline_path
 from tl_keras.data.texts import LabelVocabulary
 from tl_keras.export.text import export_text_model
 from tl_keras.models.backbones import load_text_backbone

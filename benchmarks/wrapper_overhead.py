@@ -11,10 +11,10 @@ Target: tl_keras / KerasHub <= 1.05.
 import argparse
 import time
 
+from common import keras_hub_classifier, reviews
 import keras
 import numpy as np
 
-from common import keras_hub_classifier, reviews
 from tl_keras.models.backbones import load_text_backbone, minilm_l6_offline_path
 from tl_keras.models.heads import build_encoder, build_head, build_text_model
 from tl_keras.data.tokens import tokenize

@@ -195,3 +195,27 @@ def test_the_wheels_description_is_for_pip_users_and_names_every_command():
     assert listed == commands
     for used in re.findall(r"^tl-keras ([a-z\-]+)", text, re.M):
         assert used in commands, used
+
+
+QUIETED = ("keras", "keras_hub", "tensorflow", "tensorflow_serving", "grpc", "tl_keras")
+
+
+def imported_before_common(source):
+    """Modules a benchmark imports from the heavy libraries before `common`,
+    which quiets TensorFlow's start-up lines only if it loads it first."""
+    imported = []
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if "common" in names:
+                return imported
+            imported += [name for name in names if name.split(".")[0] in QUIETED]
+    return []
+
+
+def test_every_benchmark_imports_common_before_tensorflow():
+    benchmarks = sorted((PACKAGE.parent / "benchmarks").glob("*.py"))
+    assert benchmarks
+    early = {path.name: imported_before_common(path.read_text()) for path in benchmarks}
+    assert {name: modules for name, modules in early.items() if modules} == {}
+    assert imported_before_common("import keras\nimport common\n") == ["keras"]
