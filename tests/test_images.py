@@ -209,6 +209,45 @@ def test_image_recipe_reports_and_exports_bytes_in(image_run):
     assert card["signatures"]["serve_pixels"]["inputs"]["pixels"]["shape"] == [-1, 32, 32, 3]
 
 
+def test_image_recipe_with_several_backbones_trains_each_and_exports_their_ensemble(tmp_path):
+    from tl_keras.workflows.image_classification import describe
+
+    root = write_sample_images(tmp_path / "images", per_class=8, size=48)
+    first = tiny_efficientnet_preset(tmp_path / "first")
+    second = tmp_path / "second"  # Another backbone at another native size: 48 against 64.
+    tiny_efficientnet(seed=1).save_to_preset(str(second))
+    keras_hub.layers.EfficientNetImageConverter(image_size=(48, 48), scale=1 / 255.0).save_to_preset(str(second))
+    config = build_config(ImageClassificationConfig, train=str(root), backbone=f"{first}, {second}",
+                          output_dir=str(tmp_path / "run"), strategy="frozen", augmentation="none",
+                          export_dir=str(tmp_path / "exports"), model_name="products",
+                          training=TrainingConfig(epochs=2, batch_size=8, verbose=0))
+    result = run(config)
+    members = result.metrics["members"]
+    assert list(members) == [str(first), str(second)]
+    assert [members[str(p)]["test"]["examples"] for p in (first, second)] == [result.metrics["test"]["examples"]] * 2
+    for index in range(2):
+        assert (tmp_path / "run" / f"member_{index}" / "metrics.json").exists()
+    assert [path.name for path in result.report_paths] == ["metrics.json", "confusion_matrix.png"]
+    assert tuple(result.task.input.shape[1:3]) == (64, 64)  # The member of the most pixels sets the input.
+    files = sorted((root / "cat").iterdir())[:2] + sorted((root / "rocket").iterdir())[:2]
+    pixels = np.stack([tf.image.resize(tf.io.decode_image(f.read_bytes(), channels=3), (64, 64)).numpy()
+                       for f in files])
+    expected = result.task.predict(pixels, verbose=0)
+    np.testing.assert_allclose(expected.sum(1), 1.0, rtol=1e-5)
+    loaded = tf.saved_model.load(str(result.export_path))
+    served = loaded.signatures["serving_default"](image_bytes=tf.constant([f.read_bytes() for f in files]))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, rtol=1e-3, atol=1e-4)
+    card = json.loads((result.export_path / "model_card.json").read_text())
+    assert card["backbones"] == [str(first), str(second)] and card["fusion"] == "ensemble"
+    closing = describe(result).splitlines()
+    assert closing[0].startswith(f"member {first}: test accuracy") and closing[2].startswith("validation")
+
+
+def test_image_recipe_refuses_an_empty_backbone_between_commas(tmp_path):
+    with pytest.raises(ValueError, match=r"empty preset between commas, received 'a,,b'"):
+        run(build_config(ImageClassificationConfig, train=str(tmp_path), backbone="a,,b", output_dir=str(tmp_path)))
+
+
 def test_image_recipe_rejects_lora(tmp_path):
     with pytest.raises(ValueError, match=r"'lora:4' needs a transformer backbone"):
         run(build_config(ImageClassificationConfig, train=str(tmp_path), backbone="x", output_dir=str(tmp_path), strategy="lora:4"))

@@ -13,7 +13,7 @@ import importlib
 import pathlib
 
 from tl_keras.cli.flags import add_config_flags, build, settings_from
-from tl_keras.core.choices import IMAGE_BACKBONE
+from tl_keras.core.choices import IMAGE_BACKBONES
 from tl_keras.core.offline import minilm_l6_offline_path, smollm2_offline_path
 from tl_keras.core.quiet import import_tensorflow_quietly
 from tl_keras.workflows import configs
@@ -33,7 +33,8 @@ def _image_defaults(settings):
 
     output_dir = pathlib.Path(settings["output_dir"])
     if not settings.get("backbone"):
-        settings["backbone"] = str(offline_lite_preset(output_dir / "presets", IMAGE_BACKBONE))
+        settings["backbone"] = ",".join(str(offline_lite_preset(output_dir / "presets", variant))
+                                        for variant in IMAGE_BACKBONES)
     if not settings.get("train"):
         settings["train"] = str(write_sample_images(output_dir / "sample_images"))
 
@@ -132,7 +133,9 @@ COMMANDS = (
     WorkflowCommand("train-image", "train an image classifier on labelled photos and export it",
                     configs.ImageClassificationConfig, "image_classification",
                     {"output_dir": "runs/image_classification"}, _image_defaults,
-                    {"backbone": "KerasHub image preset (default: offline EfficientNet-Lite1 at 240, converted once)",
+                    {"backbone": "KerasHub image preset, or several separated by commas, whose classifiers are averaged "
+                                 "(default: offline EfficientNet-Lite0, Lite1 and Lite2, each at its native size, "
+                                 "converted once)",
                      "train": "folder of a sub-folder per class, or a path,label CSV (default: sample photos)",
                      "strategy": "frozen, partial:N (top N stages) or full"}, fills=("backbone", "train")),
     WorkflowCommand("recommend", "train a two-tower recommender with a pretrained item text tower",

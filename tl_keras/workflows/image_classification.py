@@ -7,28 +7,53 @@ the transfer strategy (augmentation in the training pipeline only) →
 validation and test metrics → report → export answering encoded image bytes.
 """
 
+import dataclasses
 import pathlib
+
+import tensorflow as tf
 
 from tl_keras.data.catalogue import read_catalogue
 from tl_keras.data.images import ImageArray, build_augmentation, load_images, read_labelled_images
 from tl_keras.data.texts import LabelVocabulary
+from tl_keras.evaluation.classification import evaluate_predictions, write_report
 from tl_keras.evaluation.hierarchy import hierarchical_report, plot_fallback
+from tl_keras.export.image import export_image_model
 from tl_keras.models.backbones import native_image_size
 from tl_keras.tasks.image_classifier import ImageClassifier
-from tl_keras.training.runs import holding_run_folder
-from tl_keras.workflows.common import describe, three_way_split, train_classifier  # noqa: F401  (describe: the closing lines)
+from tl_keras.training.runs import holding_run_folder, keep_trained_model
+from tl_keras.transfer.fusion import ensemble
+from tl_keras.workflows.common import RunResult, finish, three_way_split, train_classifier
+from tl_keras.workflows.common import describe as describe_classifier
 from tl_keras.workflows.configs import ImageClassificationConfig  # noqa: F401  (the config of `run`)
 
 
 @holding_run_folder
 def run(config, distribution=None, callbacks=()):
     """Trains, evaluates and (optionally) saves and exports an image
-    classifier; see `ImageClassificationConfig`. Returns a `RunResult`
-    whose `metrics` are `{"validation": ..., "test": ...}`."""
-    side = config.image_size or native_image_size(config.backbone)
-    image_size = (side, side)
-    build_augmentation(config.augmentation)  # Checks the names before anything is read.
+    classifier; see `ImageClassificationConfig`. With several backbones
+    (`config.backbone` comma-separated), each trains its own classifier as a
+    run of its own in `output_dir/member_<i>/`, on the same split, and the
+    run's model is their ensemble (`tl_keras.transfer.fusion.ensemble`).
+    Returns a `RunResult` whose `metrics` are `{"validation": ...,
+    "test": ...}` (and `"members"`, each member's, for an ensemble)."""
+    backbones = backbone_presets(config.backbone)
+    if len(backbones) == 1:
+        return _run_classifier(config, distribution, callbacks)
+    return _run_ensemble(config, backbones, distribution, callbacks)
 
+
+def backbone_presets(backbone):
+    """The presets `config.backbone` names: one, or several separated by
+    commas (a prediction ensemble)."""
+    presets = [part.strip() for part in str(backbone).split(",")]
+    if not all(presets):
+        raise ValueError(f"`backbone` names an empty preset between commas, received {backbone!r}.")
+    return presets
+
+
+def _load_splits(config, image_size):
+    """The train, validation and test splits, decoded at `image_size`:
+    `[(uint8 pixels, rows, skipped entries)]`, printing what was skipped."""
     def read(source):
         return read_labelled_images(source) if source else None
 
@@ -40,6 +65,16 @@ def run(config, distribution=None, callbacks=()):
         print(f"skipped {reason}")
     if skipped:
         print(f"skipped {len(skipped)} bad image(s) of {sum(len(rows) for rows in splits)}")
+    return loaded
+
+
+def _run_classifier(config, distribution=None, callbacks=()):
+    """One backbone's classifier, trained, evaluated, saved and exported."""
+    side = config.image_size or native_image_size(config.backbone)
+    image_size = (side, side)
+    build_augmentation(config.augmentation)  # Checks the names before anything is read.
+    loaded = _load_splits(config, image_size)
+    skipped = [entry for _, _, entries in loaded for entry in entries]
     vocabulary = LabelVocabulary.from_labels(loaded[0][1].labels, "classification", loaded[0][1].origins)
     for _, rows, _ in loaded[1:]:
         vocabulary.encode(rows.labels, rows.origins)
@@ -63,19 +98,87 @@ def run(config, distribution=None, callbacks=()):
                             extra_report=coarse_report(config.train))
 
 
-def coarse_report(train):
-    """For an image list with a catalogue beside it (`tl_keras.data.catalogue`):
-    fine and coarse accuracy of each split and the coarse fallback's curve
-    (`hierarchy.json` figures in `metrics.json`, `fallback.png`); `None`
-    for other sources."""
+def _run_ensemble(config, backbones, distribution, callbacks):
+    """Each backbone's classifier as a run of its own (`member_<i>/`, its
+    preset saved under `save_preset/member_<i>` when set), then their
+    average scored on the same validation and test rows and exported."""
+    output_dir = pathlib.Path(config.output_dir)
+    members = []
+    for index, backbone in enumerate(backbones):
+        save = config.output.save_preset and str(pathlib.Path(config.output.save_preset) / f"member_{index}")
+        member = dataclasses.replace(config, backbone=backbone, output_dir=str(output_dir / f"member_{index}"),
+                                     output=dataclasses.replace(config.output, export_dir=None, save_preset=save))
+        print(f"member {index + 1} of {len(backbones)}: {backbone}")
+        members.append(_run_classifier(member, distribution, callbacks))
+    tasks = [member.task for member in members]
+    fused = ensemble(tasks, [task.vocabulary for task in tasks])
+    image_size = tuple(fused.input.shape[1:3])
+    loaded = _load_splits(config, image_size)
+    vocabulary = tasks[0].vocabulary
+    with keep_trained_model(fused, output_dir, "scoring"):
+        outputs = {split: predict_pixels(fused, pixels) for split, (pixels, _, _) in zip(("validation", "test"),
+                                                                                          loaded[1:])}
+        metrics = {split: {"split": split, **evaluate_predictions(outputs[split], vocabulary.encode(rows.labels),
+                                                                   vocabulary)}
+                   for split, (_, rows, _) in zip(("validation", "test"), loaded[1:])}
+        metrics["members"] = {backbone: member.metrics for backbone, member in zip(backbones, members)}
+        hierarchy = hierarchy_report(config.train, vocabulary, {split: (outputs[split], rows.labels) for split, (_, rows, _)
+                                                               in zip(("validation", "test"), loaded[1:])})
+        if hierarchy:
+            metrics["hierarchy"] = hierarchy
+
+    def export(folder, card):
+        warmup = [pathlib.Path(path).read_bytes() for path in loaded[1][1].texts[:3]]
+        return export_image_model(fused, vocabulary, image_size, folder, config.output.model_name,
+                                  warmup_images=warmup, card={"backbones": backbones, "fusion": "ensemble", **card})
+
+    def write_reports(folder):
+        fallback = [plot_fallback(metrics["hierarchy"]["test"], folder / "fallback.png",
+                                  "Test split: fall back to the coarse class")] if hierarchy else []
+        return [*write_report(metrics["test"], {}, folder, write_metrics=False), *fallback]
+
+    plain = dataclasses.replace(config, output=dataclasses.replace(config.output, save_preset=None))
+    return finish(RunResult(fused, metrics), plain, write_reports, export)
+
+
+def predict_pixels(model, pixels, batch_size=32):
+    """`model`'s outputs for uint8 pixels, cast to float32 a batch at a time."""
+    batches = tf.data.Dataset.from_tensor_slices(pixels).batch(batch_size).map(lambda x: tf.cast(x, "float32"))
+    return model.predict(batches, verbose=0)
+
+
+def describe(result):
+    """The run's closing lines; for an ensemble, each member's test
+    accuracy before the ensemble's."""
+    members = [f"member {backbone}: test accuracy {figures['test']['accuracy']:.4f}"
+               for backbone, figures in result.metrics.get("members", {}).items()]
+    return "\n".join([*members, describe_classifier(result)])
+
+
+def hierarchy_report(train, vocabulary, predicted):
+    """Fine and coarse accuracy and the coarse fallback's curve of each split
+    in `predicted` (`{split: (probabilities, labels)}`), for an image list
+    with a catalogue beside it (`tl_keras.data.catalogue`); `None` for other
+    sources."""
     if not str(train).lower().endswith(".txt"):
         return None
     coarse_of = read_catalogue(pathlib.Path(train).parent / "classes.csv").coarse_of
+    return {split: hierarchical_report(probabilities, vocabulary.encode(labels), vocabulary.names, coarse_of)
+            for split, (probabilities, labels) in predicted.items()}
+
+
+def coarse_report(train):
+    """`hierarchy_report` of a classifier's validation and test splits as
+    `train_classifier`'s `extra_report` (`hierarchy.json` figures in
+    `metrics.json`, the test split's `fallback.png`); `None` for sources
+    without a catalogue."""
+    if not str(train).lower().endswith(".txt"):
+        return None
 
     def report(classifier, validation, test):
-        reports = {split: hierarchical_report(classifier.predict(inputs), classifier.targets(labels),
-                                              classifier.vocabulary.names, coarse_of)
-                   for split, (inputs, labels) in (("validation", validation), ("test", test))}
+        reports = hierarchy_report(train, classifier.vocabulary, {
+            split: (classifier.predict(inputs), labels) for split, (inputs, labels) in (("validation", validation),
+                                                                                         ("test", test))})
         return {"hierarchy": reports}, lambda folder: [
             plot_fallback(reports["test"], folder / "fallback.png", "Test split: fall back to the coarse class")]
 
