@@ -115,15 +115,13 @@ def _run_ensemble(config, backbones, distribution, callbacks):
     image_size = tuple(fused.input.shape[1:3])
     loaded = _load_splits(config, image_size)
     vocabulary = tasks[0].vocabulary
+    scored = dict(zip(("validation", "test"), loaded[1:]))
     with keep_trained_model(fused, output_dir, "scoring"):
-        outputs = {split: predict_pixels(fused, pixels) for split, (pixels, _, _) in zip(("validation", "test"),
-                                                                                          loaded[1:])}
-        metrics = {split: {"split": split, **evaluate_predictions(outputs[split], vocabulary.encode(rows.labels),
-                                                                   vocabulary)}
-                   for split, (_, rows, _) in zip(("validation", "test"), loaded[1:])}
+        outputs = {split: (predict_pixels(fused, pixels), rows.labels) for split, (pixels, rows, _) in scored.items()}
+        metrics = {split: {"split": split, **evaluate_predictions(probabilities, vocabulary.encode(labels), vocabulary)}
+                   for split, (probabilities, labels) in outputs.items()}
         metrics["members"] = {backbone: member.metrics for backbone, member in zip(backbones, members)}
-        hierarchy = hierarchy_report(config.train, vocabulary, {split: (outputs[split], rows.labels) for split, (_, rows, _)
-                                                               in zip(("validation", "test"), loaded[1:])})
+        hierarchy = hierarchy_report(config.train, vocabulary, outputs)
         if hierarchy:
             metrics["hierarchy"] = hierarchy
 
@@ -133,8 +131,7 @@ def _run_ensemble(config, backbones, distribution, callbacks):
                                   warmup_images=warmup, card={"backbones": backbones, "fusion": "ensemble", **card})
 
     def write_reports(folder):
-        fallback = [plot_fallback(metrics["hierarchy"]["test"], folder / "fallback.png",
-                                  "Test split: fall back to the coarse class")] if hierarchy else []
+        fallback = [plot_test_fallback(hierarchy, folder)] if hierarchy else []
         return [*write_report(metrics["test"], {}, folder, write_metrics=False), *fallback]
 
     plain = dataclasses.replace(config, output=dataclasses.replace(config.output, save_preset=None))
@@ -167,6 +164,11 @@ def hierarchy_report(train, vocabulary, predicted):
             for split, (probabilities, labels) in predicted.items()}
 
 
+def plot_test_fallback(reports, folder):
+    """`fallback.png` of the test split's `hierarchy_report`."""
+    return plot_fallback(reports["test"], folder / "fallback.png", "Test split: fall back to the coarse class")
+
+
 def coarse_report(train):
     """`hierarchy_report` of a classifier's validation and test splits as
     `train_classifier`'s `extra_report` (`hierarchy.json` figures in
@@ -179,7 +181,6 @@ def coarse_report(train):
         reports = hierarchy_report(train, classifier.vocabulary, {
             split: (classifier.predict(inputs), labels) for split, (inputs, labels) in (("validation", validation),
                                                                                          ("test", test))})
-        return {"hierarchy": reports}, lambda folder: [
-            plot_fallback(reports["test"], folder / "fallback.png", "Test split: fall back to the coarse class")]
+        return {"hierarchy": reports}, lambda folder: [plot_test_fallback(reports, folder)]
 
     return report
