@@ -334,10 +334,11 @@ def main():
     elif args.stage == "fine-tuned":
         # one file for every seed and pair measured fine-tuned: a run adds the ones it lacks
         measured = pathlib.Path(args.cache) / f"fine-tuned {truncation}.json"
+        pairs = parse_pairs(args.pairs)
         rows = fine_tuned_pairs(Features(args.data, args.cache), truncation, seeds, methods,
-                                json.loads(measured.read_text()) if measured.exists() else (), parse_pairs(args.pairs),
+                                json.loads(measured.read_text()) if measured.exists() else (), pairs,
                                 save=lambda rows: measured.write_text(json.dumps(rows, indent=1)))
-        rows = [row for row in rows if row["seed"] in seeds and (row["source"], row["target"]) in parse_pairs(args.pairs)]
+        rows = [row for row in rows if row["seed"] in seeds and (row["source"], row["target"]) in pairs]
     else:
         rows = pretrained_pairs(args, truncation, methods)
     if args.stage != "fine-tuned":
