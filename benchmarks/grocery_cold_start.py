@@ -5,7 +5,10 @@ among those 10 classes' catalogue entries (chance 10%).
 Features: an offline EfficientNet-Lite (`--backbone`, Lite0 unless given:
 it ranks new products best, 0.674 against Lite1's 0.605; ImageNet, frozen,
 at its native resolution, average pooled) for shop photos and catalogue images; the offline MiniLM-L6
-(mean pooled) for the product descriptions. For each of `--splits` class
+(mean pooled) for the product descriptions. Several backbones separated by
+commas (`--backbone lite0,lite1,lite2`) train a matcher each and average
+their scores, as the image recipe averages its members' probabilities; the
+baseline then averages the backbones' raw cosines. For each of `--splits` class
 splits: 10 test classes, 10 validation classes, the other 61 seen (their
 train and val photos train `CatalogueMatcher`); the image weight of the
 combined score is chosen on the validation classes, never on the test
@@ -66,6 +69,16 @@ def features(folder, cache, variant):
     return embed
 
 
+def backbones(value):
+    """`--backbone`: Lite variants separated by commas."""
+    names = value.split(",")
+    unknown = [name for name in names if name not in LITE_VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backbone {unknown[0]!r} in {value!r}; choose among "
+                                         f"{', '.join(sorted(LITE_VARIANTS))}")
+    return names
+
+
 def top1(scores, truth):
     return float(np.mean(scores.argmax(axis=1) == truth))
 
@@ -74,39 +87,56 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="the grocery_store/ folder (classes.csv, train.txt, val.txt)")
     parser.add_argument("--splits", type=int, default=3)
-    parser.add_argument("--backbone", default="lite0", choices=sorted(LITE_VARIANTS))
-    parser.add_argument("--cache", help="the features file (default: runs/grocery_cold_start/features_<backbone>.npz)")
-    parser.add_argument("--export", action="store_true", help="serve split 0 through an exported recognizer")
+    parser.add_argument("--backbone", type=backbones, default=["lite0"],
+                        help=f"one of {', '.join(sorted(LITE_VARIANTS))}, or several separated by commas")
+    parser.add_argument("--cache", help="the features folder (default: runs/grocery_cold_start; a file "
+                                        "features_<backbone>.npz a backbone)")
+    parser.add_argument("--export", action="store_true", help="serve split 0 through an exported recognizer "
+                                                              "(one backbone)")
     args = parser.parse_args()
-    cache = pathlib.Path(args.cache or f"runs/grocery_cold_start/features_{args.backbone}.npz")
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    if args.export and len(args.backbone) > 1:
+        parser.error(f"--export serves one backbone, received --backbone {','.join(args.backbone)}")
+    work = pathlib.Path(args.cache or "runs/grocery_cold_start")
+    work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    data = features(pathlib.Path(args.folder), cache, args.backbone)
+    data = {variant: features(pathlib.Path(args.folder), work / f"features_{variant}.npz", variant)
+            for variant in args.backbone}
     print(f"features: {time.perf_counter() - start:.0f} s")
-    photos, labels, icons, descriptions = data["photos"], data["labels"], data["icons"], data["descriptions"]
+    first = data[args.backbone[0]]
+    labels, descriptions = first["labels"], first["descriptions"]
     rows, split_classes = [], []
     for split in range(args.splits):
-        order = np.random.default_rng(split).permutation(len(icons))
+        order = np.random.default_rng(split).permutation(len(descriptions))
         test, validation, seen = order[:10], order[10:20], order[20:]
-        matcher = CatalogueMatcher(photos.shape[1], descriptions.shape[1])
         trained = np.isin(labels, seen)
         position = {c: i for i, c in enumerate(seen)}
         started = time.perf_counter()
-        matcher.fit_entries(photos[trained], [position[c] for c in labels[trained]], icons[seen], descriptions[seen],
-                            seed=split)
+        matchers = {}
+        for variant, arrays in data.items():
+            matchers[variant] = CatalogueMatcher(arrays["photos"].shape[1], descriptions.shape[1])
+            matchers[variant].fit_entries(arrays["photos"][trained], [position[c] for c in labels[trained]],
+                                          arrays["icons"][seen], descriptions[seen], seed=split)
         seconds = time.perf_counter() - started
 
-        def scores(classes, weight):
+        def scores(classes, weight, variants=args.backbone):
+            """The matchers' scores, averaged over `variants`."""
             chosen = np.isin(labels, classes)
             truth = np.array([list(classes).index(c) for c in labels[chosen]])
-            return matcher.similarities(photos[chosen], icons[classes], descriptions[classes], weight), truth
+            return np.mean([matchers[v].similarities(data[v]["photos"][chosen], data[v]["icons"][classes],
+                                                     descriptions[classes], weight) for v in variants], axis=0), truth
 
         weight = max(WEIGHTS, key=lambda w: top1(*scores(validation, w)))
         chosen = np.isin(labels, test)
         truth = np.array([list(test).index(c) for c in labels[chosen]])
         split_classes.append((weight, seen, validation, test))
+        nearest = np.mean([nearest_catalogue_image(data[v]["photos"][chosen], data[v]["icons"][test])
+                           for v in args.backbone], axis=0)
+        members = {} if len(args.backbone) == 1 else {
+            f"matcher, both, {v} alone (the ensemble's weight)": top1(*scores(test, weight, [v]))
+            for v in args.backbone}
         rows.append({
-            "nearest catalogue image": top1(nearest_catalogue_image(photos[chosen], icons[test]), truth),
+            "nearest catalogue image": top1(nearest, truth),
+            **members,
             "matcher, image only": top1(*scores(test, 1.0)),
             "matcher, description only": top1(*scores(test, 0.0)),
             "matcher, both (weight chosen on validation)": top1(*scores(test, weight)),
@@ -125,7 +155,7 @@ def main():
     print(f"\nimage weights chosen: {[row['weight'] for row in rows]}; test photos a split: "
           f"{[row['photos'] for row in rows]}; matcher training {np.mean([row['seconds'] for row in rows]):.0f} s")
     if args.export:
-        served_through_export(pathlib.Path(args.folder), cache.parent, args.backbone, *split_classes[0])
+        served_through_export(pathlib.Path(args.folder), work, args.backbone[0], *split_classes[0])
 
 
 def served_through_export(folder, work, variant, weight, seen, validation, test):
