@@ -283,6 +283,21 @@ def pretrained_pairs(args, truncation, methods):
     return rows
 
 
+def save_merged(path, rows):
+    """Writes `rows` into the results file `path`, merged by (source,
+    target, seed) with the rows already there, so that runs of other seeds
+    or methods that share the file at the same time keep theirs."""
+    merged = {}
+    for row in [*(json.loads(path.read_text()) if path.exists() else ()), *rows]:
+        key = (row["source"], row["target"], row["seed"])
+        kept = merged.setdefault(key, {**row, "accuracy": {}, "seconds": {}})
+        kept["accuracy"].update(row["accuracy"])
+        kept["seconds"].update(row["seconds"])
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(list(merged.values()), indent=1))
+    partial.replace(path)
+
+
 def seeds_of(args):
     """The seeds `--first-seed` and `--seeds` ask for."""
     return range(args.first_seed, args.first_seed + args.seeds)
@@ -337,7 +352,7 @@ def main():
         pairs = parse_pairs(args.pairs)
         rows = fine_tuned_pairs(Features(args.data, args.cache), truncation, seeds, methods,
                                 json.loads(measured.read_text()) if measured.exists() else (), pairs,
-                                save=lambda rows: measured.write_text(json.dumps(rows, indent=1)))
+                                save=lambda rows: save_merged(measured, rows))
         rows = [row for row in rows if row["seed"] in seeds and (row["source"], row["target"]) in pairs]
     else:
         rows = pretrained_pairs(args, truncation, methods)
