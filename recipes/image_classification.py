@@ -25,8 +25,7 @@ from tl_keras.cli.workflows import run_recipe
 
 SLICE = pathlib.Path(__file__).resolve().parent.parent / "data" / "grocery_slice"
 DEFAULTS = {"train": str(SLICE / "train.txt"), "validation": str(SLICE / "val.txt"), "test": str(SLICE / "test.txt"),
-            "strategy": "frozen", "augmentation": "none", "epochs": 30, "export_dir": "exports",
-            "model_name": "products"}
+            "export_dir": "exports", "model_name": "products"}
 
 
 def main(argv=None):

@@ -101,6 +101,20 @@ def test_one_strategy_default_per_task_across_entry_points():
         assert build_config(workflow.config, settings).strategy == strategy, name
 
 
+def test_image_command_and_recipe_train_the_same_measured_default():
+    recipes = pathlib.Path(__file__).resolve().parent.parent / "recipes"
+    sys.path.insert(0, str(recipes))
+    try:
+        import image_classification as recipe
+    finally:
+        sys.path.pop(0)
+    # The recipe adds its data and where to export, no model setting: `tl-keras train-image` trains the same model.
+    assert set(recipe.DEFAULTS) <= {"train", "validation", "test", "export_dir", "model_name"}, recipe.DEFAULTS
+    workflow = command("train-image")
+    config = build_config(workflow.config, {**workflow.defaults, "train": "x", "backbone": "x"})
+    assert (config.strategy, config.augmentation, config.training.epochs) == ("frozen", "none", 30)
+
+
 def test_run_results_hold_a_task():
     from tl_keras.workflows.common import RunResult
 
