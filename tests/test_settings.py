@@ -113,6 +113,11 @@ def test_image_command_and_recipe_train_the_same_measured_default():
     workflow = command("train-image")
     config = build_config(workflow.config, {**workflow.defaults, "train": "x", "backbone": "x"})
     assert (config.strategy, config.augmentation, config.training.epochs) == ("frozen", "none", 30)
+    fine_tuned = build_config(workflow.config, {**workflow.defaults, "train": "x", "backbone": "x",
+                                                "strategy": "partial:2"})
+    assert fine_tuned.training.epochs == 8
+    assert build_config(workflow.config, {**workflow.defaults, "train": "x", "backbone": "x", "epochs": 2}
+                        ).training.epochs == 2
 
 
 def test_run_results_hold_a_task():

@@ -137,7 +137,9 @@ COMMANDS = (
                                  "(default: offline EfficientNet-Lite0, Lite1 and Lite2, each at its native size, "
                                  "converted once)",
                      "train": "folder of a sub-folder per class, or a path,label CSV (default: sample photos)",
-                     "strategy": "frozen, partial:N (top N stages) or full"}, fills=("backbone", "train")),
+                     "strategy": "frozen, partial:N (top N stages) or full",
+                     "epochs": "epochs of the strategy's main phase (default: 30 with frozen, 8 with partial:N or "
+                               "full)"}, fills=("backbone", "train")),
     WorkflowCommand("recommend", "train a two-tower recommender with a pretrained item text tower",
                     configs.RecommendationConfig, "recommendation",
                     {"output_dir": "runs/recommendation", "model_name": "shop_retrieval"}, _shop_defaults,
