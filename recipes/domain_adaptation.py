@@ -11,10 +11,11 @@ FILE --method joint|source_then_target` uses a few labelled target texts.
 
 Self-training is the default because it won on the 12 pairs of Amazon
 product categories (`benchmarks/amazon_domains.py`): +2.5 points over
-source-only on average over two seeds, fine-tuned, and no pair below it. On one such pair (1,600 labelled source
-reviews, 1,200 unlabelled target ones, `--sequence-length 256`) a default
-run takes about 9 minutes on 2 CPU cores: 4-7 for the source fine-tune,
-about 3 for self-training. The bundled default below takes about 2.
+source-only on average over two seeds, fine-tuned, and no pair below it.
+On one such pair (1,600 labelled source reviews, 1,200 unlabelled target
+ones, `--sequence-length 256`) a default run takes about 9 minutes on 2 CPU
+cores: 4-7 for the source fine-tune, about 3 for self-training. The
+bundled default below takes about 2.
 Without target labels (`--target-validation ""`) the run reports the share
 of target predictions that self-training changed from the source-only
 model's.
