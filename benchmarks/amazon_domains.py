@@ -33,6 +33,7 @@ import common  # noqa: F401  (quiet TensorFlow, TensorFlow backend)
 import keras
 import numpy as np
 
+from tl_keras.core.files import write_atomically
 from tl_keras.data.texts import read_labelled_texts
 from tl_keras.data.tokens import tokenize
 from tl_keras.models.backbones import load_text_backbone, minilm_l6_offline_path
@@ -283,19 +284,22 @@ def pretrained_pairs(args, truncation, methods):
     return rows
 
 
+def read_rows(path):
+    """The rows of the results file `path` (none before the first run)."""
+    return json.loads(path.read_text()) if path.exists() else []
+
+
 def save_merged(path, rows):
     """Writes `rows` into the results file `path`, merged by (source,
     target, seed) with the rows already there, so that runs of other seeds
     or methods that share the file at the same time keep theirs."""
     merged = {}
-    for row in [*(json.loads(path.read_text()) if path.exists() else ()), *rows]:
+    for row in [*read_rows(path), *rows]:
         key = (row["source"], row["target"], row["seed"])
         kept = merged.setdefault(key, {**row, "accuracy": {}, "seconds": {}})
         kept["accuracy"].update(row["accuracy"])
         kept["seconds"].update(row["seconds"])
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(list(merged.values()), indent=1))
-    partial.replace(path)
+    write_atomically(path, json.dumps(list(merged.values()), indent=1))
 
 
 def seeds_of(args):
@@ -351,7 +355,7 @@ def main():
         measured = pathlib.Path(args.cache) / f"fine-tuned {truncation}.json"
         pairs = parse_pairs(args.pairs)
         rows = fine_tuned_pairs(Features(args.data, args.cache), truncation, seeds, methods,
-                                json.loads(measured.read_text()) if measured.exists() else (), pairs,
+                                read_rows(measured), pairs,
                                 save=lambda rows: save_merged(measured, rows))
         rows = [row for row in rows if row["seed"] in seeds and (row["source"], row["target"]) in pairs]
     else:

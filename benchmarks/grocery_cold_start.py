@@ -37,6 +37,7 @@ from tl_keras.models.efficientnet_lite import LITE_VARIANTS, offline_lite_preset
 from tl_keras.tasks.catalogue_recognizer import CatalogueRecognizer, harmonic_mean
 from tl_keras.tasks.image_classifier import ImageClassifier
 from tl_keras.tasks.text_classifier import TextClassifier
+from tl_keras.workflows.image_classification import backbone_presets
 
 WEIGHTS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -70,8 +71,12 @@ def features(folder, cache, variant):
 
 
 def backbones(value):
-    """`--backbone`: Lite variants separated by commas."""
-    names = value.split(",")
+    """`--backbone`: Lite variants separated by commas, split as the image
+    recipe splits its `--backbone`."""
+    try:
+        names = backbone_presets(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     unknown = [name for name in names if name not in LITE_VARIANTS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown backbone {unknown[0]!r} in {value!r}; choose among "
