@@ -21,6 +21,8 @@ fine-tuned stage keeps figures an earlier run of it measured.
         --seeds 1 --methods source_only,self_training,target_supervised
     .venv/bin/python benchmarks/amazon_domains.py --data ../shared/data/amazon_multi_domain --stage pretrained \
         --route fine-tuned --seeds 1 --pairs "electronics>books" --methods source_only,self_training
+    .venv/bin/python benchmarks/amazon_domains.py --data ../shared/data/amazon_multi_domain --stage fine-tuned \
+        --seeds 1 --pairs "electronics>dvd" --methods dann
 """
 
 import argparse
@@ -129,8 +131,12 @@ def pair_methods(source_x, source_y, pool_x, pool_y, test_x, test_y, seed, metho
     return results, seconds
 
 
+# The fine-tuned stage's coral and dann weights: chosen on the review sentences' pools' own labels
+# (benchmarks/transfer_between_domains.py --validate, amazon>imdb), never on these test sets.
+ADAPTATION_WEIGHTS = {"coral": 3000.0, "dann": 0.3}
 METHODS = ("source_only", "self_training", "coral", "dann", "centring", "coral+self_training",
            "centring+self_training", "target_supervised")
+FINE_TUNED_METHODS = ("source_only", "self_training", "coral", "dann", "target_supervised")
 
 
 def report(rows, methods):
@@ -182,8 +188,10 @@ def fine_tuned_pairs(features, truncation, seeds, methods, earlier=(), pairs=Non
                      strategy="partial:2", epochs=3, save=None):
     """Source-only and self-training with MiniLM fine-tuned (`strategy`), as
     the text recipe trains: one fine-tune a source and seed, scored on the
-    three other domains' test sets, self-trained on each pool from it; and
-    target_supervised, one fine-tune on each target pool's labels. Figures
+    three other domains' test sets, self-trained on each pool from it;
+    coral and dann through the same fine-tune (`Classifier.fit_adapted`,
+    a run a pair, at `ADAPTATION_WEIGHTS`); and target_supervised, one
+    fine-tune on each target pool's labels. Figures
     in `earlier` rows (an earlier run's) are kept, not measured again;
     `pairs` (`(source, target)` tuples, all when `None`) limits the pairs;
     `save`, when given, is called with every row after each source's runs,
@@ -208,32 +216,46 @@ def fine_tuned_pairs(features, truncation, seeds, methods, earlier=(), pairs=Non
                   epochs=epochs, seed=seed, verbose=0)
         return time.perf_counter() - start
 
-    wanted = [m for m in methods if m != "target_supervised"]
+    def missing(key, wanted):
+        return [m for m in wanted if m not in rows.get(key, {}).get("accuracy", {})]
+
+    shared = [m for m in ("source_only", "self_training") if m in methods]  # from one source fine-tune
+    adapted = [m for m in ADAPTATION_WEIGHTS if m in methods]  # a fine-tune of their own a pair
     for source, seed in itertools.product(DOMAINS, seeds):
         targets = [target for target in DOMAINS if target != source and (pairs is None or (source, target) in pairs)]
-        if not targets:
-            continue
         keys = [(source, target, seed) for target in targets]
-        if all(key in rows and set(wanted) <= set(rows[key]["accuracy"]) for key in keys):
+        if not any(missing(key, shared + adapted) for key in keys):
             continue
-        model = new_model(seed)
-        fit_seconds = fit(model, source, np.arange(len(features.labels[source])), seed)
-        trained = model.get_weights()
+        everything = np.arange(len(features.labels[source]))
+        model = None
+        if any(missing(key, shared) for key in keys):
+            model = new_model(seed)
+            fit_seconds = fit(model, source, everything, seed)
+            trained = model.get_weights()
         for target, key in zip(targets, keys):
             pool, test = split(features.labels[target], seed)
             row = rows.setdefault(key, {"source": source, "target": target, "seed": seed, "accuracy": {},
                                         "seconds": {}})
-            row["accuracy"]["source_only"], row["seconds"]["source_only"] = score(model, target, test), fit_seconds
-            if "self_training" in methods:
+            if model is not None:
+                row["accuracy"]["source_only"], row["seconds"]["source_only"] = score(model, target, test), fit_seconds
+            if model is not None and "self_training" in methods:
                 start = time.perf_counter()
                 model.self_train(tokens[target].take(pool), seed=seed)
                 row["seconds"]["self_training"] = time.perf_counter() - start
                 row["accuracy"]["self_training"] = score(model, target, test)
                 model.set_weights(trained)
+            for method in missing(key, adapted):
+                other = new_model(seed)
+                start = time.perf_counter()
+                other.fit_adapted(tokens[source], [str(label) for label in features.labels[source]],
+                                  tokens[target].take(pool), method, epochs=epochs, seed=seed,
+                                  adaptation_weight=ADAPTATION_WEIGHTS[method])
+                row["seconds"][method] = time.perf_counter() - start
+                row["accuracy"][method] = score(other, target, test)
             print(f"{source} → {target} seed {seed} ({strategy}): " + ", ".join(
                 f"{m} {a:.3f}" for m, a in row["accuracy"].items()), flush=True)
-        if save:
-            save(list(rows.values()))
+            if save:
+                save(list(rows.values()))
     if "target_supervised" in methods:
         for target, seed in itertools.product(DOMAINS, seeds):
             keys = [key for key in rows if key[1] == target and key[2] == seed]
@@ -331,13 +353,21 @@ def main():
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="the first of them: --first-seed 1 --seeds 2 runs seeds 1 and 2")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {','.join(METHODS)}")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma-separated (default: all the stage's): frozen features {','.join(METHODS)}; "
+                             f"through the fine-tune {','.join(FINE_TUNED_METHODS)}")
     parser.add_argument("--pairs", default="all", help="comma-separated source>target pairs (fine-tuned, pretrained)")
     parser.add_argument("--route", choices=("frozen", "fine-tuned"), default="frozen",
                         help="--stage pretrained: the methods over frozen features or through the fine-tune")
     parser.add_argument("--pretraining-epochs", type=int, default=2, help="--stage pretrained: masked-LM epochs")
     args = parser.parse_args()
-    methods = [m for m in METHODS if m in args.methods.split(",")]
+    through_fine_tune = args.stage == "fine-tuned" or (args.stage == "pretrained" and args.route == "fine-tuned")
+    allowed = FINE_TUNED_METHODS if through_fine_tune else METHODS
+    asked = args.methods.split(",") if args.methods else allowed
+    unknown = [m for m in asked if m not in allowed]
+    if unknown:
+        parser.error(f"--methods: {unknown[0]!r} is not one of {','.join(allowed)} for --stage {args.stage}")
+    methods = [m for m in allowed if m in asked]
     chosen_file = pathlib.Path(args.cache) / "truncation.json"
     if args.stage == "lengths":
         chosen = choose_truncation(Features(args.data, args.cache), args.seeds)
