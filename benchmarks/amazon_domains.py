@@ -194,7 +194,7 @@ def fine_tuned_pairs(features, truncation, seeds, methods, earlier=(), pairs=Non
     fine-tune on each target pool's labels. Figures
     in `earlier` rows (an earlier run's) are kept, not measured again;
     `pairs` (`(source, target)` tuples, all when `None`) limits the pairs;
-    `save`, when given, is called with every row after each source's runs,
+    `save`, when given, is called with every row after each pair's runs,
     so a stopped run keeps what it measured."""
     from tl_keras import TextClassifier
 
@@ -226,11 +226,10 @@ def fine_tuned_pairs(features, truncation, seeds, methods, earlier=(), pairs=Non
         keys = [(source, target, seed) for target in targets]
         if not any(missing(key, shared + adapted) for key in keys):
             continue
-        everything = np.arange(len(features.labels[source]))
         model = None
         if any(missing(key, shared) for key in keys):
             model = new_model(seed)
-            fit_seconds = fit(model, source, everything, seed)
+            fit_seconds = fit(model, source, np.arange(len(features.labels[source])), seed)
             trained = model.get_weights()
         for target, key in zip(targets, keys):
             pool, test = split(features.labels[target], seed)
