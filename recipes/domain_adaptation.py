@@ -10,8 +10,8 @@ with the same strategy on the source and the target texts at once (with
 FILE --method joint|source_then_target` uses a few labelled target texts.
 
 Self-training is the default because it won on the 12 pairs of Amazon
-product categories (`benchmarks/amazon_domains.py`): +2.5 points over
-source-only on average over two seeds, fine-tuned, and no pair below it.
+product categories (`benchmarks/amazon_domains.py`): +2.4 points over
+source-only on average over three seeds, fine-tuned, and no pair below it.
 On one such pair (1,600 labelled source reviews, 1,200 unlabelled target
 ones, `--sequence-length 256`) a default run takes about 9 minutes on 2 CPU
 cores: 4-7 for the source fine-tune, about 3 for self-training. The
