@@ -396,8 +396,9 @@ def main():
         (pathlib.Path(args.cache) / f"{name}.json").write_text(json.dumps(rows, indent=1))
     methods = [m for m in METHODS if all(m in row["accuracy"] for row in rows)]
     report(rows, methods)
+    timed = {m: [row["seconds"][m] for row in rows if m in row["seconds"]] for m in methods}
     print("seconds a run (after features): " + ", ".join(
-        f"{m} {np.mean([row['seconds'][m] for row in rows if m in row['seconds']]):.1f}" for m in methods))
+        f"{m} {np.mean(seconds):.1f}" for m, seconds in timed.items() if seconds))  # transcribed rows have none
     print(f"total {time.perf_counter() - start:.0f} s")
 
 
