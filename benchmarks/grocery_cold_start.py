@@ -133,7 +133,8 @@ def main():
     parser.add_argument("--backbone", type=backbones, default=["lite0"],
                         help=f"one of {', '.join(sorted(LITE_VARIANTS))}, or several separated by commas")
     parser.add_argument("--cache", help="the features folder (default: runs/grocery_cold_start; a file "
-                                        "features_<backbone>.npz a backbone)")
+                                        "features_<backbone>.npz a backbone, features_<backbone>_flip.npz "
+                                        "mirror-averaged)")
     parser.add_argument("--test-time-augmentation", type=views, default=["none"],
                         help="none, flip (each image's features averaged with its mirror image's), or both "
                              "separated by a comma: then chosen on the validation classes with the image weight")
