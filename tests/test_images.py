@@ -243,6 +243,24 @@ def test_image_recipe_with_several_backbones_trains_each_and_exports_their_ensem
     assert closing[0].startswith(f"member {first}: test accuracy") and closing[2].startswith("validation")
 
 
+def test_the_default_image_size_keeps_the_photos_size_within_bounds(tmp_path):
+    from tl_keras.data.images import typical_side
+    from tl_keras.workflows.image_classification import default_image_size
+
+    preset = tiny_efficientnet_preset(tmp_path / "preset")  # Native 64: the bounds are 64 and 96.
+    for side in (40, 80, 200):
+        folder = tmp_path / str(side)
+        folder.mkdir()
+        for index, (height, width) in enumerate([(side, side + 30), (side + 20, side + 10), (side + 50, side + 50)]):
+            (folder / f"{index}.png").write_bytes(tf.io.encode_png(np.zeros((height, width, 3), np.uint8)).numpy())
+        (folder / "broken.jpg").write_bytes(b"not an image")  # Passed over here; load_images names it.
+        paths = sorted(str(path) for path in folder.iterdir())
+        assert typical_side(paths) == side + 10  # The median of the shorter sides.
+        assert default_image_size(preset, paths) == {40: 64, 80: 90, 200: 96}[side]
+    assert typical_side([str(tmp_path / "preset" / "config.json")]) is None
+    assert default_image_size(preset, []) == 64
+
+
 def test_image_recipe_refuses_an_empty_backbone_between_commas(tmp_path):
     with pytest.raises(ValueError, match=r"empty preset between commas, received 'a,,b'"):
         run(build_config(ImageClassificationConfig, train=str(tmp_path), backbone="a,,b", output_dir=str(tmp_path)))

@@ -134,8 +134,7 @@ COMMANDS = (
                     configs.ImageClassificationConfig, "image_classification",
                     {"output_dir": "runs/image_classification"}, _image_defaults,
                     {"backbone": "KerasHub image preset, or several separated by commas, whose classifiers are averaged "
-                                 "(default: offline EfficientNet-Lite0, Lite1 and Lite2, each at its native size, "
-                                 "converted once)",
+                                 "(default: offline EfficientNet-Lite1 and Lite2, converted once)",
                      "train": "folder of a sub-folder per class, or a path,label CSV (default: sample photos)",
                      "strategy": "frozen, partial:N (top N stages) or full",
                      "epochs": "epochs of the strategy's main phase (default: 30 with frozen, 8 with partial:N or "

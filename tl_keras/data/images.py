@@ -263,6 +263,27 @@ def as_pixels(x, image_size):
     return None
 
 
+def typical_side(paths, sample=64):
+    """The median shorter side, in pixels, of up to `sample` of the images
+    at `paths` (evenly spaced through the list); `None` when none of them
+    is readable. Unreadable files are passed over here: `load_images`
+    names them.
+
+    Example:
+    >>> typical_side(["photos/a.jpg", "photos/b.jpg"])
+    348
+    """
+    step = max(1, len(paths) // sample)
+    sides = []
+    for path in list(paths)[::step][:sample]:
+        try:
+            shape = tf.io.decode_image(pathlib.Path(path).read_bytes(), expand_animations=False).shape
+        except (OSError, tf.errors.InvalidArgumentError):
+            continue
+        sides.append(min(shape[0], shape[1]))
+    return int(np.median(sides)) if sides else None
+
+
 def load_images(rows, image_size, skip_bad_images=False, verbose=1):
     """Decodes and resizes every image of `rows` (from `read_labelled_images`).
 

@@ -163,8 +163,9 @@ class ImageClassificationConfig:
     output_dir: str = setting(help="where `metrics.json` and the plots go.")
     strategy: str = setting(IMAGE_STRATEGY, "`\"frozen\"`, `\"partial:N\"` (top N stages) or `\"full\"`.")
     image_size: int = setting(None, "images are resized to `image_size` x `image_size`; `None` (the default) "
-                                    "uses the backbone's native resolution (Lite0 224, Lite1 240, Lite2 260), "
-                                    "or 224 when its preset does not say.")
+                                    "keeps the training photos' typical shorter side, at least the backbone's "
+                                    "native resolution (Lite0 224, Lite1 240, Lite2 260; 224 when its preset does "
+                                    "not say) and at most 1.5 times it.")
     augmentation: str = setting("none",
                                 "comma-separated `flip`, `rotation`, `zoom`, `contrast`, `crop` (random resized "
                                 "crops), `color` (colour jitter), `randaugment`, or `none` (the default, measured "
