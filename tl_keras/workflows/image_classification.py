@@ -166,8 +166,13 @@ def _run_ensemble(config, backbones, distribution, callbacks):
 
 def predict_pixels(model, pixels, batch_size=32):
     """`model`'s outputs for uint8 pixels, cast to float32 a batch at a time."""
-    batches = tf.data.Dataset.from_tensor_slices(pixels).batch(batch_size).map(lambda x: tf.cast(x, "float32"))
+    batches = tf.data.Dataset.from_tensor_slices(pixels).batch(batch_size).map(_as_float32)
     return model.predict(batches, verbose=0)
+
+
+def _as_float32(pixels):
+    # A named function: AutoGraph cannot read a lambda's source here and warns on every run.
+    return tf.cast(pixels, "float32")
 
 
 def describe(result):
