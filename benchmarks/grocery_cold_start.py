@@ -4,7 +4,8 @@ among those 10 classes' catalogue entries (chance 10%).
 
 Features: an offline EfficientNet-Lite (`--backbone`, Lite0 unless given:
 it ranks new products best, 0.674 against Lite1's 0.605; ImageNet, frozen,
-at its native resolution, average pooled) for shop photos and catalogue images; the offline MiniLM-L6
+average pooled; at its native resolution unless `--image-size` says
+otherwise) for shop photos and catalogue images; the offline MiniLM-L6
 (mean pooled) for the product descriptions. Several backbones separated by
 commas (`--backbone lite0,lite1,lite2`) train a matcher each and average
 their scores, as the image recipe averages its members' probabilities; the
@@ -24,6 +25,8 @@ With `--export`, split 0 runs again through an exported
     .venv/bin/python benchmarks/grocery_cold_start.py ../shared/data/grocery_store --splits 3 --export
     .venv/bin/python benchmarks/grocery_cold_start.py ../shared/data/grocery_store --splits 3 \
         --backbone lite0,lite1,lite2 --test-time-augmentation none,flip
+    .venv/bin/python benchmarks/grocery_cold_start.py ../shared/data/grocery_store --splits 3 \
+        --backbone lite0,lite1,lite2 --image-size photos
 """
 
 import argparse
@@ -43,7 +46,7 @@ from tl_keras.models.efficientnet_lite import LITE_VARIANTS, offline_lite_preset
 from tl_keras.tasks.catalogue_recognizer import CatalogueRecognizer, harmonic_mean
 from tl_keras.tasks.image_classifier import ImageClassifier
 from tl_keras.tasks.text_classifier import TextClassifier
-from tl_keras.workflows.image_classification import backbone_presets
+from tl_keras.workflows.image_classification import backbone_presets, default_image_size
 
 WEIGHTS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -60,26 +63,38 @@ def image_rows(folder):
     return photos, icons, entries
 
 
-def image_encoder(work, variant):
-    side = LITE_VARIANTS[variant][2]
-    images = ImageClassifier.from_preset(offline_lite_preset(work / "presets", variant), labels=["a", "b"],
-                                         image_size=side)
-    return images.encoder, (side, side)
+def image_side(folder, work, variant, size):
+    """The side `variant` reads images at: its native one (`size="native"`),
+    the image recipe's default (`"photos"`: the photos' typical side within
+    `default_image_size`'s bounds), or `size` pixels."""
+    if size == "native":
+        return LITE_VARIANTS[variant][2]
+    if size == "photos":
+        photos, _, _ = image_rows(folder)
+        return default_image_size(offline_lite_preset(work / "presets", variant), photos.texts)
+    return size
 
 
-def features(folder, work, variant, view="none"):
+def features(folder, work, variant, view="none", side=None):
     """Photo features and fine labels (train and val lists), catalogue image
     features and description embeddings, in the catalogue's order, cached
-    in `work`. `view="flip"`: each image's features averaged with its
-    mirror image's, as `test_time_augmentation="flip"` serves them."""
-    cache = work / f"features_{variant}{'' if view == 'none' else '_' + view}.npz"
+    in `work`, at `side` pixels (default: the native one). `view="flip"`:
+    each image's features averaged with its mirror image's, as
+    `test_time_augmentation="flip"` serves them."""
+    native = LITE_VARIANTS[variant][2]
+    side = side or native
+    cache = work / (f"features_{variant}{'' if side == native else f'_{side}'}"
+                    f"{'' if view == 'none' else '_' + view}.npz")
     if cache.is_file():
         return dict(np.load(cache))
     photos, icons, entries = image_rows(folder)
-    encoder, size = image_encoder(work, variant)
+    encoder = ImageClassifier.from_preset(offline_lite_preset(work / "presets", variant), labels=["a", "b"],
+                                          image_size=side).encoder
+    size = (side, side)
+    print(f"{variant}: images at {side} x {side}", flush=True)
     if view == "flip":
         # The mirror images alone, averaged with the cached single view: what MirrorAveraged computes, at half its cost.
-        embed = features(folder, work, variant)
+        embed = features(folder, work, variant, side=side)
         for name, rows in (("photos", photos), ("icons", icons)):
             pixels, _, _ = load_images(rows, size, verbose=1)
             mirrored = encoder.predict(np.flip(pixels, axis=2).astype("float32"), batch_size=64, verbose=0)
@@ -122,6 +137,15 @@ def views(value):
     return names
 
 
+def image_size(value):
+    """`--image-size`: native, photos, or a side in pixels."""
+    if value in ("native", "photos"):
+        return value
+    if value.isdigit() and int(value) >= 32:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected native, photos or a side of at least 32 pixels, received {value!r}")
+
+
 def top1(scores, truth):
     return float(np.mean(scores.argmax(axis=1) == truth))
 
@@ -133,11 +157,15 @@ def main():
     parser.add_argument("--backbone", type=backbones, default=["lite0"],
                         help=f"one of {', '.join(sorted(LITE_VARIANTS))}, or several separated by commas")
     parser.add_argument("--cache", help="the features folder (default: runs/grocery_cold_start; a file "
-                                        "features_<backbone>.npz a backbone, features_<backbone>_flip.npz "
+                                        "features_<backbone>.npz a backbone at its native side, "
+                                        "features_<backbone>_<side>.npz at another, a _flip suffix "
                                         "mirror-averaged)")
     parser.add_argument("--test-time-augmentation", type=views, default=["none"],
                         help="none, flip (each image's features averaged with its mirror image's), or both "
                              "separated by a comma: then chosen on the validation classes with the image weight")
+    parser.add_argument("--image-size", type=image_size, default="native",
+                        help="native (each backbone's own, the default), photos (the image recipe's default: the "
+                             "photos' typical side, between native and 1.5x native) or a side in pixels")
     parser.add_argument("--export", action="store_true", help="serve split 0 through an exported recognizer "
                                                               "(one backbone, no test-time augmentation)")
     args = parser.parse_args()
@@ -147,7 +175,9 @@ def main():
     work = pathlib.Path(args.cache or "runs/grocery_cold_start")
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    data = {(view, variant): features(pathlib.Path(args.folder), work, variant, view)
+    sides = {variant: image_side(pathlib.Path(args.folder), work, variant, args.image_size)
+             for variant in args.backbone}
+    data = {(view, variant): features(pathlib.Path(args.folder), work, variant, view, sides[variant])
             for view, variant in itertools.product(args.test_time_augmentation, args.backbone)}
     print(f"features: {time.perf_counter() - start:.0f} s")
     first = next(iter(data.values()))
@@ -210,14 +240,15 @@ def main():
             continue
         values = [row[name] for row in rows]
         print(f"| {name} | {np.mean(values):.3f} ({np.std(values):.3f}) |")
-    print(f"\nviews chosen: {[row['view'] for row in rows]}; image weights chosen: {[row['weight'] for row in rows]}; "
+    print(f"\nimage sides: {sides}; views chosen: {[row['view'] for row in rows]}; image weights chosen: {[row['weight'] for row in rows]}; "
           f"test photos a split: "
           f"{[row['photos'] for row in rows]}; matcher training {np.mean([row['seconds'] for row in rows]):.0f} s")
     if args.export:
-        served_through_export(pathlib.Path(args.folder), work, args.backbone[0], *split_classes[0])
+        served_through_export(pathlib.Path(args.folder), work, args.backbone[0], sides[args.backbone[0]],
+                              *split_classes[0])
 
 
-def served_through_export(folder, work, variant, weight, seen, validation, test):
+def served_through_export(folder, work, variant, side, weight, seen, validation, test):
     """Split 0 through an exported `CatalogueRecognizer`, ranked among all
     81 entries (generalised zero-shot): trained on the seen classes'
     train.txt photos, the validation and test classes added from their
@@ -238,7 +269,7 @@ def served_through_export(folder, work, variant, weight, seen, validation, test)
 
     started = time.perf_counter()
     recognizer = CatalogueRecognizer.from_preset(offline_lite_preset(work / "presets", variant), minilm_l6_offline_path(),
-                                                 image_size=LITE_VARIANTS[variant][2], sequence_length=128, image_weight=weight)
+                                                 image_size=side, sequence_length=128, image_weight=weight)
     trained = photos(train, "seen")
     recognizer.fit([p for p, _ in trained], [label for _, label in trained], [entries[c] for c in seen], seed=0)
     recognizer.add_entries([entries[c] for c in [*validation, *test]])  # An image and a text each, no photos.

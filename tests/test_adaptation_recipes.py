@@ -88,6 +88,34 @@ def test_self_training_recipe_holds_the_test_out_of_the_unlabelled_texts(tiny_be
     assert (tmp_path / "exports" / "adapted_classifier" / "1" / "saved_model.pb").is_file()
 
 
+def test_pretraining_on_the_target_texts_comes_before_the_method_and_is_reused(tiny_bert_preset, tmp_path, capsys):
+    source = _domain(tmp_path / "source.tsv", 96, 1, FILLER[:5])
+    target = _domain(tmp_path / "target.tsv", 64, 2, FILLER[5:])
+    common = ["--source", source, "--target", target, "--target-validation", target, "--backbone", tiny_bert_preset,
+              "--strategy", "partial:1", "--epochs", "1", "--pretraining-epochs", "2", "--sequence-length", "32",
+              "--pooling", "mean", "--output-dir", str(tmp_path / "run"), "--verbose", "0"]
+    domain_adaptation.main([*common, "--export-dir", str(tmp_path / "exports")])
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert list(written["metrics"]["target"]) == ["source_only", "pretraining", "pretraining+self_training"]
+    assert len(written["history"]["pretraining"]["loss"]) == 2  # The masked LM's two epochs.
+    presets = list((tmp_path / "run").glob("target_pretrained_*"))
+    assert len(presets) == 1 and (presets[0] / "config.json").is_file()
+    # The masked LM saw the unlabelled texts only: the 16 test rows are not among them.
+    assert "48 unlabelled target texts, 16 labelled target test texts" in capsys.readouterr().out
+    card = json.loads((tmp_path / "exports" / "adapted_classifier" / "1" / "model_card.json").read_text())
+    assert card["adaptation"] == "pretraining+self_training"
+    # The same texts and settings again: the pretrained backbone is reused, not trained twice.
+    domain_adaptation.main([*common, "--method", "source_only"])
+    out = capsys.readouterr().out
+    assert f"reusing {presets[0]}" in out and "masked LM on 48" not in out
+    assert list(json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["target"]) == \
+        ["source_only", "pretraining"]
+    with pytest.raises(ValueError, match=r"`pretraining_epochs` goes with a fine-tuning strategy .* received "
+                                         r"pretraining_epochs 1, strategy 'frozen' and method 'self_training'"):
+        domain_adaptation.main([*common, "--strategy", "frozen", "--pretraining-epochs", "1",  # Later flags win.
+                                "--output-dir", str(tmp_path / "bad")])
+
+
 def test_few_target_labels_run_alone_joint_and_source_then_target(tiny_bert_preset, tmp_path):
     source = _domain(tmp_path / "source.tsv", 96, 1, FILLER[:5])
     target = _domain(tmp_path / "target.tsv", 64, 2, FILLER[5:])

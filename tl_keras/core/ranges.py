@@ -47,6 +47,7 @@ FRACTION = Range(0, 1, low_inclusive=False, high_inclusive=False)
 SETTING_RANGES = {
     "epochs": _count(),
     "warmup_epochs": _count(0),
+    "pretraining_epochs": _count(0),
     "batch_size": _count(),
     "sequence_length": _count(2),
     "image_size": _count(8, 4096),

@@ -300,6 +300,11 @@ class DomainAdaptationConfig:
                                      "source).")
     strategy: str = setting(TEXT_STRATEGY, "the transfer strategy of every method and its baseline "
                                          "(`\"partial:N\"`, `\"full\"`, `\"lora:R\"`, `\"frozen\"`).")
+    pretraining_epochs: int = setting(0, "masked-LM epochs on the target texts before the source fine-tune "
+                                         "(domain-adaptive continued pretraining; 0: none). The method then starts "
+                                         "from that backbone and is reported as `pretraining+<method>`, beside the "
+                                         "source fine-tune from it (`pretraining`) and the source-only baseline. "
+                                         "Fine-tuning strategies only.")
     pseudo_label_shares: str = setting("0.6,0.9", "self-training's share of the target texts pseudo-labelled in "
                                                   "each round, comma-separated.")
     sequence_length: int = setting(128, SEQUENCE_LENGTH)
@@ -326,6 +331,10 @@ class DomainAdaptationConfig:
                              f"method {self.method!r} and target_labelled {self.target_labelled!r}.")
         if not self.target_weight >= 1:
             raise ValueError(f"`target_weight` must be >= 1, received {self.target_weight!r}.")
+        if self.pretraining_epochs and (self.strategy == "frozen" or self.method in FEW_LABEL_METHODS):
+            raise ValueError(f"`pretraining_epochs` goes with a fine-tuning strategy and a method without target "
+                             f"labels; received pretraining_epochs {self.pretraining_epochs!r}, strategy "
+                             f"{self.strategy!r} and method {self.method!r}.")
         self.shares = parse_shares(self.pseudo_label_shares)
 
     def fine_tuning(self):

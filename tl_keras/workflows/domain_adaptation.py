@@ -7,7 +7,10 @@ fine-tuned with the run's strategy on the source is the source-only
 baseline; self-training then trains it on its own confident predictions on
 the target texts, while DANN and CORAL train a fresh classifier with the
 same strategy, epochs and batches on the source and the target texts at
-once (`Classifier.fit_adapted`). Frozen: DANN, CORAL and self-training
+once (`Classifier.fit_adapted`). With `pretraining_epochs`, the backbone
+is first trained as a masked LM on the target texts and the method starts
+from it, reported as `pretraining+<method>` beside the source fine-tune
+from it (`pretraining`) and the source-only baseline. Frozen: DANN, CORAL and self-training
 train an adapter over cached features beside an adapter trained on the
 source alone, and the adapter becomes the frozen classifier's head. When
 the labelled target file is the target file itself, its test rows are held
@@ -15,6 +18,8 @@ out of the unlabelled texts.
 """
 
 import dataclasses
+import hashlib
+import json
 import pathlib
 
 import keras
@@ -23,6 +28,7 @@ from tl_keras.core.choices import FEATURE_ADAPTATION_METHODS, FEW_LABEL_METHODS
 from tl_keras.data.texts import DataError, read_labelled_texts, read_texts, stratified_split
 from tl_keras.evaluation.classification import evaluate_predictions
 from tl_keras.tasks.text_classifier import TextClassifier
+from tl_keras.training.continued_pretraining import continue_pretraining
 from tl_keras.training.distribution import pick_distribution, set_precision
 from tl_keras.training.runs import holding_run_folder, keep_trained_model
 from tl_keras.transfer.domain_adaptation import adapt
@@ -69,10 +75,10 @@ def run(config, distribution=None):
     distribution = distribution or pick_distribution(config.runtime.distribute)
     labels = sorted({str(label) for label in source.labels})
 
-    def new_classifier(**settings):
+    def new_classifier(backbone=config.backbone, **settings):
         keras.utils.set_random_seed(config.training.seed)
         with distribution.scope():
-            return TextClassifier.from_preset(config.backbone, labels=labels, strategy=config.strategy,
+            return TextClassifier.from_preset(backbone, labels=labels, strategy=config.strategy,
                                               sequence_length=config.sequence_length, pooling=config.pooling,
                                               **settings)
 
@@ -86,44 +92,69 @@ def run(config, distribution=None):
     classifier.fit(source_texts, source_labels, **settings)
     metrics, history = {}, {}
 
-    def score(method, model=None):
+    def score(name, model=None):
         model = model or classifier
-        with keep_trained_model(model, config.output_dir, f"scoring {method}"):
+        with keep_trained_model(model, config.output_dir, f"scoring {name}"):
             if test is not None:
-                metrics[method] = model.evaluate_report(list(test.texts), [str(l) for l in test.labels])
-            elif config.method != "source_only":  # No target labels: how far the method moved from source-only.
-                predictions[method] = model.predict(target_texts).argmax(-1)
+                metrics[name] = model.evaluate_report(list(test.texts), [str(l) for l in test.labels])
+            elif name != "source_only" or config.method != "source_only" or config.pretraining_epochs:
+                predictions[name] = model.predict(target_texts).argmax(-1)  # No target labels: the move from it.
 
     predictions = {}
     score("source_only")
+    backbone, method = config.backbone, config.method
+    if config.pretraining_epochs:
+        backbone, history["pretraining"] = pretrain_on_target(config, target_texts)
+        print(f"fine-tuning on the source from the target-pretrained backbone ({config.strategy})")
+        classifier = new_classifier(backbone)
+        classifier.fit(source_texts, source_labels, **settings)
+        score("pretraining")
+        method = "pretraining" if config.method == "source_only" else f"pretraining+{config.method}"
     if config.method == "self_training":
         print(f"self-training on {len(target_texts)} target texts")
-        history["self_training"] = classifier.self_train(target_texts, shares=config.shares,
-                                                         **dict(settings, epochs=1))
-        score("self_training")
+        history[method] = classifier.self_train(target_texts, shares=config.shares, **dict(settings, epochs=1))
+        score(method)
     elif config.method in ("dann", "coral"):
         print(f"fine-tuning on the source with {config.method} towards {len(target_texts)} target texts "
               f"({config.strategy}, the baseline's epochs and batches)")
-        classifier = new_classifier()
+        classifier = new_classifier(backbone)
         weight = config.coral_weight if config.method == "coral" else config.domain_weight
-        history[config.method] = classifier.fit_adapted(
+        history[method] = classifier.fit_adapted(
             source_texts, source_labels, target_texts, config.method, adaptation_weight=weight,
             alpha=config.alpha, hidden_dim=config.hidden_dim, **settings).history
-        score(config.method)
+        score(method)
     elif config.method in FEW_LABEL_METHODS:
         classifier = _few_labels(config, labelled, classifier, new_classifier, source_texts, source_labels, score,
                                  settings)
     if len(predictions) > 1:
         baseline = predictions.pop("source_only")
-        metrics = {"changed_from_source_only": {method: changed_share(baseline, predicted)
-                                                for method, predicted in predictions.items()}}
+        metrics = {"changed_from_source_only": {name: changed_share(baseline, predicted)
+                                                for name, predicted in predictions.items()}}
 
     def export(folder, card):
         return classifier.export(folder, config.output.model_name, warmup=target_texts[:5],
-                                 card={"adaptation": config.method, **card})
+                                 card={"adaptation": method, **card})
 
     return finish(RunResult(classifier, {"target": metrics} if test is not None else metrics, history), config,
                   lambda folder: [], export)
+
+
+def pretrain_on_target(config, texts):
+    """`config.backbone` trained as a masked LM on the target `texts` for
+    `config.pretraining_epochs` (`continue_pretraining`, at the run's
+    sequence length and seed), saved as a preset in the run's folder, named
+    by a digest of everything that shapes it, so a rerun with the same
+    texts and settings reuses it. Returns `(preset folder, history)`."""
+    shaped_by = [str(config.backbone), config.sequence_length, config.pretraining_epochs, config.training.seed, texts]
+    digest = hashlib.sha256(json.dumps(shaped_by).encode()).hexdigest()[:12]
+    preset = pathlib.Path(config.output_dir) / f"target_pretrained_{digest}"
+    if preset.is_dir():  # Written whole or not at all (`continue_pretraining` renames a finished folder).
+        print(f"masked LM on the target texts: reusing {preset}")
+        return preset, {}
+    print(f"masked LM on {len(texts)} target texts, {config.pretraining_epochs} epoch(s), into {preset}")
+    return continue_pretraining(config.backbone, texts, preset, sequence_length=config.sequence_length,
+                                epochs=config.pretraining_epochs, seed=config.training.seed,
+                                distribute=config.runtime.distribute, verbose=config.training.verbose)
 
 
 def read_target_labelled(config, test):
