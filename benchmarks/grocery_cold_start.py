@@ -88,23 +88,21 @@ def features(folder, work, variant, view="none", side=None):
     if cache.is_file():
         return dict(np.load(cache))
     photos, icons, entries = image_rows(folder)
+    # flip: the mirror images alone, averaged with the cached single view (MirrorAveraged at half its cost).
+    embed = features(folder, work, variant, side=side) if view == "flip" else {}
     encoder = ImageClassifier.from_preset(offline_lite_preset(work / "presets", variant), labels=["a", "b"],
                                           image_size=side).encoder
-    size = (side, side)
-    print(f"{variant}: images at {side} x {side}", flush=True)
-    if view == "flip":
-        # The mirror images alone, averaged with the cached single view: what MirrorAveraged computes, at half its cost.
-        embed = features(folder, work, variant, side=side)
-        for name, rows in (("photos", photos), ("icons", icons)):
-            pixels, _, _ = load_images(rows, size, verbose=1)
+    print(f"{variant}: images at {side} x {side}{', mirrored' if view == 'flip' else ''}", flush=True)
+    for name, rows in (("photos", photos), ("icons", icons)):
+        pixels, _, _ = load_images(rows, (side, side), verbose=1)
+        if view == "flip":
             mirrored = encoder.predict(np.flip(pixels, axis=2).astype("float32"), batch_size=64, verbose=0)
             embed[name] = 0.5 * (embed[name] + mirrored)
+        else:
+            embed[name] = encoder.predict(pixels.astype("float32"), batch_size=64, verbose=0)
+    if view == "flip":
         np.savez(cache, **embed)
         return embed
-    embed = {}
-    for name, rows in (("photos", photos), ("icons", icons)):
-        pixels, _, _ = load_images(rows, size, verbose=1)
-        embed[name] = encoder.predict(pixels.astype("float32"), batch_size=64, verbose=0)
     texts = TextClassifier.from_preset(minilm_l6_offline_path(), labels=["a", "b"], sequence_length=128)
     embed["descriptions"] = texts.encoder.predict(
         texts.tokenize([e.description for e in entries]).arrays, verbose=0)
