@@ -23,6 +23,7 @@ import json
 import pathlib
 
 import keras
+import tensorflow as tf
 
 from tl_keras.core.choices import FEATURE_ADAPTATION_METHODS, FEW_LABEL_METHODS
 from tl_keras.data.texts import DataError, read_labelled_texts, read_texts, stratified_split
@@ -73,6 +74,10 @@ def run(config, distribution=None):
           f"{0 if test is None else len(test)} labelled target test texts")
     set_precision(config.runtime.precision)
     distribution = distribution or pick_distribution(config.runtime.distribute)
+    if config.pretraining_epochs and isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
+        # Only the chief keeps the pretrained preset (`WorkerOutput`), so the other workers could not load it.
+        raise ValueError(f"`pretraining_epochs` ({config.pretraining_epochs}) runs on one machine; across workers, "
+                         f"pretrain first (`tl-keras pretrain`) and pass its preset as `backbone`.")
     labels = sorted({str(label) for label in source.labels})
 
     def new_classifier(backbone=config.backbone, **settings):
