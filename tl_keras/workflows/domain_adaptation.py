@@ -10,11 +10,11 @@ same strategy, epochs and batches on the source and the target texts at
 once (`Classifier.fit_adapted`). With `pretraining_epochs`, the backbone
 is first trained as a masked LM on the target texts and the method starts
 from it, reported as `pretraining+<method>` beside the source fine-tune
-from it (`pretraining`) and the source-only baseline. Frozen: DANN, CORAL and self-training
-train an adapter over cached features beside an adapter trained on the
-source alone, and the adapter becomes the frozen classifier's head. When
-the labelled target file is the target file itself, its test rows are held
-out of the unlabelled texts.
+from it (`pretraining`) and the source-only baseline. Frozen: DANN, CORAL
+and self-training train an adapter over cached features beside an adapter
+trained on the source alone, and the adapter becomes the frozen
+classifier's head. When the labelled target file is the target file
+itself, its test rows are held out of the unlabelled texts.
 """
 
 import dataclasses
@@ -102,8 +102,8 @@ def run(config, distribution=None):
         with keep_trained_model(model, config.output_dir, f"scoring {name}"):
             if test is not None:
                 metrics[name] = model.evaluate_report(list(test.texts), [str(l) for l in test.labels])
-            elif name != "source_only" or config.method != "source_only" or config.pretraining_epochs:
-                predictions[name] = model.predict(target_texts).argmax(-1)  # No target labels: the move from it.
+            elif config.method != "source_only" or config.pretraining_epochs:  # No labels: the move from source-only.
+                predictions[name] = model.predict(target_texts).argmax(-1)
 
     predictions = {}
     score("source_only")
