@@ -63,15 +63,14 @@ def image_rows(folder):
     return photos, icons, entries
 
 
-def image_side(folder, work, variant, size):
+def image_side(work, variant, size, photo_paths):
     """The side `variant` reads images at: its native one (`size="native"`),
-    the image recipe's default (`"photos"`: the photos' typical side within
-    `default_image_size`'s bounds), or `size` pixels."""
+    the image recipe's default (`"photos"`: the typical side of
+    `photo_paths` within `default_image_size`'s bounds), or `size` pixels."""
     if size == "native":
         return LITE_VARIANTS[variant][2]
     if size == "photos":
-        photos, _, _ = image_rows(folder)
-        return default_image_size(offline_lite_preset(work / "presets", variant), photos.texts)
+        return default_image_size(offline_lite_preset(work / "presets", variant), photo_paths)
     return size
 
 
@@ -173,8 +172,8 @@ def main():
     work = pathlib.Path(args.cache or "runs/grocery_cold_start")
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    sides = {variant: image_side(pathlib.Path(args.folder), work, variant, args.image_size)
-             for variant in args.backbone}
+    photo_paths = image_rows(pathlib.Path(args.folder))[0].texts  # Read once for every backbone's side.
+    sides = {variant: image_side(work, variant, args.image_size, photo_paths) for variant in args.backbone}
     data = {(view, variant): features(pathlib.Path(args.folder), work, variant, view, sides[variant])
             for view, variant in itertools.product(args.test_time_augmentation, args.backbone)}
     print(f"features: {time.perf_counter() - start:.0f} s")
@@ -238,8 +237,8 @@ def main():
             continue
         values = [row[name] for row in rows]
         print(f"| {name} | {np.mean(values):.3f} ({np.std(values):.3f}) |")
-    print(f"\nimage sides: {sides}; views chosen: {[row['view'] for row in rows]}; image weights chosen: {[row['weight'] for row in rows]}; "
-          f"test photos a split: "
+    print(f"\nimage sides: {sides}; views chosen: {[row['view'] for row in rows]}; "
+          f"image weights chosen: {[row['weight'] for row in rows]}; test photos a split: "
           f"{[row['photos'] for row in rows]}; matcher training {np.mean([row['seconds'] for row in rows]):.0f} s")
     if args.export:
         served_through_export(pathlib.Path(args.folder), work, args.backbone[0], sides[args.backbone[0]],
